@@ -1,0 +1,142 @@
+"""The `ghostcrate` command: parses arguments, loads settings, calls the application."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ghostcrate import __version__
+from ghostcrate.config import CONFIG_ENV, ConfigError, LoadedSettings, load_settings
+
+log = logging.getLogger("ghostcrate")
+
+EXIT_CONFIG = 2
+
+DESCRIPTION = """\
+GhostCrate: a caching crates.io mirror and private Cargo registry.
+
+Settings come from defaults < the TOML file (--config or $GHOSTCRATE_CONFIG)
+< GHOSTCRATE_* environment variables < command-line options. The variable
+for a key is GHOSTCRATE_<KEY>, or GHOSTCRATE_<TABLE>__<KEY> for a key in a
+table: GHOSTCRATE_DATA_DIR, GHOSTCRATE_UPSTREAM__INDEX_TTL.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="ghostcrate",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ghostcrate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="run the mirror (until SIGTERM or Ctrl-C)",
+        description="Serve the sparse index and crate downloads on [server] listen.",
+    )
+    serve.add_argument("--listen", metavar="HOST:PORT", help="overrides [server] listen")
+    serve.add_argument("--data-dir", type=Path, metavar="DIR", help="overrides data_dir")
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate the configuration and print every setting with its origin",
+        description="Exit 0 and print the effective settings if the configuration is valid; "
+        f"exit {EXIT_CONFIG} with an error naming the key and file if it is not.",
+    )
+    check.set_defaults(run=_check_config)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "listen", None):
+        overrides["server.listen"] = args.listen
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    return overrides
+
+
+def _check_config(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+    dumped = loaded.settings.model_dump(mode="json")
+    print("configuration is valid")
+    for key, origin in sorted(loaded.origins.items()):
+        value: Any = dumped
+        for part in key.split("."):
+            value = value[part]
+        print(f"{key} = {value!r}  ({origin})")
+    return 0
+
+
+def _serve(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from ghostcrate.appliance.app import create_app
+    from ghostcrate.appliance.logs import AccessLogger, configure_logging
+
+    settings = loaded.settings
+    configure_logging(settings.log)
+    loop = _new_event_loop()
+    log.info(
+        "starting",
+        extra={
+            "version": __version__,
+            "listen": settings.server.listen,
+            "public_url": settings.server.base_url,
+            "upstream": settings.upstream.index,
+            "data_dir": str(settings.data_dir),
+        },
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        shutdown_timeout=settings.server.shutdown_timeout,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("ghostcrate.access") if settings.server.access_log else None,
+        print=lambda message: log.info("listening", extra={"url": settings.server.base_url}),
+        loop=loop,
+    )
+    log.info("stopped")
+    return 0
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX system
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        loaded = load_settings(args.config, os.environ, _overrides(args))
+    except ConfigError as error:
+        print(f"ghostcrate: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    code: int = args.run(loaded, args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Cargo's error format, and the middleware that turns exceptions into it.
+
+Cargo prints `errors[].detail` to its user (registry-web-api.md), so each
+detail says what is wrong and, where it can, what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ghostcrate.appliance.logs import REQUEST_ID
+from ghostcrate.proxy import NotFound, ProxyError, UpstreamError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, detail: str) -> web.Response:
+    return web.json_response({"errors": [{"detail": detail}]}, status=status)
+
+
+def status_of(error: ProxyError) -> int:
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, UpstreamError):
+        return 502
+    return 500
+
+
+@web.middleware
+async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProxyError as error:
+        return error_response(status_of(error), str(error))
+    except web.HTTPException as error:
+        if error.status < 400 or error.content_type == "application/json":
+            raise
+        return error_response(error.status, f"{error.reason}: {request.method} {request.path}")
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return error_response(
+            500, f"internal error in GhostCrate (request id {REQUEST_ID.get()}); see its log"
+        )

@@ -1,0 +1,42 @@
+"""The appliance's own metrics (HTTP side); the mirror's live in `ghostcrate.proxy.metrics`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ghostcrate.proxy import ProxyMetrics
+
+
+@dataclass(frozen=True)
+class AppMetrics:
+    proxy: ProxyMetrics
+    requests: Counter
+    latency: Histogram
+    file_bytes: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> AppMetrics:
+        return cls(
+            proxy=ProxyMetrics.create(registry),
+            requests=Counter(
+                "ghostcrate_http_requests",
+                "HTTP requests answered, by route and status",
+                ["route", "status"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "ghostcrate_http_request_seconds",
+                "Time to answer an HTTP request, by route",
+                ["route"],
+                registry=registry,
+                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10),
+            ),
+            file_bytes=Counter(
+                "ghostcrate_file_bytes_sent",
+                "Bytes of cached files sent, by method (sendfile is zero-copy, copy is not)",
+                ["method"],
+                registry=registry,
+            ),
+        )

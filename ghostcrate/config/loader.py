@@ -1,0 +1,155 @@
+"""Build `Settings` from defaults < TOML file < `GHOSTCRATE_*` environment < command line.
+
+Environment rule: `GHOSTCRATE_<KEY>` for a top-level key and
+`GHOSTCRATE_<SECTION>__<KEY>` for a key in a table, upper case, for example
+`GHOSTCRATE_DATA_DIR` or `GHOSTCRATE_UPSTREAM__INDEX_TTL`. `GHOSTCRATE_CONFIG`
+names the config file itself.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ghostcrate.config.model import Settings
+
+ENV_PREFIX = "GHOSTCRATE_"
+CONFIG_ENV = "GHOSTCRATE_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and where it was set."""
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    #: Dotted key -> where its value came from ("default", the file path, or an env variable).
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+
+def env_name(dotted_key: str) -> str:
+    """The environment variable that overrides a dotted key."""
+    return ENV_PREFIX + dotted_key.upper().replace(".", "__")
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> dict[str, bool]:
+    """Dotted key -> whether it is a table, for every key of the model."""
+    keys: dict[str, bool] = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        is_table = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        keys[prefix + name] = is_table
+        if is_table:
+            assert isinstance(annotation, type)
+            keys.update(_known_keys(annotation, prefix + name + "."))
+    return keys
+
+
+KNOWN_KEYS = _known_keys(Settings)
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = prefix + key
+        if isinstance(value, dict) and KNOWN_KEYS.get(dotted, False):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *tables, key = dotted.split(".")
+        target = nested
+        for table in tables:
+            target = target.setdefault(table, {})
+        target[key] = value
+    return nested
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config file: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+
+
+def load_settings(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedSettings:
+    """Read, layer and validate the configuration. Raises `ConfigError`.
+
+    `overrides` maps dotted keys to values given on the command line; they win.
+    """
+    environ = {} if environ is None else environ
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if path is not None:
+        _file_layer(path, values, origins)
+    _env_layer(environ, values, origins)
+    for key, value in (overrides or {}).items():
+        values[key] = value
+        origins[key] = "command line"
+
+    if path is not None and "data_dir" in values and origins["data_dir"] == str(path):
+        # A relative data_dir in a file means relative to that file, whoever starts us.
+        values["data_dir"] = path.parent / Path(values["data_dir"])
+
+    try:
+        settings = Settings.model_validate(_nest(values))
+    except ValidationError as error:
+        raise ConfigError(_describe(error, origins)) from None
+    for key, is_table in KNOWN_KEYS.items():
+        if not is_table:
+            origins.setdefault(key, "default")
+    return LoadedSettings(settings, origins)
+
+
+def _file_layer(path: Path, values: dict[str, Any], origins: dict[str, str]) -> None:
+    for key, value in _flatten(_read_file(path)).items():
+        if key not in KNOWN_KEYS:
+            raise ConfigError(f"{path}: unknown key '{key}'")
+        if KNOWN_KEYS[key]:
+            raise ConfigError(f"{path}: key '{key}' must be a table ([{key}])")
+        values[key] = value
+        origins[key] = str(path)
+
+
+def _env_layer(environ: Mapping[str, str], values: dict[str, Any], origins: dict[str, str]) -> None:
+    env_keys = {env_name(key): key for key, table in KNOWN_KEYS.items() if not table}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        if name not in env_keys:
+            raise ConfigError(f"environment variable {name}: unknown key (rule: {env_name('a.b')})")
+        values[env_keys[name]] = value
+        origins[env_keys[name]] = f"environment variable {name}"
+
+
+def _describe(error: ValidationError, origins: Mapping[str, str]) -> str:
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"])
+        where = origins.get(key, "default")
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: key '{key}': {message} (got {problem['input']!r})")
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Mirrored `.crate` files: served from the disk cache, or fetched, verified, then cached.
+
+A miss streams the upstream's body into a temporary file while hashing it;
+only when its length and sha256 match (the `cksum` of the crate's index
+entry) is it renamed into the cache. Unverified bytes never reach a client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from ghostcrate.cache import DiskStore, SingleFlight
+from ghostcrate.cargo.names import CrateName, index_prefix, is_checksum
+from ghostcrate.proxy.errors import ChecksumMismatch, NotFound, UpstreamError
+from ghostcrate.proxy.index import MirrorIndex
+from ghostcrate.proxy.metrics import ProxyMetrics
+from ghostcrate.proxy.upstream import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 64 * 1024
+_MARKERS = ("{crate}", "{version}", "{prefix}", "{lowerprefix}", "{sha256-checksum}")
+
+
+def crate_key(name: CrateName, version: str) -> str:
+    return f"crates/{name.lower}/{name.lower}-{version}.crate"
+
+
+def download_url(dl: str, name: str, version: str, cksum: str) -> str:
+    """Expand a config.json `dl` template the way cargo does (registry-index.md)."""
+    if not any(marker in dl for marker in _MARKERS):
+        return f"{dl.rstrip('/')}/{name}/{version}/download"
+    return (
+        dl.replace("{crate}", name)
+        .replace("{version}", version)
+        .replace("{prefix}", index_prefix(name))
+        .replace("{lowerprefix}", index_prefix(name.lower()))
+        .replace("{sha256-checksum}", cksum)
+    )
+
+
+class MirrorCrates:
+    def __init__(
+        self,
+        store: DiskStore,
+        index: MirrorIndex,
+        upstream: UpstreamClient,
+        metrics: ProxyMetrics,
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._upstream = upstream
+        self._metrics = metrics
+        self._flights: SingleFlight[str, Path] = SingleFlight()
+
+    async def cached(self, name: CrateName, version: str) -> Path | None:
+        """The cached file, if present (everything in the cache was verified on the way in)."""
+        key = crate_key(name, version)
+        if await self._store.exists(key):
+            self._metrics.crate_results.labels("hit").inc()
+            return self._store.path(key)
+        return None
+
+    async def fetch(self, name: CrateName, version: str) -> Path:
+        """Fill the cache from the upstream (once, however many ask) and return the file."""
+        key = crate_key(name, version)
+        return await self._flights.run(key, lambda: self._fill(key, name, version))
+
+    async def close(self) -> None:
+        await self._flights.close()
+
+    async def _entry(self, name: CrateName, version: str) -> dict[str, Any]:
+        index = await self._index.get(name)
+        entry = index.entry(version) if index is not None else None
+        if entry is None and index is not None:
+            # Perhaps published since we last looked: ask the upstream once more.
+            index = await self._index.get(name, max_age=0)
+            entry = index.entry(version) if index is not None else None
+        if index is None:
+            raise NotFound(f"crate '{name}' does not exist upstream")
+        if entry is None:
+            raise NotFound(f"crate '{name}' has no version {version} upstream")
+        return entry
+
+    async def _fill(self, key: str, name: CrateName, version: str) -> Path:
+        if await self._store.exists(key):
+            return self._store.path(key)
+        self._metrics.crate_results.labels("miss").inc()
+        entry = await self._entry(name, version)
+        cksum = entry.get("cksum")
+        real_name = entry.get("name")
+        if not isinstance(cksum, str) or not is_checksum(cksum) or not isinstance(real_name, str):
+            raise UpstreamError(f"the upstream's index entry for {name} {version} is malformed")
+        config = await self._index.upstream_config()
+        url = download_url(config["dl"], real_name, version, cksum)
+        what = f"crate {real_name} {version}"
+        try:
+            path = await self._download(
+                key, url, what=what, name=real_name, version=version, cksum=cksum
+            )
+        except UpstreamError:
+            self._metrics.upstream_requests.labels("download", "error").inc()
+            raise
+        self._metrics.upstream_requests.labels("download", "ok").inc()
+        return path
+
+    async def _download(
+        self, key: str, url: str, *, what: str, name: str, version: str, cksum: str
+    ) -> Path:
+        async with self._upstream.stream(url, what) as response, self._store.pending(key) as file:
+            digest = hashlib.sha256()
+            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+                digest.update(chunk)
+                await file.write(chunk)
+            expected_length = response.content_length
+            if expected_length is not None and file.size != expected_length:
+                raise UpstreamError(
+                    f"fetching {what} from the upstream failed: got {file.size} of "
+                    f"{expected_length} bytes"
+                )
+            actual = digest.hexdigest()
+            if actual != cksum:
+                self._metrics.checksum_mismatches.inc()
+                log.error(
+                    "checksum mismatch",
+                    extra={"crate": name, "version": version, "expected": cksum, "got": actual},
+                )
+                raise ChecksumMismatch(name, version, cksum, actual)
+            await file.commit()
+        log.info("cached crate", extra={"crate": name, "version": version, "bytes": file.size})
+        return file.final

@@ -1,0 +1,123 @@
+"""The mirror's sparse index: cached index files, revalidated after `index_ttl`.
+
+A fresh cached file is served as is. A stale one is revalidated with a
+conditional GET; when the upstream fails, the stale copy is served and
+counted (stale beats down). "No such crate" answers are remembered for
+`negative_ttl`. Concurrent misses for one file share one upstream request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from ghostcrate.cache import DiskStore, SingleFlight
+from ghostcrate.cargo.names import CrateName, index_path
+from ghostcrate.config import UpstreamSettings
+from ghostcrate.proxy.errors import UpstreamError
+from ghostcrate.proxy.indexfile import IndexFile
+from ghostcrate.proxy.metrics import ProxyMetrics
+from ghostcrate.proxy.upstream import Missing, Modified, NotModified, UpstreamClient
+
+log = logging.getLogger(__name__)
+
+CONFIG_PATH = "config.json"
+
+
+class MirrorIndex:
+    def __init__(
+        self,
+        store: DiskStore,
+        upstream: UpstreamClient,
+        settings: UpstreamSettings,
+        metrics: ProxyMetrics,
+    ) -> None:
+        self._store = store
+        self._upstream = upstream
+        self._settings = settings
+        self._metrics = metrics
+        self._flights: SingleFlight[str, IndexFile | None] = SingleFlight()
+        self._missing_until: dict[str, float] = {}
+
+    async def get(self, name: CrateName, *, max_age: float | None = None) -> IndexFile | None:
+        """The index file of a crate, or None if the upstream has no such crate."""
+        return await self._get(index_path(name), max_age)
+
+    async def upstream_config(self) -> dict[str, Any]:
+        """The upstream's config.json (it gives the download URL)."""
+        config = await self._get(CONFIG_PATH, None)
+        if config is None:
+            raise UpstreamError("the upstream has no config.json; is [upstream] index right?")
+        try:
+            parsed = json.loads(config.body)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("dl"), str):
+            raise UpstreamError("the upstream's config.json has no download URL ('dl')")
+        return parsed
+
+    async def close(self) -> None:
+        await self._flights.close()
+
+    async def _get(self, path: str, max_age: float | None) -> IndexFile | None:
+        ttl = self._settings.index_ttl if max_age is None else max_age
+        key = "index/" + path
+        cached = await self._read(key)
+        now = time.time()
+        if cached is not None and now - cached.checked_at < ttl:
+            self._metrics.index_results.labels("hit").inc()
+            return cached
+        if cached is None and self._missing_until.get(key, 0.0) > time.monotonic():
+            self._metrics.index_results.labels("not_found").inc()
+            return None
+        return await self._flights.run(key, lambda: self._refresh(key, path, cached))
+
+    async def _read(self, key: str) -> IndexFile | None:
+        found = await self._store.read(key)
+        if found is None:
+            return None
+        data, mtime = found
+        try:
+            return IndexFile.decode(data, mtime)
+        except (ValueError, KeyError):
+            log.warning("discarding unreadable cached index file", extra={"key": key})
+            await self._store.delete(key)
+            return None
+
+    async def _refresh(self, key: str, path: str, cached: IndexFile | None) -> IndexFile | None:
+        try:
+            answer = await self._upstream.get_index(
+                path,
+                cached.upstream_etag if cached else None,
+                cached.upstream_last_modified if cached else None,
+            )
+            self._metrics.upstream_requests.labels("index", type(answer).__name__.lower()).inc()
+        except UpstreamError as error:
+            self._metrics.upstream_requests.labels("index", "error").inc()
+            if cached is None:
+                raise
+            self._metrics.index_results.labels("stale").inc()
+            self._metrics.stale_served.inc()
+            log.warning("serving a stale index file: %s", error, extra={"key": key})
+            return cached
+        now = time.time()
+        match answer:
+            case NotModified() if cached is not None:
+                await self._store.touch(key)
+                self._metrics.index_results.labels("revalidated").inc()
+                return cached.checked(now)
+            case NotModified():
+                raise UpstreamError(f"the upstream answered 304 for {path} to an unconditional GET")
+            case Missing():
+                await self._store.delete(key)
+                self._missing_until[key] = time.monotonic() + self._settings.negative_ttl
+                self._metrics.index_results.labels("not_found").inc()
+                return None
+            case Modified(body, etag, last_modified):
+                fresh = IndexFile.from_upstream(body, now, etag, last_modified, cached)
+                await self._store.write(key, fresh.encode())
+                self._missing_until.pop(key, None)
+                self._metrics.index_results.labels("miss" if cached is None else "updated").inc()
+                return fresh

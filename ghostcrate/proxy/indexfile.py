@@ -1,0 +1,91 @@
+"""An index file as the mirror stores it: the upstream's bytes plus what we know about them.
+
+On disk it is one file, a JSON header line then the body, so the body and its
+validators are always replaced together by one atomic rename. The file's
+modification time is when the upstream last confirmed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from email.utils import formatdate
+from typing import Any
+
+
+@dataclass(frozen=True)
+class IndexFile:
+    body: bytes
+    #: When the upstream last confirmed this body (epoch seconds).
+    checked_at: float
+    #: Our validators, given to clients.
+    etag: str
+    last_modified: str
+    #: The upstream's validators, sent back on revalidation.
+    upstream_etag: str | None = None
+    upstream_last_modified: str | None = None
+    _entries: dict[str, dict[str, Any]] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_upstream(
+        cls,
+        body: bytes,
+        now: float,
+        upstream_etag: str | None,
+        upstream_last_modified: str | None,
+        previous: IndexFile | None = None,
+    ) -> IndexFile:
+        etag = body_etag(body)
+        if previous is not None and previous.etag == etag:
+            last_modified = previous.last_modified
+        else:
+            last_modified = upstream_last_modified or formatdate(now, usegmt=True)
+        return cls(body, now, etag, last_modified, upstream_etag, upstream_last_modified)
+
+    def checked(self, now: float) -> IndexFile:
+        return replace(self, checked_at=now)
+
+    def encode(self) -> bytes:
+        header = {
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+            "upstream_etag": self.upstream_etag,
+            "upstream_last_modified": self.upstream_last_modified,
+        }
+        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.body
+
+    @classmethod
+    def decode(cls, data: bytes, mtime: float) -> IndexFile:
+        header_line, _, body = data.partition(b"\n")
+        header = json.loads(header_line)
+        return cls(
+            body,
+            mtime,
+            header["etag"],
+            header["last_modified"],
+            header.get("upstream_etag"),
+            header.get("upstream_last_modified"),
+        )
+
+    def entry(self, version: str) -> dict[str, Any] | None:
+        """The index entry of one version, or None."""
+        if self._entries is None:
+            entries = {}
+            for line in self.body.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # cargo skips lines it cannot read; so do we
+                if isinstance(record, dict) and isinstance(record.get("vers"), str):
+                    entries[record["vers"]] = record
+            object.__setattr__(self, "_entries", entries)
+        assert self._entries is not None
+        return self._entries.get(version)
+
+
+def body_etag(body: bytes) -> str:
+    """A strong ETag derived from the content, the same on every node."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

@@ -1,0 +1,142 @@
+"""The HTTP client for the upstream registry: conditional index GETs and crate streams.
+
+Every request has connect and read timeouts, and every failure becomes an
+`UpstreamError` (or `NotFound`) whose message says what failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+
+from ghostcrate import __version__
+from ghostcrate.config import UpstreamSettings
+from ghostcrate.proxy.errors import NotFound, UpstreamError
+
+log = logging.getLogger(__name__)
+
+USER_AGENT: Final = f"ghostcrate/{__version__} (caching crates.io mirror)"
+#: crates.io's largest index files are a few MB; anything far larger is not an index file.
+MAX_INDEX_BYTES: Final = 64 * 1024 * 1024
+#: Statuses cargo treats as "this crate does not exist" (registry-index.md, "Nonexistent Crates").
+MISSING_STATUSES: Final = frozenset({404, 410, 451})
+
+
+@dataclass(frozen=True)
+class Modified:
+    body: bytes
+    etag: str | None
+    last_modified: str | None
+
+
+@dataclass(frozen=True)
+class NotModified:
+    pass
+
+
+@dataclass(frozen=True)
+class Missing:
+    status: int
+
+
+IndexAnswer = Modified | NotModified | Missing
+
+
+class UpstreamClient:
+    """Owns one `aiohttp.ClientSession` for all upstream traffic."""
+
+    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self._session = session
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: UpstreamSettings) -> AsyncIterator[UpstreamClient]:
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
+        )
+        async with aiohttp.ClientSession(
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT},
+            auto_decompress=True,
+            raise_for_status=False,
+        ) as session:
+            yield cls(settings, session)
+
+    def url(self, path: str) -> str:
+        return self.settings.index + path
+
+    async def get_index(
+        self, path: str, etag: str | None = None, last_modified: str | None = None
+    ) -> IndexAnswer:
+        """GET an index file (or config.json), conditionally when validators are given."""
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        url = self.url(path)
+        what = f"index file {path}"
+        try:
+            async with self._session.get(url, headers=headers) as response:
+                if response.status == 304:
+                    return NotModified()
+                if response.status in MISSING_STATUSES:
+                    return Missing(response.status)
+                if response.status != 200:
+                    raise UpstreamError(f"the upstream answered {response.status} for {what}")
+                if (response.content_length or 0) > MAX_INDEX_BYTES:
+                    raise UpstreamError(f"the upstream sent an oversized {what}")
+                body = await _read_bounded(response, MAX_INDEX_BYTES, what)
+                return Modified(
+                    body, response.headers.get("ETag"), response.headers.get("Last-Modified")
+                )
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise UpstreamError(describe_failure(what, self.settings, error)) from error
+
+    @asynccontextmanager
+    async def stream(self, url: str, what: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A 200 response whose body the caller streams; errors raise `UpstreamError`."""
+        try:
+            async with self._session.get(url, auto_decompress=False) as response:
+                if response.status in MISSING_STATUSES:
+                    raise NotFound(f"{what} does not exist upstream ({response.status})")
+                if response.status != 200:
+                    raise UpstreamError(f"the upstream answered {response.status} for {what}")
+                yield response
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise UpstreamError(describe_failure(what, self.settings, error)) from error
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    chunks = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamError(f"the upstream sent an oversized {what}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def describe_failure(what: str, settings: UpstreamSettings, error: BaseException) -> str:
+    """One sentence for a failed upstream request, naming what and why."""
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        reason = f"connecting timed out after {settings.connect_timeout:g} s"
+    elif isinstance(error, (aiohttp.SocketTimeoutError, asyncio.TimeoutError)):
+        reason = f"no data for {settings.read_timeout:g} s (read timeout)"
+    elif isinstance(error, aiohttp.ClientPayloadError):
+        reason = "the connection closed before the whole body arrived"
+    elif isinstance(error, aiohttp.ServerDisconnectedError):
+        reason = "the upstream closed the connection without answering"
+    elif isinstance(error, aiohttp.ClientConnectorError):
+        reason = f"cannot connect to {error.host}:{error.port} ({error.strerror or error})"
+    else:
+        reason = str(error) or type(error).__name__
+    return f"fetching {what} from the upstream failed: {reason}"
