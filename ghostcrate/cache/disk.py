@@ -84,7 +84,7 @@ class DiskStore:
         """A temporary file for `key`; unless committed, it is removed on exit."""
         final = self.path(key)
         await aiofiles.os.makedirs(final.parent, exist_ok=True)
-        temp = final.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{final.name}")
+        temp = final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex}")
         handle = await aiofiles.open(temp, "wb")
         pending = PendingFile(handle, temp, final)
         try:

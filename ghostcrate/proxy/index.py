@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from ghostcrate.cache import DiskStore, SingleFlight
+from ghostcrate.cache import DiskStore, ExpiringSet, SingleFlight
 from ghostcrate.cargo.names import CrateName, index_path
 from ghostcrate.config import UpstreamSettings
 from ghostcrate.proxy.errors import UpstreamError
@@ -39,7 +39,7 @@ class MirrorIndex:
         self._settings = settings
         self._metrics = metrics
         self._flights: SingleFlight[str, IndexFile | None] = SingleFlight()
-        self._missing_until: dict[str, float] = {}
+        self._missing = ExpiringSet()
 
     async def get(self, name: CrateName, *, max_age: float | None = None) -> IndexFile | None:
         """The index file of a crate, or None if the upstream has no such crate."""
@@ -69,7 +69,7 @@ class MirrorIndex:
         if cached is not None and now - cached.checked_at < ttl:
             self._metrics.index_results.labels("hit").inc()
             return cached
-        if cached is None and self._missing_until.get(key, 0.0) > time.monotonic():
+        if cached is None and key in self._missing:
             self._metrics.index_results.labels("not_found").inc()
             return None
         return await self._flights.run(key, lambda: self._refresh(key, path, cached))
@@ -112,12 +112,12 @@ class MirrorIndex:
                 raise UpstreamError(f"the upstream answered 304 for {path} to an unconditional GET")
             case Missing():
                 await self._store.delete(key)
-                self._missing_until[key] = time.monotonic() + self._settings.negative_ttl
+                self._missing.add(key, self._settings.negative_ttl)
                 self._metrics.index_results.labels("not_found").inc()
                 return None
             case Modified(body, etag, last_modified):
                 fresh = IndexFile.from_upstream(body, now, etag, last_modified, cached)
                 await self._store.write(key, fresh.encode())
-                self._missing_until.pop(key, None)
+                self._missing.discard(key)
                 self._metrics.index_results.labels("miss" if cached is None else "updated").inc()
                 return fresh

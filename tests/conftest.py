@@ -1,0 +1,74 @@
+"""Fixtures: the fake upstream, GhostCrate in-process and as a real process, cargo."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from ghostcrate.appliance.app import create_app
+from ghostcrate.config import ServerSettings, Settings, UpstreamSettings
+from tests.support.appliance import Appliance
+from tests.support.cargo import CargoEnv
+from tests.support.crates import corpus_registry
+from tests.support.upstream import FakeUpstream
+
+MirrorClient = TestClient[Any, Any]
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(corpus_registry()) as fake:
+        yield fake
+
+
+def mirror_settings(
+    data_dir: Path, upstream_url: str, server: dict[str, Any] | None = None, **upstream: Any
+) -> Settings:
+    values: dict[str, Any] = {"connect_timeout": 2, "read_timeout": 2, **upstream}
+    return Settings(
+        data_dir=data_dir,
+        server=ServerSettings(**(server or {})),
+        upstream=UpstreamSettings(index=upstream_url, **values),
+    )
+
+
+@pytest.fixture
+def make_mirror(
+    aiohttp_client: Callable[..., Any], tmp_path: Path, upstream: FakeUpstream
+) -> Callable[..., Any]:
+    """Start GhostCrate in-process in front of `upstream`; keyword arguments set [upstream]."""
+
+    async def make(server: dict[str, Any] | None = None, **upstream_settings: Any) -> MirrorClient:
+        settings = mirror_settings(tmp_path / "data", upstream.url, server, **upstream_settings)
+        client: MirrorClient = await aiohttp_client(create_app(settings))
+        return client
+
+    return make
+
+
+@pytest.fixture
+def start_appliance(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[..., Appliance]]:
+    """Start `ghostcrate serve` processes in front of `upstream`; all stopped at the end."""
+    started: list[Appliance] = []
+
+    def start(**upstream_settings: object) -> Appliance:
+        appliance = Appliance(
+            tmp_path / f"appliance-{len(started)}", upstream.url, **upstream_settings
+        )
+        started.append(appliance)
+        return appliance.start()
+
+    yield start
+    for appliance in started:
+        if appliance.process is not None and appliance.process.poll() is None:
+            appliance.stop()
+
+
+@pytest.fixture
+def cargo(tmp_path: Path) -> Iterator[CargoEnv]:
+    with CargoEnv(tmp_path / "cargo") as env:
+        yield env
