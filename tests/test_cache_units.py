@@ -28,6 +28,7 @@ async def test_a_write_is_invisible_until_committed(tmp_path: Path) -> None:
 
 async def test_an_abandoned_write_leaves_nothing(tmp_path: Path) -> None:
     store = DiskStore(tmp_path)
+
     async def abandon() -> None:
         async with store.pending("index/se/rd/serde") as pending:
             await pending.write(b"partial")
@@ -42,6 +43,7 @@ async def test_an_abandoned_write_leaves_nothing(tmp_path: Path) -> None:
 async def test_a_failed_rewrite_keeps_the_old_file(tmp_path: Path) -> None:
     store = DiskStore(tmp_path)
     await store.write("index/1/z", b"old")
+
     async def abandon() -> None:
         async with store.pending("index/1/z") as pending:
             await pending.write(b"new but broken")
