@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -151,7 +152,7 @@ async def test_new_upstream_versions_appear_after_the_ttl(
     assert again.status == 200
 
 
-@pytest.mark.parametrize("fault", ["status", "drop", "latency"])
+@pytest.mark.parametrize("fault", ["status", "drop", "latency", "truncate", "corrupt"])
 async def test_stale_beats_down(
     make_mirror: MakeMirror, upstream: FakeUpstream, fault: str
 ) -> None:
@@ -163,8 +164,11 @@ async def test_stale_beats_down(
         upstream.set_status(503, scope="index")
     elif fault == "drop":
         upstream.set_drop(scope="index")
-    else:
+    elif fault == "latency":
         upstream.set_latency(2.0, scope="index")
+    else:
+        upstream.publish(CrateSpec("abc", "0.3.0"))  # a changed file, so the body is sent
+        getattr(upstream, f"set_{fault}")(scope="index")
     response = await client.get(path)
     assert response.status == 200
     assert await response.read() == fresh
@@ -208,3 +212,35 @@ async def test_concurrent_misses_share_one_upstream_request(
     assert {r.status for r in responses} == {200}
     assert bodies == {upstream.registry.index_file("featly")}
     assert upstream.index_count("featly") == 1
+
+
+@pytest.mark.parametrize("fault", ["truncate", "corrupt"])
+async def test_a_damaged_index_file_is_refused_and_not_cached(
+    make_mirror: MakeMirror, upstream: FakeUpstream, tmp_path: Path, fault: str
+) -> None:
+    client: MirrorClient = await make_mirror()
+    getattr(upstream, f"set_{fault}")(scope="index", crate="featly")
+    response = await client.get(f"/index/{index_path('featly')}")
+    assert response.status == 502
+    detail = (await response.json())["errors"][0]["detail"]
+    expected = {
+        "truncate": "the connection closed before the whole body arrived",
+        "corrupt": "the upstream sent a damaged index file for featly",
+    }[fault]
+    assert expected in detail
+    assert not (tmp_path / "data" / "cache" / "index" / index_path("featly")).exists()
+    upstream.clear_faults()
+    healed = await client.get(f"/index/{index_path('featly')}")
+    assert await healed.read() == upstream.registry.index_file("featly")
+
+
+async def test_a_damaged_upstream_config_json_fails_downloads_clearly(
+    make_mirror: MakeMirror, upstream: FakeUpstream
+) -> None:
+    client: MirrorClient = await make_mirror()
+    upstream.set_status(200, scope="config", body=b"<html>captive portal</html>")
+    response = await client.get("/api/v1/crates/z/0.1.0/download")
+    assert response.status == 502
+    assert "config.json has no download URL" in (await response.json())["errors"][0]["detail"]
+    upstream.clear_faults()
+    assert (await client.get("/api/v1/crates/z/0.1.0/download")).status == 200

@@ -8,16 +8,17 @@ counted (stale beats down). "No such crate" answers are remembered for
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ghostcrate.cache import DiskStore, ExpiringSet, SingleFlight
 from ghostcrate.cargo.names import CrateName, index_path
 from ghostcrate.config import UpstreamSettings
 from ghostcrate.proxy.errors import UpstreamError
-from ghostcrate.proxy.indexfile import IndexFile
+from ghostcrate.proxy.indexfile import IndexFile, check_index_body, parse_upstream_config
 from ghostcrate.proxy.metrics import ProxyMetrics
 from ghostcrate.proxy.upstream import Missing, Modified, NotModified, UpstreamClient
 
@@ -43,25 +44,21 @@ class MirrorIndex:
 
     async def get(self, name: CrateName, *, max_age: float | None = None) -> IndexFile | None:
         """The index file of a crate, or None if the upstream has no such crate."""
-        return await self._get(index_path(name), max_age)
+        return await self._get(index_path(name), max_age, functools.partial(check_index_body, name))
 
     async def upstream_config(self) -> dict[str, Any]:
         """The upstream's config.json (it gives the download URL)."""
-        config = await self._get(CONFIG_PATH, None)
+        config = await self._get(CONFIG_PATH, None, parse_upstream_config)
         if config is None:
             raise UpstreamError("the upstream has no config.json; is [upstream] index right?")
-        try:
-            parsed = json.loads(config.body)
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("dl"), str):
-            raise UpstreamError("the upstream's config.json has no download URL ('dl')")
-        return parsed
+        return parse_upstream_config(config.body)
 
     async def close(self) -> None:
         await self._flights.close()
 
-    async def _get(self, path: str, max_age: float | None) -> IndexFile | None:
+    async def _get(
+        self, path: str, max_age: float | None, check: Callable[[bytes], object]
+    ) -> IndexFile | None:
         ttl = self._settings.index_ttl if max_age is None else max_age
         key = "index/" + path
         cached = await self._read(key)
@@ -72,7 +69,7 @@ class MirrorIndex:
         if cached is None and key in self._missing:
             self._metrics.index_results.labels("not_found").inc()
             return None
-        return await self._flights.run(key, lambda: self._refresh(key, path, cached))
+        return await self._flights.run(key, lambda: self._refresh(key, path, cached, check))
 
     async def _read(self, key: str) -> IndexFile | None:
         found = await self._store.read(key)
@@ -86,13 +83,17 @@ class MirrorIndex:
             await self._store.delete(key)
             return None
 
-    async def _refresh(self, key: str, path: str, cached: IndexFile | None) -> IndexFile | None:
+    async def _refresh(
+        self, key: str, path: str, cached: IndexFile | None, check: Callable[[bytes], object]
+    ) -> IndexFile | None:
         try:
             answer = await self._upstream.get_index(
                 path,
                 cached.upstream_etag if cached else None,
                 cached.upstream_last_modified if cached else None,
             )
+            if isinstance(answer, Modified):
+                check(answer.body)
             self._metrics.upstream_requests.labels("index", type(answer).__name__.lower()).inc()
         except UpstreamError as error:
             self._metrics.upstream_requests.labels("index", "error").inc()

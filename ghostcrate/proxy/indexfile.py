@@ -13,6 +13,9 @@ from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from typing import Any
 
+from ghostcrate.cargo.names import CrateName, is_checksum, is_version
+from ghostcrate.proxy.errors import UpstreamError
+
 
 @dataclass(frozen=True)
 class IndexFile:
@@ -84,6 +87,46 @@ class IndexFile:
             object.__setattr__(self, "_entries", entries)
         assert self._entries is not None
         return self._entries.get(version)
+
+
+def check_index_body(name: CrateName, body: bytes) -> None:
+    """Refuse an index file that cannot be what the upstream meant to send.
+
+    Every line must be a JSON object naming this crate with a SemVer `vers`
+    and a sha256 `cksum`: a body damaged in transit or by a broken upstream
+    is refused here rather than cached and handed to every client.
+    """
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("name"), str)
+            or record["name"].lower() != name.lower
+            or not isinstance(record.get("vers"), str)
+            or not is_version(record["vers"])
+            or not isinstance(record.get("cksum"), str)
+            or not is_checksum(record["cksum"])
+        ):
+            raise UpstreamError(
+                f"the upstream sent a damaged index file for {name}: "
+                f"line {number} is not an index entry of this crate"
+            )
+
+
+def parse_upstream_config(body: bytes) -> dict[str, Any]:
+    """The upstream's config.json, which must at least say where crates are downloaded."""
+    try:
+        config = json.loads(body)
+    except ValueError:
+        config = None
+    if not isinstance(config, dict) or not isinstance(config.get("dl"), str):
+        raise UpstreamError("the upstream's config.json has no download URL ('dl')")
+    return config
 
 
 def body_etag(body: bytes) -> str:
