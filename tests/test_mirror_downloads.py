@@ -13,7 +13,7 @@ import pytest
 from ghostcrate.cache.disk import TEMP_PREFIX
 from tests.conftest import MirrorClient
 from tests.support.crates import CrateSpec, corpus_registry
-from tests.support.metrics import sample_value
+from tests.support.metrics import client_metric as metric
 from tests.support.upstream import FakeUpstream
 
 MakeMirror = Callable[..., Any]
@@ -26,11 +26,6 @@ def download(name: str, version: str) -> str:
 def cached_files(tmp_path: Path) -> list[Path]:
     root = tmp_path / "data" / "cache" / "crates"
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-async def metric(client: MirrorClient, name: str, **labels: str) -> float:
-    response = await client.get("/metrics")
-    return sample_value(await response.text(), name, **labels)
 
 
 @pytest.mark.parametrize(

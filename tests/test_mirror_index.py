@@ -12,15 +12,10 @@ import pytest
 
 from tests.conftest import MirrorClient
 from tests.support.crates import CrateSpec, index_path
-from tests.support.metrics import sample_value
+from tests.support.metrics import client_metric as metric
 from tests.support.upstream import FakeUpstream
 
 MakeMirror = Callable[..., Any]
-
-
-async def metric(client: MirrorClient, name: str, **labels: str) -> float:
-    response = await client.get("/metrics")
-    return sample_value(await response.text(), name, **labels)
 
 
 async def test_config_json_advertises_this_server(make_mirror: MakeMirror) -> None:
