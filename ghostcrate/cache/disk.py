@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,18 +27,27 @@ _T = TypeVar("_T")
 
 
 class PendingFile:
-    """A temporary file that becomes `final` on `commit()`, or vanishes."""
+    """A temporary file that becomes `final` on `commit()`, or vanishes.
+
+    It hashes what is written, so a caller can check the sha256 before committing.
+    """
 
     def __init__(self, handle: AsyncBufferedIOBase, temp: Path, final: Path) -> None:
         self._handle = handle
+        self._digest = hashlib.sha256()
         self.temp = temp
         self.final = final
         self.size = 0
         self.committed = False
 
     async def write(self, chunk: bytes) -> None:
+        self._digest.update(chunk)
         await self._handle.write(chunk)
         self.size += len(chunk)
+
+    def sha256(self) -> str:
+        """Hex sha256 of everything written so far."""
+        return self._digest.hexdigest()
 
     async def commit(self) -> None:
         """Flush to disk and rename into place (atomic on POSIX)."""

@@ -7,16 +7,27 @@ from ghostcrate.config.loader import (
     env_name,
     load_settings,
 )
-from ghostcrate.config.model import LogSettings, ServerSettings, Settings, UpstreamSettings
+from ghostcrate.config.model import (
+    CacheSettings,
+    LogSettings,
+    S3Settings,
+    ServerSettings,
+    Settings,
+    UpstreamSettings,
+    parse_size,
+)
 
 __all__ = [
     "CONFIG_ENV",
+    "CacheSettings",
     "ConfigError",
     "LoadedSettings",
     "LogSettings",
+    "S3Settings",
     "ServerSettings",
     "Settings",
     "UpstreamSettings",
     "env_name",
     "load_settings",
+    "parse_size",
 ]

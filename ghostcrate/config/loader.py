@@ -9,6 +9,7 @@ names the config file itself.
 from __future__ import annotations
 
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,16 +39,23 @@ def env_name(dotted_key: str) -> str:
     return ENV_PREFIX + dotted_key.upper().replace(".", "__")
 
 
+def _table_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a table key (`Section` or `Section | None`), or None for a value."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _known_keys(model: type[BaseModel], prefix: str = "") -> dict[str, bool]:
     """Dotted key -> whether it is a table, for every key of the model."""
     keys: dict[str, bool] = {}
     for name, info in model.model_fields.items():
-        annotation = info.annotation
-        is_table = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        keys[prefix + name] = is_table
-        if is_table:
-            assert isinstance(annotation, type)
-            keys.update(_known_keys(annotation, prefix + name + "."))
+        table = _table_model(info.annotation)
+        keys[prefix + name] = table is not None
+        if table is not None:
+            keys.update(_known_keys(table, prefix + name + "."))
     return keys
 
 
@@ -118,9 +126,8 @@ def load_settings(
         settings = Settings.model_validate(_nest(values))
     except ValidationError as error:
         raise ConfigError(_describe(error, origins)) from None
-    for key, is_table in KNOWN_KEYS.items():
-        if not is_table:
-            origins.setdefault(key, "default")
+    for key in _flatten(settings.model_dump()):
+        origins.setdefault(key, "default")
     return LoadedSettings(settings, origins)
 
 
@@ -149,7 +156,19 @@ def _describe(error: ValidationError, origins: Mapping[str, str]) -> str:
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"])
-        where = origins.get(key, "default")
         message = problem["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: key '{key}': {message} (got {problem['input']!r})")
+        value = problem["input"]
+        got = "" if isinstance(value, dict) or "secret" in key else f" (got {value!r})"
+        lines.append(f"{_origin_of(key, origins)}: key '{key}': {message}{got}")
     return "\n".join(lines)
+
+
+def _origin_of(key: str, origins: Mapping[str, str]) -> str:
+    """Where a key was set; for a table or a missing key, where its table was written."""
+    if key in origins:
+        return origins[key]
+    for table in (key + ".", key.rpartition(".")[0] + "."):
+        for other, where in origins.items():
+            if other.startswith(table) and table != ".":
+                return where
+    return "default"

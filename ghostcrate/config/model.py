@@ -7,11 +7,22 @@ file and the environment over these defaults and validates the result.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    model_validator,
+)
 
 
 class _Section(BaseModel):
@@ -44,6 +55,23 @@ def _without_slash(value: str) -> str:
     return value.rstrip("/")
 
 
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(value: Any) -> Any:
+    """Bytes from 512, "512MB" (10^6) or "512MiB" (2^20); other values are left to validation."""
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value)
+        if match is None:
+            raise ValueError('expected a size such as 1048576, "512MB" or "2GiB"')
+        number, unit = match.groups()
+        return int(float(number) * _UNITS[(unit or "b").lower()])
+    return value
+
+
+Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
 Listen = Annotated[str, AfterValidator(_check_listen)]
 IndexUrl = Annotated[str, AfterValidator(_check_http_url), AfterValidator(_with_slash)]
 BaseUrl = Annotated[str, AfterValidator(_check_http_url), AfterValidator(_without_slash)]
@@ -56,6 +84,8 @@ class ServerSettings(_Section):
     #: Seconds that in-flight requests get to finish after SIGTERM.
     shutdown_timeout: PositiveFloat = 30.0
     access_log: bool = True
+    #: Processes serving the same port (SO_REUSEPORT), sharing the disk tier.
+    workers: PositiveInt = 1
 
     @property
     def host(self) -> str:
@@ -90,6 +120,43 @@ class UpstreamSettings(_Section):
     read_timeout: PositiveFloat = 30.0
 
 
+class CacheSettings(_Section):
+    #: Memory tier for hot index files, per worker process; 0 switches it off.
+    memory_bytes: Size = 64 * 2**20
+    #: Bound of the local disk tier (mirrored data, evicted least recently used first).
+    disk_max_bytes: Size = 20 * 10**9
+
+
+class S3Settings(_Section):
+    """A shared S3 tier; any S3-compatible endpoint. Absent table: no S3 tier."""
+
+    bucket: str = Field(min_length=3, max_length=63)
+    #: Key prefix inside the bucket, so several deployments can share one.
+    prefix: str = ""
+    endpoint_url: BaseUrl | None = None
+    region: str | None = None
+    #: Credentials; when unset, the standard AWS chain (environment, files, instance role).
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    connect_timeout: PositiveFloat = 2.0
+    read_timeout: PositiveFloat = 10.0
+    #: Files larger than this are uploaded in parts (and a failed upload is aborted).
+    multipart_threshold: Size = 8 * 2**20
+    #: After a failure, seconds during which S3 is not tried again (requests use the other tiers).
+    retry_after: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _both_or_neither_key(self) -> S3Settings:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set both access_key_id and secret_access_key, or neither")
+        return self
+
+    @property
+    def key_prefix(self) -> str:
+        prefix = self.prefix.strip("/")
+        return prefix + "/" if prefix else ""
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -99,4 +166,6 @@ class Settings(_Section):
     data_dir: Path = Path("./ghostcrate-data")
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    cache: CacheSettings = CacheSettings()
+    s3: S3Settings | None = None
     log: LogSettings = LogSettings()
