@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from ghostcrate.appliance.app import create_app
-from ghostcrate.config import ServerSettings, Settings, UpstreamSettings
+from ghostcrate.config import CacheSettings, ServerSettings, Settings, UpstreamSettings
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv
 from tests.support.crates import corpus_registry
@@ -26,13 +26,18 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 def mirror_settings(
-    data_dir: Path, upstream_url: str, server: dict[str, Any] | None = None, **upstream: Any
+    data_dir: Path,
+    upstream_url: str,
+    server: dict[str, Any] | None = None,
+    cache: dict[str, Any] | None = None,
+    **upstream: Any,
 ) -> Settings:
     values: dict[str, Any] = {"connect_timeout": 2, "read_timeout": 2, **upstream}
     return Settings(
         data_dir=data_dir,
         server=ServerSettings(**(server or {})),
         upstream=UpstreamSettings(index=upstream_url, **values),
+        cache=CacheSettings(**(cache or {})),
     )
 
 
@@ -42,8 +47,14 @@ def make_mirror(
 ) -> Callable[..., Any]:
     """Start GhostCrate in-process in front of `upstream`; keyword arguments set [upstream]."""
 
-    async def make(server: dict[str, Any] | None = None, **upstream_settings: Any) -> MirrorClient:
-        settings = mirror_settings(tmp_path / "data", upstream.url, server, **upstream_settings)
+    async def make(
+        server: dict[str, Any] | None = None,
+        cache: dict[str, Any] | None = None,
+        **upstream_settings: Any,
+    ) -> MirrorClient:
+        settings = mirror_settings(
+            tmp_path / "data", upstream.url, server, cache, **upstream_settings
+        )
         client: MirrorClient = await aiohttp_client(create_app(settings))
         return client
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,22 +10,33 @@ from prometheus_client import CollectorRegistry
 
 from ghostcrate.appliance import views
 from ghostcrate.appliance.errors import cargo_errors
-from ghostcrate.appliance.keys import METRICS, MIRROR_CRATES, MIRROR_INDEX, REGISTRY, SETTINGS
+from ghostcrate.appliance.keys import (
+    CACHE,
+    METRICS,
+    MIRROR_CRATES,
+    MIRROR_INDEX,
+    REGISTRY,
+    SETTINGS,
+    SWEEP_LEFTOVERS,
+)
 from ghostcrate.appliance.metrics import AppMetrics
 from ghostcrate.appliance.observe import observe
-from ghostcrate.cache import DiskStore
+from ghostcrate.cache import DiskStore, KeyLocks, MemoryTier, TieredCache
 from ghostcrate.config import Settings
 from ghostcrate.proxy import MirrorCrates, MirrorIndex, UpstreamClient
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, sweep_leftovers: bool = True) -> web.Application:
+    """The application. `sweep_leftovers=False` for a worker started beside others."""
     app = web.Application(middlewares=[observe, cargo_errors])
     registry = CollectorRegistry()
     app[SETTINGS] = settings
+    app[SWEEP_LEFTOVERS] = sweep_leftovers
     app[REGISTRY] = registry
     app[METRICS] = AppMetrics.create(registry)
+    app.cleanup_ctx.append(_cache)
     app.cleanup_ctx.append(_mirror)
 
     app.router.add_get("/index/config.json", views.index_config)
@@ -37,16 +47,35 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+async def _cache(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    metrics = app[METRICS].cache
+    locks = KeyLocks(settings.data_dir / "locks")
+    disk = DiskStore(settings.data_dir / "cache", settings.cache.disk_max_bytes, locks, metrics)
+    scan = await disk.start(remove_leftovers=app[SWEEP_LEFTOVERS])
+    log.info(
+        "disk tier ready",
+        extra={
+            "files": scan.files,
+            "bytes": scan.bytes,
+            "max_bytes": settings.cache.disk_max_bytes,
+            "removed_leftovers": scan.removed_leftovers,
+        },
+    )
+    memory = MemoryTier(settings.cache.memory_bytes) if settings.cache.memory_bytes else None
+    cache = TieredCache(disk, locks, metrics, memory)
+    app[CACHE] = cache
+    yield
+    await cache.close()
+
+
 async def _mirror(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = DiskStore(settings.data_dir / "cache")
-    removed = await asyncio.get_running_loop().run_in_executor(None, store.remove_leftovers)
-    if removed:
-        log.info("removed temporary files left by an earlier crash", extra={"count": removed})
+    cache = app[CACHE]
     async with UpstreamClient.open(settings.upstream) as upstream:
         proxy_metrics = app[METRICS].proxy
-        index = MirrorIndex(store, upstream, settings.upstream, proxy_metrics)
-        crates = MirrorCrates(store, index, upstream, proxy_metrics)
+        index = MirrorIndex(cache, upstream, settings.upstream, proxy_metrics)
+        crates = MirrorCrates(cache, index, upstream, proxy_metrics)
         app[MIRROR_INDEX] = index
         app[MIRROR_CRATES] = crates
         yield

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from ghostcrate.cache import CacheMetrics
 from ghostcrate.proxy import ProxyMetrics
 
 
 @dataclass(frozen=True)
 class AppMetrics:
     proxy: ProxyMetrics
+    cache: CacheMetrics
     requests: Counter
     latency: Histogram
     file_bytes: Counter
@@ -20,6 +22,7 @@ class AppMetrics:
     def create(cls, registry: CollectorRegistry) -> AppMetrics:
         return cls(
             proxy=ProxyMetrics.create(registry),
+            cache=CacheMetrics.create(registry),
             requests=Counter(
                 "ghostcrate_http_requests",
                 "HTTP requests answered, by route and status",

@@ -1,9 +1,15 @@
-"""The local disk tier: files below one root, every write atomic.
+"""The local disk tier: files below one root, every write atomic, size bounded.
 
 A write goes to a temporary file in the destination's directory, is flushed
 to disk, and is renamed into place only when the caller commits it; a reader
 never sees half a file, and a crash leaves only temporary files, which
-`remove_leftovers` deletes at start.
+`scan(remove_leftovers=True)` deletes at start.
+
+With `max_bytes`, the store keeps itself under its limit while serving: when a
+commit takes its (estimated) usage over the limit, the least recently used
+files are deleted down to 90 % of it. Recency is the file's access time,
+which every read sets explicitly; the modification time is left alone,
+because callers use it (an index file's mtime is when it was last confirmed).
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,7 +31,13 @@ import aiofiles
 import aiofiles.os
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
+from ghostcrate.cache.locks import KeyLocks
+from ghostcrate.cache.metrics import CacheMetrics
+
+log = logging.getLogger(__name__)
+
 TEMP_PREFIX = ".tmp-"
+LOW_WATER = 0.9
 _T = TypeVar("_T")
 
 
@@ -32,9 +47,16 @@ class PendingFile:
     It hashes what is written, so a caller can check the sha256 before committing.
     """
 
-    def __init__(self, handle: AsyncBufferedIOBase, temp: Path, final: Path) -> None:
+    def __init__(
+        self,
+        handle: AsyncBufferedIOBase,
+        temp: Path,
+        final: Path,
+        on_commit: Callable[[int], None] = lambda size: None,
+    ) -> None:
         self._handle = handle
         self._digest = hashlib.sha256()
+        self._on_commit = on_commit
         self.temp = temp
         self.final = final
         self.size = 0
@@ -49,20 +71,42 @@ class PendingFile:
         """Hex sha256 of everything written so far."""
         return self._digest.hexdigest()
 
-    async def commit(self) -> None:
-        """Flush to disk and rename into place (atomic on POSIX)."""
+    async def commit(self, mtime: float | None = None) -> None:
+        """Flush to disk and rename into place (atomic on POSIX), optionally dated `mtime`."""
         await self._handle.flush()
-        await asyncio.get_running_loop().run_in_executor(None, os.fsync, self._handle.fileno())
+        fd = self._handle.fileno()
+        await asyncio.get_running_loop().run_in_executor(None, _sync, fd, mtime)
         await self._handle.close()
         await aiofiles.os.replace(self.temp, self.final)
         self.committed = True
+        self._on_commit(self.size)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    files: int
+    bytes: int
+    removed_leftovers: int
 
 
 class DiskStore:
     """Files addressed by a relative key such as `index/se/rd/serde`."""
 
-    def __init__(self, root: Path) -> None:
+    name = "disk"
+
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int = 0,
+        locks: KeyLocks | None = None,
+        metrics: CacheMetrics | None = None,
+    ) -> None:
         self.root = root
+        self.max_bytes = max_bytes
+        self.usage = 0
+        self._locks = locks
+        self._metrics = metrics
+        self._evicting: asyncio.Task[None] | None = None
 
     def path(self, key: str) -> Path:
         """The file for a key. Keys are built by the program from validated parts."""
@@ -75,19 +119,26 @@ class DiskStore:
 
     async def read(self, key: str) -> tuple[bytes, float] | None:
         """The file's bytes and modification time, or None if absent."""
-        return await self._run(_read_with_mtime, self.path(key))
+        return await self._run(_read_and_mark_used, self.path(key))
+
+    async def file(self, key: str) -> Path | None:
+        """The path of a present file (marked as just used), or None."""
+        path = self.path(key)
+        return path if await self._run(_mark_used, path) else None
 
     async def exists(self, key: str) -> bool:
         return await aiofiles.os.path.isfile(self.path(key))
 
-    async def touch(self, key: str) -> None:
-        """Mark a file as checked now (its mtime is when it was last known fresh)."""
+    async def touch(self, key: str) -> float:
+        """Set a file's mtime to now (for an index file: confirmed fresh now)."""
+        now = time.time()
         with contextlib.suppress(FileNotFoundError):
-            await self._run(os.utime, self.path(key))
+            await self._run(os.utime, self.path(key), (now, now))
+        return now
 
     async def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            await aiofiles.os.remove(self.path(key))
+        size = await self._run(_unlink, self.path(key))
+        self._account(-size)
 
     @asynccontextmanager
     async def pending(self, key: str) -> AsyncIterator[PendingFile]:
@@ -96,7 +147,7 @@ class DiskStore:
         await aiofiles.os.makedirs(final.parent, exist_ok=True)
         temp = final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex}")
         handle = await aiofiles.open(temp, "wb")
-        pending = PendingFile(handle, temp, final)
+        pending = PendingFile(handle, temp, final, self._committed)
         try:
             yield pending
         finally:
@@ -105,32 +156,134 @@ class DiskStore:
                 with contextlib.suppress(FileNotFoundError):
                     await aiofiles.os.remove(temp)
 
-    async def write(self, key: str, data: bytes) -> None:
+    async def write(self, key: str, data: bytes, mtime: float | None = None) -> None:
         async with self.pending(key) as pending:
             await pending.write(data)
-            await pending.commit()
+            await pending.commit(mtime)
+
+    async def start(self, *, remove_leftovers: bool) -> ScanResult:
+        """Measure the store (and delete crash leftovers, when no other process is filling)."""
+        result = await self._run(self.scan, remove_leftovers)
+        self.usage = result.bytes
+        self._account(0)
+        return result
+
+    async def close(self) -> None:
+        if self._evicting is not None:
+            await self._evicting
+
+    def scan(self, remove_leftovers: bool = False) -> ScanResult:
+        """Count files and bytes; optionally delete temporary files (blocking)."""
+        files = size = removed = 0
+        for path, stat in self._walk():
+            if path.name.startswith(TEMP_PREFIX):
+                if remove_leftovers:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+                continue
+            files += 1
+            size += stat.st_size
+        return ScanResult(files, size, removed)
 
     def remove_leftovers(self) -> int:
-        """Delete temporary files a crash left behind; call before serving."""
-        removed = 0
-        for temp in self._temporaries():
-            temp.unlink(missing_ok=True)
-            removed += 1
-        return removed
+        """Delete temporary files a crash left behind; call before serving (blocking)."""
+        return self.scan(remove_leftovers=True).removed_leftovers
 
-    def _temporaries(self) -> Iterator[Path]:
+    async def evict(self) -> int:
+        """Delete least recently used files until usage is under the low-water mark."""
+        if not self.max_bytes:
+            return 0
+        target = int(self.max_bytes * LOW_WATER)
+        if self._locks is None:
+            evicted, self.usage = await self._run(self._evict_blocking, target)
+        else:
+            async with self._locks.hold("disk-eviction"):
+                evicted, self.usage = await self._run(self._evict_blocking, target)
+        if evicted:
+            log.info("evicted from the disk tier", extra={"bytes": evicted, "usage": self.usage})
+        if self._metrics is not None:
+            self._metrics.evicted.labels(self.name).inc(evicted)
+        self._account(0)
+        return evicted
+
+    def _evict_blocking(self, target: int) -> tuple[int, int]:
+        files = [
+            (stat.st_atime_ns, stat.st_size, path)
+            for path, stat in self._walk()
+            if not path.name.startswith(TEMP_PREFIX)
+        ]
+        total = sum(size for _, size, _ in files)
+        evicted = 0
+        for _, size, path in sorted(files):
+            if total <= target:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+            evicted += size
+        return evicted, total
+
+    def _walk(self) -> Iterator[tuple[Path, os.stat_result]]:
         if not self.root.is_dir():
             return
-        for directory, _, files in os.walk(self.root):
-            for name in files:
-                if name.startswith(TEMP_PREFIX):
-                    yield Path(directory, name)
+        for directory, _, names in os.walk(self.root):
+            for name in names:
+                path = Path(directory, name)
+                with contextlib.suppress(FileNotFoundError):
+                    yield path, path.stat()
+
+    def _committed(self, size: int) -> None:
+        self._account(size)
+        if self.max_bytes and self.usage > self.max_bytes and self._evicting is None:
+            self._evicting = asyncio.ensure_future(self._evict_once())
+
+    async def _evict_once(self) -> None:
+        try:
+            await self.evict()
+        except OSError:
+            log.exception("evicting from the disk tier failed")
+        finally:
+            self._evicting = None
+
+    def _account(self, delta: int) -> None:
+        self.usage = max(0, self.usage + delta)
+        if self._metrics is not None:
+            self._metrics.stored_bytes.labels(self.name).set(self.usage)
 
 
-def _read_with_mtime(path: Path) -> tuple[bytes, float] | None:
+def _sync(fd: int, mtime: float | None) -> None:
+    if mtime is not None:
+        os.utime(fd, (time.time(), mtime))
+    os.fsync(fd)
+
+
+def _read_and_mark_used(path: Path) -> tuple[bytes, float] | None:
     try:
         with path.open("rb") as handle:
-            mtime = os.fstat(handle.fileno()).st_mtime
-            return handle.read(), mtime
+            stat = os.fstat(handle.fileno())
+            data = handle.read()
+            # Through the descriptor: a file renamed over this one meanwhile keeps its times.
+            os.utime(handle.fileno(), ns=(time.time_ns(), stat.st_mtime_ns))
     except FileNotFoundError:
         return None
+    return data, stat.st_mtime
+
+
+def _mark_used(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))
+    finally:
+        os.close(fd)
+    return True
+
+
+def _unlink(path: Path) -> int:
+    try:
+        size = path.stat().st_size
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    return size

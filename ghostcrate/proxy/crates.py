@@ -7,12 +7,11 @@ entry) is it renamed into the cache. Unverified bytes never reach a client.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
-from ghostcrate.cache import DiskStore, SingleFlight
+from ghostcrate.cache import SingleFlight, TieredCache
 from ghostcrate.cargo.names import CrateName, index_prefix, is_checksum
 from ghostcrate.proxy.errors import ChecksumMismatch, NotFound, UpstreamError
 from ghostcrate.proxy.index import MirrorIndex
@@ -45,12 +44,12 @@ def download_url(dl: str, name: str, version: str, cksum: str) -> str:
 class MirrorCrates:
     def __init__(
         self,
-        store: DiskStore,
+        cache: TieredCache,
         index: MirrorIndex,
         upstream: UpstreamClient,
         metrics: ProxyMetrics,
     ) -> None:
-        self._store = store
+        self._cache = cache
         self._index = index
         self._upstream = upstream
         self._metrics = metrics
@@ -58,11 +57,10 @@ class MirrorCrates:
 
     async def cached(self, name: CrateName, version: str) -> Path | None:
         """The cached file, if present (everything in the cache was verified on the way in)."""
-        key = crate_key(name, version)
-        if await self._store.exists(key):
+        path = await self._cache.file(crate_key(name, version))
+        if path is not None:
             self._metrics.crate_results.labels("hit").inc()
-            return self._store.path(key)
-        return None
+        return path
 
     async def fetch(self, name: CrateName, version: str) -> Path:
         """Fill the cache from the upstream (once, however many ask) and return the file."""
@@ -86,34 +84,36 @@ class MirrorCrates:
         return entry
 
     async def _fill(self, key: str, name: CrateName, version: str) -> Path:
-        if await self._store.exists(key):
-            return self._store.path(key)
         self._metrics.crate_results.labels("miss").inc()
         entry = await self._entry(name, version)
         cksum = entry.get("cksum")
         real_name = entry.get("name")
-        if not isinstance(cksum, str) or not is_checksum(cksum) or not isinstance(real_name, str):
+        if not (isinstance(cksum, str) and is_checksum(cksum) and isinstance(real_name, str)):
             raise UpstreamError(f"the upstream's index entry for {name} {version} is malformed")
-        config = await self._index.upstream_config()
-        url = download_url(config["dl"], real_name, version, cksum)
-        what = f"crate {real_name} {version}"
+        # Resolved before taking the crate's lock: holding two locks could deadlock.
+        url = download_url((await self._index.upstream_config())["dl"], real_name, version, cksum)
+        async with self._cache.hold(key):  # one fill across worker processes too
+            path = await self._cache.file(key)
+            if path is not None:  # another worker filled it while we waited
+                return path
+            path = await self._cache.file(key, sha256=cksum)  # the shared tier, re-verified
+            if path is not None:
+                return path
+            return await self._from_upstream(key, url, real_name, version, cksum)
+
+    async def _from_upstream(self, key: str, url: str, name: str, version: str, cksum: str) -> Path:
         try:
-            path = await self._download(
-                key, url, what=what, name=real_name, version=version, cksum=cksum
-            )
+            path = await self._download(key, url, name, version, cksum)
         except UpstreamError:
             self._metrics.upstream_requests.labels("download", "error").inc()
             raise
         self._metrics.upstream_requests.labels("download", "ok").inc()
         return path
 
-    async def _download(
-        self, key: str, url: str, *, what: str, name: str, version: str, cksum: str
-    ) -> Path:
-        async with self._upstream.stream(url, what) as response, self._store.pending(key) as file:
-            digest = hashlib.sha256()
+    async def _download(self, key: str, url: str, name: str, version: str, cksum: str) -> Path:
+        what = f"crate {name} {version}"
+        async with self._upstream.stream(url, what) as response, self._cache.pending(key) as file:
             async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                digest.update(chunk)
                 await file.write(chunk)
             expected_length = response.content_length
             if expected_length is not None and file.size != expected_length:
@@ -121,14 +121,18 @@ class MirrorCrates:
                     f"fetching {what} from the upstream failed: got {file.size} of "
                     f"{expected_length} bytes"
                 )
-            actual = digest.hexdigest()
-            if actual != cksum:
+            if file.sha256() != cksum:
                 self._metrics.checksum_mismatches.inc()
                 log.error(
                     "checksum mismatch",
-                    extra={"crate": name, "version": version, "expected": cksum, "got": actual},
+                    extra={
+                        "crate": name,
+                        "version": version,
+                        "expected": cksum,
+                        "got": file.sha256(),
+                    },
                 )
-                raise ChecksumMismatch(name, version, cksum, actual)
-            await file.commit()
+                raise ChecksumMismatch(name, version, cksum, file.sha256())
+            await self._cache.commit(key, file)
         log.info("cached crate", extra={"crate": name, "version": version, "bytes": file.size})
         return file.final

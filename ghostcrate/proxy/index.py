@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ghostcrate.cache import DiskStore, ExpiringSet, SingleFlight
+from ghostcrate.cache import ExpiringSet, SingleFlight, TieredCache
 from ghostcrate.cargo.names import CrateName, index_path
 from ghostcrate.config import UpstreamSettings
 from ghostcrate.proxy.errors import UpstreamError
@@ -30,12 +30,12 @@ CONFIG_PATH = "config.json"
 class MirrorIndex:
     def __init__(
         self,
-        store: DiskStore,
+        cache: TieredCache,
         upstream: UpstreamClient,
         settings: UpstreamSettings,
         metrics: ProxyMetrics,
     ) -> None:
-        self._store = store
+        self._cache = cache
         self._upstream = upstream
         self._settings = settings
         self._metrics = metrics
@@ -69,21 +69,30 @@ class MirrorIndex:
         if cached is None and key in self._missing:
             self._metrics.index_results.labels("not_found").inc()
             return None
-        return await self._flights.run(key, lambda: self._refresh(key, path, cached, check))
+        return await self._flights.run(key, lambda: self._refresh(key, path, ttl, check))
 
-    async def _read(self, key: str) -> IndexFile | None:
-        found = await self._store.read(key)
+    async def _read(self, key: str, *, skip_memory: bool = False) -> IndexFile | None:
+        found = await self._cache.read(key, skip_memory=skip_memory)
         if found is None:
             return None
-        data, mtime = found
         try:
-            return IndexFile.decode(data, mtime)
+            return IndexFile.decode(found.data, found.mtime)
         except (ValueError, KeyError):
             log.warning("discarding unreadable cached index file", extra={"key": key})
-            await self._store.delete(key)
+            await self._cache.delete(key)
             return None
 
     async def _refresh(
+        self, key: str, path: str, ttl: float, check: Callable[[bytes], object]
+    ) -> IndexFile | None:
+        async with self._cache.hold(key):
+            # Another worker may have refreshed it while we waited for the lock.
+            cached = await self._read(key, skip_memory=True)
+            if cached is not None and time.time() - cached.checked_at < ttl:
+                return cached
+            return await self._revalidate(key, path, cached, check)
+
+    async def _revalidate(
         self, key: str, path: str, cached: IndexFile | None, check: Callable[[bytes], object]
     ) -> IndexFile | None:
         try:
@@ -106,19 +115,19 @@ class MirrorIndex:
         now = time.time()
         match answer:
             case NotModified() if cached is not None:
-                await self._store.touch(key)
+                checked_at = await self._cache.touch(key)
                 self._metrics.index_results.labels("revalidated").inc()
-                return cached.checked(now)
+                return cached.checked(checked_at)
             case NotModified():
                 raise UpstreamError(f"the upstream answered 304 for {path} to an unconditional GET")
             case Missing():
-                await self._store.delete(key)
+                await self._cache.delete(key)
                 self._missing.add(key, self._settings.negative_ttl)
                 self._metrics.index_results.labels("not_found").inc()
                 return None
             case Modified(body, etag, last_modified):
                 fresh = IndexFile.from_upstream(body, now, etag, last_modified, cached)
-                await self._store.write(key, fresh.encode())
+                await self._cache.write(key, fresh.encode())
                 self._missing.discard(key)
                 self._metrics.index_results.labels("miss" if cached is None else "updated").inc()
                 return fresh

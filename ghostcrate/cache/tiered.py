@@ -1,0 +1,168 @@
+"""The cache the mirror talks to: memory → disk → shared tier, behind one small interface.
+
+Reads go down the tiers and promote a hit to the tiers above it. Writes go
+to disk (atomically) and memory at once, and to the shared tier in the
+background, after the data was verified. A shared tier is best effort: its
+failures only cost a miss. Concurrent fills of one key, in this process or
+in other workers on the same disk, are serialised by `hold(key)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+from ghostcrate.cache.disk import DiskStore, PendingFile
+from ghostcrate.cache.locks import KeyLocks
+from ghostcrate.cache.memory import Entry, MemoryTier
+from ghostcrate.cache.metrics import CacheMetrics
+from ghostcrate.cache.tiers import SharedTier
+
+log = logging.getLogger(__name__)
+
+#: How long shutdown waits for uploads to the shared tier that are still running.
+UPLOAD_GRACE_SECONDS = 10.0
+
+
+class TieredCache:
+    def __init__(
+        self,
+        disk: DiskStore,
+        locks: KeyLocks,
+        metrics: CacheMetrics,
+        memory: MemoryTier | None = None,
+        shared: SharedTier | None = None,
+    ) -> None:
+        self.disk = disk
+        self.memory = memory
+        self.shared = shared
+        self._locks = locks
+        self._metrics = metrics
+        self._uploads: set[asyncio.Task[Any]] = set()
+
+    def hold(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Exclusive right to fill `key` among all processes sharing the disk."""
+        return self._locks.hold(key)
+
+    async def read(self, key: str, *, skip_memory: bool = False) -> Entry | None:
+        """A small object (index file) with its mtime, from the highest tier that has it."""
+        if self.memory is not None and not skip_memory:
+            entry = self.memory.get(key)
+            if entry is not None:
+                self._hit("memory")
+                return entry
+            self._miss("memory")
+        found = await self.disk.read(key)
+        if found is not None:
+            self._hit("disk")
+            entry = Entry(*found)
+            self._remember(key, entry)
+            return entry
+        self._miss("disk")
+        if self.shared is None:
+            return None
+        data = await self.shared.get(key)
+        if data is None:
+            self._miss(self.shared.name)
+            return None
+        self._hit(self.shared.name)
+        # From another node: its freshness is unknown, so date it to be revalidated.
+        entry = Entry(data, 0.0)
+        await self.disk.write(key, data, mtime=entry.mtime)
+        self._remember(key, entry)
+        return entry
+
+    async def write(self, key: str, data: bytes) -> Entry:
+        """Store a small verified object in every tier (the shared one in the background)."""
+        entry = Entry(data, time.time())
+        await self.disk.write(key, data, mtime=entry.mtime)
+        self._remember(key, entry)
+        if self.shared is not None:
+            self._background(self.shared.put_bytes(key, data))
+        return entry
+
+    async def touch(self, key: str) -> float:
+        """Record that a small object was confirmed fresh now."""
+        now = await self.disk.touch(key)
+        if self.memory is not None:
+            self.memory.touch(key, now)
+        return now
+
+    async def delete(self, key: str) -> None:
+        if self.memory is not None:
+            self.memory.delete(key)
+        await self.disk.delete(key)
+        if self.shared is not None:
+            await self.shared.delete(key)
+
+    async def file(self, key: str, sha256: str | None = None) -> Path | None:
+        """A local file for `key`: on disk, or fetched from the shared tier.
+
+        A file from the shared tier is accepted only if its sha256 equals `sha256`
+        (without one the shared tier is not asked): what another node wrote is
+        re-verified before it is served.
+        """
+        path = await self.disk.file(key)
+        if path is not None:
+            self._hit("disk")
+            return path
+        self._miss("disk")
+        if self.shared is None or sha256 is None:
+            return None
+        async with self.disk.pending(key) as pending:
+            if not await self.shared.download(key, pending):
+                self._miss(self.shared.name)
+                return None
+            if pending.sha256() != sha256:
+                self._metrics.tier_errors.labels(self.shared.name, "verify").inc()
+                log.error(
+                    "discarding a shared-tier object whose sha256 is wrong",
+                    extra={"key": key, "expected": sha256, "got": pending.sha256()},
+                )
+                await self.shared.delete(key)
+                return None
+            await pending.commit()
+        self._hit(self.shared.name)
+        return pending.final
+
+    def pending(self, key: str) -> AbstractAsyncContextManager[PendingFile]:
+        """A temporary disk file for `key`; `commit` it once its content is verified."""
+        return self.disk.pending(key)
+
+    async def commit(self, key: str, pending: PendingFile) -> Path:
+        """Make a verified pending file visible, and share it in the background."""
+        await pending.commit()
+        if self.shared is not None:
+            self._background(self._share_file(self.shared, key, pending.final))
+        return pending.final
+
+    async def close(self) -> None:
+        if self._uploads:
+            _, still_running = await asyncio.wait(self._uploads, timeout=UPLOAD_GRACE_SECONDS)
+            for task in still_running:
+                task.cancel()
+        await self.disk.close()
+
+    async def _share_file(self, shared: SharedTier, key: str, path: Path) -> None:
+        if await asyncio.get_running_loop().run_in_executor(None, path.is_file):
+            await shared.put_file(key, path)  # may have been evicted meanwhile: then skip
+
+    def _remember(self, key: str, entry: Entry) -> None:
+        if self.memory is not None:
+            self.memory.put(key, entry)
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._uploads.add(task)
+        task.add_done_callback(self._uploads.discard)
+
+    def _hit(self, tier: str) -> None:
+        self._metrics.hits.labels(tier).inc()
+
+    def _miss(self, tier: str) -> None:
+        self._metrics.misses.labels(tier).inc()

@@ -1,0 +1,116 @@
+"""The memory tier, the bounded disk tier and the cross-process key locks."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from ghostcrate.cache import CacheMetrics, DiskStore, Entry, KeyLocks, MemoryTier
+
+
+def test_memory_tier_is_bounded_and_evicts_least_recently_used() -> None:
+    memory = MemoryTier(max_bytes=800)
+    for key in "abcd":
+        memory.put(key, Entry(b"x" * 100, 0.0))
+    assert memory.get("a") is not None  # a is now the most recent
+    for key in "efghi":
+        memory.put(key, Entry(b"y" * 100, 0.0))
+    assert memory.size <= 800
+    assert memory.get("a") is not None
+    assert memory.get("b") is None  # the least recently used went first
+    memory.put("huge", Entry(b"z" * 500, 0.0))  # over an eighth of the tier: not kept
+    assert memory.get("huge") is None
+    memory.touch("a", 42.0)
+    entry = memory.get("a")
+    assert entry is not None
+    assert entry.mtime == 42.0
+
+
+async def test_disk_tier_evicts_least_recently_used_down_to_low_water(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    metrics = CacheMetrics.create(registry)
+    disk = DiskStore(tmp_path, max_bytes=10_000, metrics=metrics)
+    await disk.start(remove_leftovers=True)
+    for number in range(8):
+        await disk.write(f"crates/c{number}", b"x" * 1000)
+        await asyncio.sleep(0.01)  # distinct access times
+    assert await disk.file("crates/c0") is not None  # used: now the most recent
+    for number in range(8, 12):
+        await disk.write(f"crates/c{number}", b"x" * 1000)
+    await disk.close()  # waits for the eviction the commits started
+    assert disk.scan().bytes <= 10_000
+    assert disk.usage == disk.scan().bytes
+    assert await disk.exists("crates/c0")
+    assert not await disk.exists("crates/c1")
+    evicted = registry.get_sample_value("ghostcrate_cache_evicted_bytes_total", {"tier": "disk"})
+    assert evicted == 12_000 - disk.usage
+
+
+async def test_reads_keep_the_modification_time(tmp_path: Path) -> None:
+    disk = DiskStore(tmp_path)
+    await disk.write("index/1/z", b"body", mtime=1000.0)
+    found = await disk.read("index/1/z")
+    assert found is not None
+    assert found == (b"body", 1000.0)
+    stat = (tmp_path / "index" / "1" / "z").stat()
+    assert stat.st_mtime == 1000.0
+    assert stat.st_atime > time.time() - 60
+
+
+async def test_start_measures_usage_and_removes_leftovers(tmp_path: Path) -> None:
+    (tmp_path / "crates").mkdir()
+    (tmp_path / "crates" / "a.crate").write_bytes(b"x" * 500)
+    (tmp_path / "crates" / ".tmp-a.crate.123").write_bytes(b"partial")
+    disk = DiskStore(tmp_path)
+    result = await disk.start(remove_leftovers=True)
+    assert (result.files, result.bytes, result.removed_leftovers) == (1, 500, 1)
+    assert disk.usage == 500
+
+
+HOLD_IN_OTHER_PROCESS = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+async def hold_elsewhere(path: Path, seconds: float) -> asyncio.subprocess.Process:
+    """Another process that holds the lock file at `path` for `seconds`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLD_IN_OTHER_PROCESS,
+        str(path),
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdout is not None
+    assert (await holder.stdout.readline()).strip() == b"locked"
+    return holder
+
+
+async def test_a_key_lock_excludes_other_processes(tmp_path: Path) -> None:
+    locks = KeyLocks(tmp_path)
+    holder = await hold_elsewhere(locks.path("crates/serde/serde-1.0.0.crate"), 0.5)
+    started = time.monotonic()
+    async with locks.hold("crates/serde/serde-1.0.0.crate"):
+        waited = time.monotonic() - started
+    await holder.wait()
+    assert waited >= 0.3
+
+
+async def test_a_killed_holder_releases_its_lock(tmp_path: Path) -> None:
+    locks = KeyLocks(tmp_path)
+    holder = await hold_elsewhere(locks.path("k"), 60)
+    holder.kill()
+    await holder.wait()
+    started = time.monotonic()
+    async with locks.hold("k"):
+        assert time.monotonic() - started < 1
