@@ -66,10 +66,8 @@ def start_appliance(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable
     """Start `ghostcrate serve` processes in front of `upstream`; all stopped at the end."""
     started: list[Appliance] = []
 
-    def start(**upstream_settings: object) -> Appliance:
-        appliance = Appliance(
-            tmp_path / f"appliance-{len(started)}", upstream.url, **upstream_settings
-        )
+    def start(**settings: Any) -> Appliance:
+        appliance = Appliance(tmp_path / f"appliance-{len(started)}", upstream.url, **settings)
         started.append(appliance)
         return appliance.start()
 

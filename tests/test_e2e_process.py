@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import signal
 import threading
 import time
@@ -95,7 +94,7 @@ def test_sigterm_lets_in_flight_requests_finish(
     crate = upstream.registry.crate("abc", "0.2.0")
     assert crate is not None
     assert result == [(200, crate.data)]
-    events = [json.loads(line) for line in appliance.log.read_text().splitlines()]
+    events = appliance.events()
     assert events[-1]["msg"] == "stopped"
 
 
@@ -105,7 +104,7 @@ def test_every_request_is_logged_as_structured_json(
     appliance = start_appliance()
     appliance.get("/index/3/a/abc", headers={"X-Request-Id": "trace-me-42"})
     appliance.stop()
-    events = [json.loads(line) for line in appliance.log.read_text().splitlines()]
+    events = appliance.events()
     access = [e for e in events if e["logger"] == "ghostcrate.access"]
     mine = [e for e in access if e.get("request_id") == "trace-me-42"]
     assert len(mine) == 1

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -13,8 +11,6 @@ from typing import Any
 
 from ghostcrate import __version__
 from ghostcrate.config import CONFIG_ENV, ConfigError, LoadedSettings, load_settings
-
-log = logging.getLogger("ghostcrate")
 
 EXIT_CONFIG = 2
 
@@ -86,45 +82,9 @@ def _check_config(loaded: LoadedSettings, args: argparse.Namespace) -> int:
 
 
 def _serve(loaded: LoadedSettings, args: argparse.Namespace) -> int:
-    from aiohttp import web
+    from ghostcrate.appliance.serve import serve
 
-    from ghostcrate.appliance.app import create_app
-    from ghostcrate.appliance.logs import AccessLogger, configure_logging
-
-    settings = loaded.settings
-    configure_logging(settings.log)
-    loop = _new_event_loop()
-    log.info(
-        "starting",
-        extra={
-            "version": __version__,
-            "listen": settings.server.listen,
-            "public_url": settings.server.base_url,
-            "upstream": settings.upstream.index,
-            "data_dir": str(settings.data_dir),
-        },
-    )
-    web.run_app(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_timeout,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger("ghostcrate.access") if settings.server.access_log else None,
-        print=lambda message: log.info("listening", extra={"url": settings.server.base_url}),
-        loop=loop,
-    )
-    log.info("stopped")
-    return 0
-
-
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX system
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
+    return serve(loaded.settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

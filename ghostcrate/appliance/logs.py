@@ -25,6 +25,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         "level": record.levelname.lower(),
         "logger": record.name,
         "msg": record.getMessage(),
+        "pid": record.process,
     }
     request_id = REQUEST_ID.get()
     if request_id != "-":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,8 +11,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from tests.support.metrics import sample_value
 
@@ -26,7 +29,16 @@ def free_port() -> int:
 class Appliance:
     """A `ghostcrate serve` process with its own config file and data directory."""
 
-    def __init__(self, workdir: Path, upstream_url: str, **upstream: object) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        upstream_url: str,
+        *,
+        server: Mapping[str, object] | None = None,
+        tables: Mapping[str, Mapping[str, object]] | None = None,
+        **upstream: object,
+    ) -> None:
+        """`upstream` sets [upstream] keys, `server` [server] keys, `tables` any other table."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = workdir / "data"
@@ -35,22 +47,28 @@ class Appliance:
         self.index_url = f"{self.url}/index/"
         self.config = workdir / "ghostcrate.toml"
         self.log = workdir / "ghostcrate.log"
-        lines = [
-            f'data_dir = "{self.data_dir}"',
-            "[server]",
-            f'listen = "127.0.0.1:{self.port}"',
-            "shutdown_timeout = 5",
-            "[upstream]",
-            f'index = "{upstream_url}"',
-            "connect_timeout = 2",
-            "read_timeout = 5",
-        ]
-        lines += [f"{key} = {value!r}" for key, value in upstream.items()]
+        self.workers = int(str((server or {}).get("workers", 1)))
+        config: dict[str, Mapping[str, object]] = {
+            "server": {"listen": f"127.0.0.1:{self.port}", "shutdown_timeout": 5, **(server or {})},
+            "upstream": {
+                "index": upstream_url,
+                "connect_timeout": 2,
+                "read_timeout": 5,
+                **upstream,
+            },
+            **(tables or {}),
+        }
+        lines = [f"data_dir = {_toml(str(self.data_dir))}"]
+        for table, values in config.items():
+            lines.append(f"[{table}]")
+            lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> Appliance:
+        """Start the process; return once every worker is listening."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTCRATE_")}
+        offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ghostcrate", "serve", "--config", str(self.config)],
@@ -62,13 +80,18 @@ class Appliance:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"ghostcrate exited at start:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.05)
+            listening = [e for e in self.events(offset) if e.get("msg") == "listening"]
+            if len(listening) >= self.workers and self.get("/health")[0] == 200:
+                return self
+            time.sleep(0.05)
         raise AssertionError(f"ghostcrate did not become healthy:\n{self.log.read_text()}")
+
+    def events(self, offset: int = 0) -> list[dict[str, Any]]:
+        """The JSON log lines written from byte `offset` on."""
+        with self.log.open("rb") as handle:
+            handle.seek(offset)
+            lines = handle.read().decode(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Stop the process with `sig` and return its exit status."""
@@ -91,6 +114,8 @@ class Appliance:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
+        except (urllib.error.URLError, ConnectionError) as error:
+            return 0, str(error).encode()
 
     def metric(self, name: str, **labels: str) -> float:
         """The current value of one sample on /metrics (0 if absent)."""
@@ -108,3 +133,11 @@ class Appliance:
     ) -> None:
         if self.process is not None and self.process.poll() is None:
             self.stop()
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string

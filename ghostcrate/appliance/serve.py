@@ -1,0 +1,122 @@
+"""Running the application: one process, or a supervisor and N workers on one port.
+
+With `[server] workers = N > 1`, the supervisor deletes crash leftovers once,
+then starts N worker processes that each bind the port with SO_REUSEPORT (the
+kernel spreads connections over them) and share the disk tier. It forwards
+SIGTERM/SIGINT to them, and restarts a worker that dies on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from aiohttp import web
+
+from ghostcrate import __version__
+from ghostcrate.appliance.app import create_app
+from ghostcrate.appliance.logs import AccessLogger, configure_logging
+from ghostcrate.cache import DiskStore
+from ghostcrate.config import Settings
+
+log = logging.getLogger("ghostcrate")
+
+#: A worker that dies sooner than this after its start is restarted only after a pause.
+RESTART_BACKOFF_SECONDS = 1.0
+
+
+def serve(settings: Settings) -> int:
+    configure_logging(settings.log)
+    log.info(
+        "starting",
+        extra={
+            "version": __version__,
+            "listen": settings.server.listen,
+            "public_url": settings.server.base_url,
+            "upstream": settings.upstream.index,
+            "data_dir": str(settings.data_dir),
+            "workers": settings.server.workers,
+        },
+    )
+    if settings.server.workers == 1:
+        _run(settings, worker=False)
+    else:
+        _supervise(settings)
+    log.info("stopped")
+    return 0
+
+
+def _run(settings: Settings, *, worker: bool) -> None:
+    web.run_app(
+        create_app(settings, sweep_leftovers=not worker),
+        host=settings.server.host,
+        port=settings.server.port,
+        reuse_port=worker,
+        shutdown_timeout=settings.server.shutdown_timeout,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("ghostcrate.access") if settings.server.access_log else None,
+        print=lambda _: log.info("listening", extra={"url": settings.server.base_url}),
+        loop=_new_event_loop(),
+    )
+
+
+def _worker_main(settings: Settings) -> None:
+    configure_logging(settings.log)
+    _run(settings, worker=True)
+
+
+def _supervise(settings: Settings) -> None:
+    removed = DiskStore(settings.data_dir / "cache").remove_leftovers()
+    if removed:
+        log.info("removed temporary files left by an earlier crash", extra={"count": removed})
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in workers:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: each worker drains its requests
+
+    def start() -> BaseProcess:
+        process = context.Process(target=_worker_main, args=(settings,), daemon=False)
+        process.start()
+        log.info("worker started", extra={"worker_pid": process.pid})
+        return process
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    workers = [start() for _ in range(settings.server.workers)]
+    started_at = {id(p): time.monotonic() for p in workers}
+    while workers:
+        for process in list(workers):
+            process.join(timeout=0.2)
+            if process.is_alive():
+                continue
+            workers.remove(process)
+            if stopping:
+                continue
+            log.error(
+                "worker exited; restarting it",
+                extra={"worker_pid": process.pid, "exit_code": process.exitcode},
+            )
+            if time.monotonic() - started_at[id(process)] < RESTART_BACKOFF_SECONDS:
+                time.sleep(RESTART_BACKOFF_SECONDS)
+            replacement = start()
+            started_at[id(replacement)] = time.monotonic()
+            workers.append(replacement)
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX system
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop

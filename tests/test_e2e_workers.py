@@ -1,0 +1,76 @@
+"""`[server] workers = N`: N processes on one port, sharing the disk tier."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.support.appliance import Appliance
+from tests.support.cargo import CargoEnv
+from tests.support.crates import CORPUS_APP_DEPS, make_workspace
+from tests.support.upstream import FakeUpstream
+
+pytestmark = pytest.mark.e2e
+
+StartAppliance = Callable[..., Appliance]
+
+
+def access_pids(appliance: Appliance, path: str) -> set[int]:
+    events = appliance.events()
+    return {e["pid"] for e in events if e["logger"] == "ghostcrate.access" and e["path"] == path}
+
+
+def test_concurrent_misses_across_workers_make_one_upstream_request(
+    start_appliance: StartAppliance, upstream: FakeUpstream
+) -> None:
+    appliance = start_appliance(server={"workers": 2})
+    upstream.set_latency(0.5, scope="download")
+    big = upstream.registry.crate("bigdata", "0.1.0")
+    assert big is not None
+    path = "/api/v1/crates/bigdata/0.1.0/download"
+    with ThreadPoolExecutor(max_workers=24) as pool:  # a new connection per request
+        results = list(pool.map(lambda _: appliance.get(path), range(24)))
+    assert {status for status, _ in results} == {200}
+    assert {hashlib.sha256(body).hexdigest() for _, body in results} == {big.cksum}
+    assert len(access_pids(appliance, path)) == 2, "both workers should have served"
+    assert upstream.download_count("bigdata", "0.1.0") == 1
+    assert upstream.index_count("bigdata") == 1
+
+
+def test_workers_serve_cargo_and_stop_cleanly_on_sigterm(
+    start_appliance: StartAppliance, tmp_path: Path
+) -> None:
+    appliance = start_appliance(server={"workers": 2})
+    app = make_workspace(tmp_path / "app", CORPUS_APP_DEPS)
+    cargo = CargoEnv(tmp_path / "cargo")
+    cargo.configure_replacement(appliance.index_url)
+    cargo.run(["build"], app)
+    assert appliance.stop(signal.SIGTERM) == 0
+    events = appliance.events()
+    assert events[-1]["msg"] == "stopped"
+
+
+def test_a_crashed_worker_is_replaced(start_appliance: StartAppliance) -> None:
+    appliance = start_appliance(server={"workers": 2})
+    events = appliance.events()
+    worker_pids = [e["worker_pid"] for e in events if e["msg"] == "worker started"]
+    assert len(worker_pids) == 2
+    os.kill(worker_pids[0], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        events = appliance.events()
+        if len([e for e in events if e["msg"] == "worker started"]) == 3:
+            break
+        time.sleep(0.1)
+    restarted = [e for e in events if e["msg"] == "worker exited; restarting it"]
+    assert restarted
+    assert restarted[0]["worker_pid"] == worker_pids[0]
+    status, _ = appliance.get("/health")
+    assert status == 200
