@@ -10,6 +10,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from ghostcrate.cache import CacheMetrics, DiskStore, Entry, KeyLocks, MemoryTier
+from ghostcrate.cache.disk import TEMP_PREFIX
 
 
 def test_memory_tier_is_bounded_and_evicts_least_recently_used() -> None:
@@ -34,7 +35,7 @@ async def test_disk_tier_evicts_least_recently_used_down_to_low_water(tmp_path: 
     registry = CollectorRegistry()
     metrics = CacheMetrics.create(registry)
     disk = DiskStore(tmp_path, max_bytes=10_000, metrics=metrics)
-    await disk.start(remove_leftovers=True)
+    await disk.start()
     for number in range(8):
         await disk.write(f"crates/c{number}", b"x" * 1000)
         await asyncio.sleep(0.01)  # distinct access times
@@ -66,7 +67,7 @@ async def test_start_measures_usage_and_removes_leftovers(tmp_path: Path) -> Non
     (tmp_path / "crates" / "a.crate").write_bytes(b"x" * 500)
     (tmp_path / "crates" / ".tmp-a.crate.123").write_bytes(b"partial")
     disk = DiskStore(tmp_path)
-    result = await disk.start(remove_leftovers=True)
+    result = await disk.start()
     assert (result.files, result.bytes, result.removed_leftovers) == (1, 500, 1)
     assert disk.usage == 500
 
@@ -114,3 +115,25 @@ async def test_a_killed_holder_releases_its_lock(tmp_path: Path) -> None:
     started = time.monotonic()
     async with locks.hold("k"):
         assert time.monotonic() - started < 1
+
+
+async def test_start_keeps_the_temporary_files_of_live_fills_in_other_processes(
+    tmp_path: Path,
+) -> None:
+    locks = KeyLocks(tmp_path / "locks")
+    crates = tmp_path / "cache" / "crates" / "a"
+    crates.mkdir(parents=True)
+    live = crates / f"{TEMP_PREFIX}a-1.0.0.crate.1111"
+    dead = crates / f"{TEMP_PREFIX}a-2.0.0.crate.2222"
+    live.write_bytes(b"being written")
+    dead.write_bytes(b"abandoned")
+    assert locks.path("crates/a/a-1.0.0.crate") != locks.path("crates/a/a-2.0.0.crate")
+    holder = await hold_elsewhere(locks.path("crates/a/a-1.0.0.crate"), 60)
+    try:
+        result = await DiskStore(tmp_path / "cache", locks=locks).start()
+    finally:
+        holder.kill()
+        await holder.wait()
+    assert result.removed_leftovers == 1
+    assert live.exists()
+    assert not dead.exists()

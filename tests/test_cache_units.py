@@ -58,9 +58,9 @@ async def test_a_failed_rewrite_keeps_the_old_file(tmp_path: Path) -> None:
 
 def test_leftovers_from_a_crash_are_removed(tmp_path: Path) -> None:
     (tmp_path / "crates" / "a").mkdir(parents=True)
-    (tmp_path / "crates" / "a" / f"{TEMP_PREFIX}123-a-1.0.0.crate").write_bytes(b"x")
+    (tmp_path / "crates" / "a" / f"{TEMP_PREFIX}a-1.0.0.crate.123").write_bytes(b"x")
     (tmp_path / "crates" / "a" / "a-1.0.0.crate").write_bytes(b"kept")
-    assert DiskStore(tmp_path).remove_leftovers() == 1
+    assert DiskStore(tmp_path).scan(remove_leftovers=True).removed_leftovers == 1
     assert temporaries(tmp_path) == []
     assert (tmp_path / "crates" / "a" / "a-1.0.0.crate").read_bytes() == b"kept"
 

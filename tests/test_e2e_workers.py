@@ -74,3 +74,38 @@ def test_a_crashed_worker_is_replaced(start_appliance: StartAppliance) -> None:
     assert restarted[0]["worker_pid"] == worker_pids[0]
     status, _ = appliance.get("/health")
     assert status == 200
+
+
+def test_workers_killed_mid_fill_are_replaced_and_their_leftovers_swept(
+    start_appliance: StartAppliance, upstream: FakeUpstream
+) -> None:
+    appliance = start_appliance(server={"workers": 2})
+    crates = [("bigdata", "0.1.0"), ("featly", "0.1.0"), ("multi", "1.1.0"), ("abc", "0.2.0")]
+    upstream.set_trickle(5.0, scope="download")
+    pool = ThreadPoolExecutor(max_workers=len(crates))
+    pending = [
+        pool.submit(appliance.get, f"/api/v1/crates/{name}/{version}/download")
+        for name, version in crates
+    ]
+    deadline = time.monotonic() + 5
+    while len(list(appliance.data_dir.rglob(".tmp-*"))) < len(crates):
+        assert time.monotonic() < deadline, "the fills were not under way"
+        time.sleep(0.05)
+    workers = [e["worker_pid"] for e in appliance.events() if e["msg"] == "worker started"]
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    for future in pending:
+        assert future.result(timeout=10)[0] in (0, 502)  # cut off by the kill
+    pool.shutdown()
+    upstream.clear_faults()
+
+    deadline = time.monotonic() + 15
+    while len([e for e in appliance.events() if e["msg"] == "disk tier ready"]) < 4:
+        assert time.monotonic() < deadline, "the workers were not replaced"
+        time.sleep(0.1)
+    assert list(appliance.data_dir.rglob(".tmp-*")) == []
+    for name, version in crates:
+        status, body = appliance.get(f"/api/v1/crates/{name}/{version}/download")
+        crate = upstream.registry.crate(name, version)
+        assert crate is not None
+        assert (status, hashlib.sha256(body).hexdigest()) == (200, crate.cksum)

@@ -17,7 +17,6 @@ from ghostcrate.appliance.keys import (
     MIRROR_INDEX,
     REGISTRY,
     SETTINGS,
-    SWEEP_LEFTOVERS,
 )
 from ghostcrate.appliance.metrics import AppMetrics
 from ghostcrate.appliance.observe import observe
@@ -28,12 +27,10 @@ from ghostcrate.proxy import MirrorCrates, MirrorIndex, UpstreamClient
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, sweep_leftovers: bool = True) -> web.Application:
-    """The application. `sweep_leftovers=False` for a worker started beside others."""
+def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[observe, cargo_errors])
     registry = CollectorRegistry()
     app[SETTINGS] = settings
-    app[SWEEP_LEFTOVERS] = sweep_leftovers
     app[REGISTRY] = registry
     app[METRICS] = AppMetrics.create(registry)
     app.cleanup_ctx.append(_cache)
@@ -52,7 +49,7 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS].cache
     locks = KeyLocks(settings.data_dir / "locks")
     disk = DiskStore(settings.data_dir / "cache", settings.cache.disk_max_bytes, locks, metrics)
-    scan = await disk.start(remove_leftovers=app[SWEEP_LEFTOVERS])
+    scan = await disk.start()
     log.info(
         "disk tier ready",
         extra={

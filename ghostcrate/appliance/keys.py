@@ -11,8 +11,6 @@ from ghostcrate.config import Settings
 from ghostcrate.proxy import MirrorCrates, MirrorIndex
 
 SETTINGS = web.AppKey("settings", Settings)
-#: Whether this process may delete crash leftovers at start (not a worker among several).
-SWEEP_LEFTOVERS = web.AppKey("sweep_leftovers", bool)
 CACHE = web.AppKey("cache", TieredCache)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", AppMetrics)

@@ -1,9 +1,9 @@
 """Running the application: one process, or a supervisor and N workers on one port.
 
-With `[server] workers = N > 1`, the supervisor deletes crash leftovers once,
-then starts N worker processes that each bind the port with SO_REUSEPORT (the
-kernel spreads connections over them) and share the disk tier. It forwards
-SIGTERM/SIGINT to them, and restarts a worker that dies on its own.
+With `[server] workers = N > 1`, a supervisor starts N worker processes that
+each bind the port with SO_REUSEPORT (the kernel spreads connections over
+them) and share the disk tier. It forwards SIGTERM/SIGINT to them, and
+restarts a worker that dies on its own.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from aiohttp import web
 from ghostcrate import __version__
 from ghostcrate.appliance.app import create_app
 from ghostcrate.appliance.logs import AccessLogger, configure_logging
-from ghostcrate.cache import DiskStore
 from ghostcrate.config import Settings
 
 log = logging.getLogger("ghostcrate")
@@ -53,7 +52,7 @@ def serve(settings: Settings) -> int:
 
 def _run(settings: Settings, *, worker: bool) -> None:
     web.run_app(
-        create_app(settings, sweep_leftovers=not worker),
+        create_app(settings),
         host=settings.server.host,
         port=settings.server.port,
         reuse_port=worker,
@@ -71,9 +70,6 @@ def _worker_main(settings: Settings) -> None:
 
 
 def _supervise(settings: Settings) -> None:
-    removed = DiskStore(settings.data_dir / "cache").remove_leftovers()
-    if removed:
-        log.info("removed temporary files left by an earlier crash", extra={"count": removed})
     context = multiprocessing.get_context("spawn")
     stopping = False
 

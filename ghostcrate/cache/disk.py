@@ -3,7 +3,9 @@
 A write goes to a temporary file in the destination's directory, is flushed
 to disk, and is renamed into place only when the caller commits it; a reader
 never sees half a file, and a crash leaves only temporary files, which
-`scan(remove_leftovers=True)` deletes at start.
+`start()` deletes. Fills write while holding their key's lock, so a temporary
+file whose lock is free was abandoned by a dead process and can go, even while
+other workers are filling.
 
 With `max_bytes`, the store keeps itself under its limit while serving: when a
 commit takes its (estimated) usage over the limit, the least recently used
@@ -161,9 +163,9 @@ class DiskStore:
             await pending.write(data)
             await pending.commit(mtime)
 
-    async def start(self, *, remove_leftovers: bool) -> ScanResult:
-        """Measure the store (and delete crash leftovers, when no other process is filling)."""
-        result = await self._run(self.scan, remove_leftovers)
+    async def start(self) -> ScanResult:
+        """Measure the store and delete the temporary files of dead processes."""
+        result = await self._run(self.scan, True)
         self.usage = result.bytes
         self._account(0)
         return result
@@ -173,11 +175,11 @@ class DiskStore:
             await self._evicting
 
     def scan(self, remove_leftovers: bool = False) -> ScanResult:
-        """Count files and bytes; optionally delete temporary files (blocking)."""
+        """Count files and bytes; optionally delete abandoned temporary files (blocking)."""
         files = size = removed = 0
         for path, stat in self._walk():
             if path.name.startswith(TEMP_PREFIX):
-                if remove_leftovers:
+                if remove_leftovers and self._abandoned(path):
                     path.unlink(missing_ok=True)
                     removed += 1
                 continue
@@ -185,9 +187,13 @@ class DiskStore:
             size += stat.st_size
         return ScanResult(files, size, removed)
 
-    def remove_leftovers(self) -> int:
-        """Delete temporary files a crash left behind; call before serving (blocking)."""
-        return self.scan(remove_leftovers=True).removed_leftovers
+    def _abandoned(self, temp: Path) -> bool:
+        """Whether no live process is writing this temporary file."""
+        if self._locks is None:
+            return True
+        final_name = temp.name.removeprefix(TEMP_PREFIX).rpartition(".")[0]
+        key = (temp.parent / final_name).relative_to(self.root).as_posix()
+        return self._locks.is_free(key)
 
     async def evict(self) -> int:
         """Delete least recently used files until usage is under the low-water mark."""

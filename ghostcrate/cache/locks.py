@@ -3,6 +3,11 @@
 `flock(2)` on a lock file in the cache directory; the kernel drops it when the
 holder exits, even by `kill -9`, so a crash never leaves a key locked. Keys are
 striped over a fixed set of lock files, so their number stays bounded.
+
+Within one process a stripe is taken once and counted: holding it again (a
+nested hold, or another key of the same stripe) does not wait, so nesting can
+never deadlock. Exclusion inside a process is the single-flight's job; these
+locks exclude the other processes.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ STRIPES_HEX_DIGITS = 4  # 65,536 lock files at most
 class KeyLocks:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._held: dict[Path, list[int]] = {}  # stripe -> [descriptor, holders]
 
     def path(self, key: str) -> Path:
         digest = hashlib.sha256(key.encode()).hexdigest()[:STRIPES_HEX_DIGITS]
@@ -29,19 +35,53 @@ class KeyLocks:
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         """Wait (without blocking the loop) until this process holds the key's lock."""
-        fd = await asyncio.get_running_loop().run_in_executor(None, _open, self.path(key))
+        path = self.path(key)
+        held = self._held.get(path)
+        if held is None:
+            fd = await asyncio.get_running_loop().run_in_executor(None, _open, path)
+            try:
+                await _flock(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            held = self._held.setdefault(path, [fd, 0])
+        held[1] += 1
         try:
-            delay = 0.005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.1)
             yield
         finally:
-            os.close(fd)  # releases the lock
+            held[1] -= 1
+            if held[1] == 0:
+                del self._held[path]
+                os.close(held[0])  # releases the lock
+
+    def is_free(self, key: str) -> bool:
+        """Whether no process holds the key's stripe now (blocking; for sweeps)."""
+        path = self.path(key)
+        if path in self._held:
+            return False
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+
+async def _flock(fd: int) -> None:
+    delay = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        else:
+            return
 
 
 def _open(path: Path) -> int:

@@ -73,12 +73,16 @@ class TieredCache:
         self._hit(self.shared.name)
         # From another node: its freshness is unknown, so date it to be revalidated.
         entry = Entry(data, 0.0)
-        await self.disk.write(key, data, mtime=entry.mtime)
+        async with self.hold(key):
+            await self.disk.write(key, data, mtime=entry.mtime)
         self._remember(key, entry)
         return entry
 
     async def write(self, key: str, data: bytes) -> Entry:
-        """Store a small verified object in every tier (the shared one in the background)."""
+        """Store a small verified object in every tier (the shared one in the background).
+
+        The caller holds the key (`hold`), as every writer of the disk tier does.
+        """
         entry = Entry(data, time.time())
         await self.disk.write(key, data, mtime=entry.mtime)
         self._remember(key, entry)
@@ -131,7 +135,7 @@ class TieredCache:
         return pending.final
 
     def pending(self, key: str) -> AbstractAsyncContextManager[PendingFile]:
-        """A temporary disk file for `key`; `commit` it once its content is verified."""
+        """A temporary disk file for `key`, to write while holding the key (`hold`)."""
         return self.disk.pending(key)
 
     async def commit(self, key: str, pending: PendingFile) -> Path:
