@@ -109,3 +109,17 @@ def test_workers_killed_mid_fill_are_replaced_and_their_leftovers_swept(
         crate = upstream.registry.crate(name, version)
         assert crate is not None
         assert (status, hashlib.sha256(body).hexdigest()) == (200, crate.cksum)
+
+
+def test_metrics_add_up_over_all_workers(start_appliance: StartAppliance) -> None:
+    appliance = start_appliance(server={"workers": 2})
+    path = "/index/3/a/abc"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda _: appliance.get(path)[0], range(30)))
+    assert statuses == [200] * 30
+    assert len(access_pids(appliance, path)) == 2
+    for _ in range(4):  # whichever worker answers /metrics, it reports every worker's counts
+        served = appliance.metric(
+            "ghostcrate_http_requests_total", route="/index/{path}", status="200"
+        )
+        assert served == 30

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from ghostcrate.cache import CacheMetrics
 from ghostcrate.proxy import ProxyMetrics
+
+#: Set by the supervisor for its workers; prometheus_client then keeps values in files there.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The /metrics body: this process's registry, or the sum over all workers."""
+    shared_dir = os.environ.get(MULTIPROCESS_ENV)
+    if shared_dir is None or not Path(shared_dir).is_dir():
+        return generate_latest(registry)
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined, shared_dir)  # type: ignore[no-untyped-call]
+    return generate_latest(combined)
 
 
 @dataclass(frozen=True)

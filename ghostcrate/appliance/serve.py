@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from aiohttp import web
+from prometheus_client import multiprocess
 
 from ghostcrate import __version__
 from ghostcrate.appliance.app import create_app
 from ghostcrate.appliance.logs import AccessLogger, configure_logging
+from ghostcrate.appliance.metrics import MULTIPROCESS_ENV
 from ghostcrate.config import Settings
 
 log = logging.getLogger("ghostcrate")
@@ -70,6 +74,11 @@ def _worker_main(settings: Settings) -> None:
 
 
 def _supervise(settings: Settings) -> None:
+    # Workers write their metrics to files here; any of them serves the sum at /metrics.
+    metrics_dir = settings.data_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
     context = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -96,6 +105,8 @@ def _supervise(settings: Settings) -> None:
             if process.is_alive():
                 continue
             workers.remove(process)
+            if process.pid is not None:
+                multiprocess.mark_process_dead(process.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
             if stopping:
                 continue
             log.error(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ghostcrate.appliance.conditional import cacheable_response
 from ghostcrate.appliance.fileresponse import ZeroCopyFileResponse
 from ghostcrate.appliance.keys import METRICS, MIRROR_CRATES, MIRROR_INDEX, REGISTRY, SETTINGS
+from ghostcrate.appliance.metrics import exposition
 from ghostcrate.cargo.names import CrateName, InvalidName, is_version, parse_index_path
 from ghostcrate.proxy import NotFound
 from ghostcrate.proxy.indexfile import body_etag
@@ -64,5 +65,5 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[REGISTRY])
+    body = exposition(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -44,6 +44,7 @@ class CacheMetrics:
                 "1 while a tier is in use, 0 while it is skipped after failures",
                 ["tier"],
                 registry=registry,
+                multiprocess_mode="livemin",
             ),
             evicted=Counter(
                 "ghostcrate_cache_evicted_bytes",
@@ -53,8 +54,9 @@ class CacheMetrics:
             ),
             stored_bytes=Gauge(
                 "ghostcrate_cache_stored_bytes",
-                "Bytes held by a tier (this process's view)",
+                "Bytes held by a tier (the largest of the workers' views)",
                 ["tier"],
                 registry=registry,
+                multiprocess_mode="livemax",
             ),
         )
