@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from ghostcrate.config import CacheSettings, ServerSettings, Settings, UpstreamS
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv
 from tests.support.crates import corpus_registry
+from tests.support.s3 import MotoServer, S3FaultProxy
 from tests.support.upstream import FakeUpstream
 
 MirrorClient = TestClient[Any, Any]
@@ -81,3 +83,25 @@ def start_appliance(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable
 def cargo(tmp_path: Path) -> Iterator[CargoEnv]:
     with CargoEnv(tmp_path / "cargo") as env:
         yield env
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """A real S3-compatible server (moto) over HTTP on 127.0.0.1, for the whole session."""
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(moto: MotoServer) -> str:
+    """A fresh bucket on the shared moto server."""
+    name = f"ghostcrate-{uuid.uuid4().hex[:16]}"
+    moto.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def proxy(moto: MotoServer) -> Iterator[S3FaultProxy]:
+    """A fault-injecting proxy in front of the moto server."""
+    with S3FaultProxy(moto.endpoint_url) as started:
+        yield started

@@ -13,7 +13,8 @@ from ghostcrate.cargo.names import (
     is_version,
     parse_index_path,
 )
-from ghostcrate.proxy.crates import download_url
+from ghostcrate.proxy.crates import crate_key, download_url
+from ghostcrate.proxy.maintenance import is_index_key, parse_crate_key
 
 names = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,63}", fullmatch=True)
 
@@ -93,3 +94,29 @@ def test_download_url_expands_every_marker() -> None:
         == f"http://h/Mi/xe/mi/xe/MixedCase/1.2.3/{'ab' * 32}"
     )
     assert download_url("http://h/{prefix}/{crate}", "abc", "1.0.0", "0" * 64) == "http://h/3/a/abc"
+
+
+versions = st.from_regex(
+    r"(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})(-[a-z]+)?", fullmatch=True
+)
+
+
+@given(names, versions)
+def test_crate_keys_round_trip(name: str, version: str) -> None:
+    crate = CrateName(name)
+    assert parse_crate_key(crate_key(crate, version)) == (crate, version)
+    assert is_index_key("index/" + index_path(crate))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "crates/z/z-0.1.0.txt",
+        "crates/z/y-0.1.0.crate",
+        "crates/Z/Z-0.1.0.crate",
+        "crates/z/z-0.1.crate",
+        "z/z-0.1.0.crate",
+    ],
+)
+def test_keys_the_mirror_never_writes_are_not_crate_keys(key: str) -> None:
+    assert parse_crate_key(key) is None

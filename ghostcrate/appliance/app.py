@@ -20,7 +20,7 @@ from ghostcrate.appliance.keys import (
 )
 from ghostcrate.appliance.metrics import AppMetrics
 from ghostcrate.appliance.observe import observe
-from ghostcrate.cache import DiskStore, KeyLocks, MemoryTier, TieredCache
+from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
 from ghostcrate.proxy import MirrorCrates, MirrorIndex, UpstreamClient
 
@@ -45,25 +45,9 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _cache(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    metrics = app[METRICS].cache
-    locks = KeyLocks(settings.data_dir / "locks")
-    disk = DiskStore(settings.data_dir / "cache", settings.cache.disk_max_bytes, locks, metrics)
-    scan = await disk.start()
-    log.info(
-        "disk tier ready",
-        extra={
-            "files": scan.files,
-            "bytes": scan.bytes,
-            "max_bytes": settings.cache.disk_max_bytes,
-            "removed_leftovers": scan.removed_leftovers,
-        },
-    )
-    memory = MemoryTier(settings.cache.memory_bytes) if settings.cache.memory_bytes else None
-    cache = TieredCache(disk, locks, metrics, memory)
-    app[CACHE] = cache
-    yield
-    await cache.close()
+    async with open_cache(app[SETTINGS], app[METRICS].cache) as cache:
+        app[CACHE] = cache
+        yield
 
 
 async def _mirror(app: web.Application) -> AsyncIterator[None]:

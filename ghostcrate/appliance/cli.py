@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ghostcrate import __version__
+from ghostcrate.appliance import exitcodes
+from ghostcrate.appliance.logs import configure_logging
 from ghostcrate.config import CONFIG_ENV, ConfigError, LoadedSettings, load_settings
-
-EXIT_CONFIG = 2
 
 DESCRIPTION = """\
 GhostCrate: a caching crates.io mirror and private Cargo registry.
@@ -55,9 +56,29 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="validate the configuration and print every setting with its origin",
         description="Exit 0 and print the effective settings if the configuration is valid; "
-        f"exit {EXIT_CONFIG} with an error naming the key and file if it is not.",
+        f"exit {exitcodes.CONFIG} with an error naming the key and file if it is not.",
     )
     check.set_defaults(run=_check_config)
+
+    verify = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="re-hash every cached crate against its index entry, in every tier",
+        description="Check every cached crate (disk and S3) against the sha256 of its cached "
+        "index entry, and every cached index file's syntax; remove what fails. Safe while "
+        f"serving. Exit 0 if all was sound, {exitcodes.FOUND_BAD} if anything was removed.",
+    )
+    verify.set_defaults(run=_maintenance("verify"))
+
+    gc = commands.add_parser(
+        "gc",
+        parents=[common],
+        help="evict down to the disk limit and remove orphans and abandoned temporary files",
+        description="Evict the least recently used files until the disk tier is under "
+        "[cache] disk_max_bytes, and remove temporary files of dead processes, files the "
+        "mirror would never write, and empty directories. Safe while serving.",
+    )
+    gc.set_defaults(run=_maintenance("gc"))
     return parser
 
 
@@ -81,6 +102,16 @@ def _check_config(loaded: LoadedSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _maintenance(command: str) -> Callable[[LoadedSettings, argparse.Namespace], int]:
+    def run(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+        from ghostcrate.appliance.maintenance import run_gc, run_verify
+
+        configure_logging(loaded.settings.log)
+        return asyncio.run((run_verify if command == "verify" else run_gc)(loaded.settings))
+
+    return run
+
+
 def _serve(loaded: LoadedSettings, args: argparse.Namespace) -> int:
     from ghostcrate.appliance.serve import serve
 
@@ -93,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = load_settings(args.config, os.environ, _overrides(args))
     except ConfigError as error:
         print(f"ghostcrate: configuration error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exitcodes.CONFIG
     code: int = args.run(loaded, args)
     return code
 

@@ -106,6 +106,8 @@ class DiskStore:
         self.root = root
         self.max_bytes = max_bytes
         self.usage = 0
+        #: Abandoned temporary files deleted by this store's scans so far.
+        self.removed_leftovers = 0
         self._locks = locks
         self._metrics = metrics
         self._evicting: asyncio.Task[None] | None = None
@@ -167,6 +169,7 @@ class DiskStore:
         """Measure the store and delete the temporary files of dead processes."""
         result = await self._run(self.scan, True)
         self.usage = result.bytes
+        self.removed_leftovers += result.removed_leftovers
         self._account(0)
         return result
 
@@ -186,6 +189,28 @@ class DiskStore:
             files += 1
             size += stat.st_size
         return ScanResult(files, size, removed)
+
+    async def files(self, prefix: str = "") -> list[tuple[str, int]]:
+        """(key, size) of the files below `prefix`, temporary files left out."""
+        return await self._run(self._files, prefix)
+
+    def _files(self, prefix: str) -> list[tuple[str, int]]:
+        return sorted(
+            (path.relative_to(self.root).as_posix(), stat.st_size)
+            for path, stat in self._walk(self.path(prefix) if prefix else self.root)
+            if not path.name.startswith(TEMP_PREFIX)
+        )
+
+    def prune_empty_directories(self) -> int:
+        """Remove empty directories below the root (blocking); how many went."""
+        removed = 0
+        for directory, _, _ in os.walk(self.root, topdown=False):
+            if Path(directory) == self.root:
+                continue
+            with contextlib.suppress(OSError):  # not empty (or refilled meanwhile): keep it
+                Path(directory).rmdir()
+                removed += 1
+        return removed
 
     def _abandoned(self, temp: Path) -> bool:
         """Whether no live process is writing this temporary file."""
@@ -228,10 +253,11 @@ class DiskStore:
             evicted += size
         return evicted, total
 
-    def _walk(self) -> Iterator[tuple[Path, os.stat_result]]:
-        if not self.root.is_dir():
+    def _walk(self, top: Path | None = None) -> Iterator[tuple[Path, os.stat_result]]:
+        top = self.root if top is None else top
+        if not top.is_dir():
             return
-        for directory, _, names in os.walk(self.root):
+        for directory, _, names in os.walk(top):
             for name in names:
                 path = Path(directory, name)
                 with contextlib.suppress(FileNotFoundError):

@@ -150,6 +150,8 @@ class TieredCache:
             _, still_running = await asyncio.wait(self._uploads, timeout=UPLOAD_GRACE_SECONDS)
             for task in still_running:
                 task.cancel()
+            if still_running:  # let cancelled multipart uploads send their abort
+                await asyncio.wait(still_running)
         await self.disk.close()
 
     async def _share_file(self, shared: SharedTier, key: str, path: Path) -> None:

@@ -140,6 +140,8 @@ class S3Settings(_Section):
     secret_access_key: SecretStr | None = None
     connect_timeout: PositiveFloat = 2.0
     read_timeout: PositiveFloat = 10.0
+    #: Connections kept to the endpoint; a request beyond them waits for one to be free.
+    max_connections: PositiveInt = 64
     #: Files larger than this are uploaded in parts (and a failed upload is aborted).
     multipart_threshold: Size = 8 * 2**20
     #: After a failure, seconds during which S3 is not tried again (requests use the other tiers).

@@ -1,0 +1,43 @@
+"""The `verify` and `gc` commands: open the configured tiers, run, print a summary."""
+
+from __future__ import annotations
+
+import sys
+
+from ghostcrate.appliance import exitcodes
+from ghostcrate.appliance.progress import Progress
+from ghostcrate.cache import CacheMetrics
+from ghostcrate.cache.setup import open_cache
+from ghostcrate.config import Settings
+from ghostcrate.proxy.maintenance import gc, verification_items, verify
+
+
+async def run_verify(settings: Settings) -> int:
+    async with open_cache(settings, CacheMetrics.create(), memory=False) as cache:
+        items = await verification_items(cache)
+        progress = Progress("verify", len(items))
+        report = await verify(cache, items, progress.advance)
+    print(
+        f"verified {report.checked} cached files: {len(report.removed)} failed and were removed, "
+        f"{len(report.unverifiable)} could not be checked (no cached index entry)"
+    )
+    for item in report.removed:
+        print(f"removed {item}")
+    for item in report.unverifiable:
+        print(f"unverifiable {item}", file=sys.stderr)
+    return exitcodes.FOUND_BAD if report.removed else exitcodes.OK
+
+
+async def run_gc(settings: Settings) -> int:
+    async with open_cache(settings, CacheMetrics.create(), memory=False) as cache:
+        report = await gc(cache)
+        usage = cache.disk.usage
+    print(
+        f"gc: evicted {report.evicted_bytes} bytes, removed {report.removed_temporaries} "
+        f"abandoned temporary files, {len(report.removed_orphans)} orphans and "
+        f"{report.removed_directories} empty directories; the disk tier holds {usage} bytes "
+        f"(limit {settings.cache.disk_max_bytes})"
+    )
+    for key in report.removed_orphans:
+        print(f"removed orphan {key}")
+    return exitcodes.OK
