@@ -10,6 +10,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from ghostcrate.cache import CacheMetrics, DiskStore, Entry, KeyLocks, MemoryTier
+from ghostcrate.cache.counter import SharedCounter
 from ghostcrate.cache.disk import TEMP_PREFIX
 
 
@@ -137,3 +138,14 @@ async def test_start_keeps_the_temporary_files_of_live_fills_in_other_processes(
     assert result.removed_leftovers == 1
     assert live.exists()
     assert not dead.exists()
+
+
+def test_the_shared_counter_is_one_figure_for_every_instance(tmp_path: Path) -> None:
+    first = SharedCounter(tmp_path / "locks" / "usage")
+    second = SharedCounter(tmp_path / "locks" / "usage")
+    assert first.get() == 0
+    assert first.add(1000) == 1000
+    assert second.add(500) == 1500
+    assert first.add(-5000) == 0  # never below zero
+    assert second.set(42) == 42
+    assert first.get() == 42

@@ -123,3 +123,23 @@ def test_metrics_add_up_over_all_workers(start_appliance: StartAppliance) -> Non
             "ghostcrate_http_requests_total", route="/index/{path}", status="200"
         )
         assert served == 30
+
+
+def test_the_disk_limit_holds_for_all_workers_together(
+    start_appliance: StartAppliance, upstream: FakeUpstream
+) -> None:
+    big = upstream.registry.crate("bigdata", "0.1.0")
+    assert big is not None
+    limit = len(big.data) + 20_000
+    appliance = start_appliance(server={"workers": 2}, tables={"cache": {"disk_max_bytes": limit}})
+    crates = [c for c in upstream.registry if c.name != "bigdata"]
+    paths = [f"/api/v1/crates/{c.name}/{c.version}/download" for c in crates]
+    paths.insert(len(paths) // 2, "/api/v1/crates/bigdata/0.1.0/download")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(pool.map(lambda p: appliance.get(p)[0], paths))
+    assert set(statuses) == {200}
+    cache = appliance.data_dir / "cache"
+    deadline = time.monotonic() + 5
+    while sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) > limit:
+        assert time.monotonic() < deadline, "the workers together went over the limit"
+        time.sleep(0.1)

@@ -8,10 +8,12 @@ file whose lock is free was abandoned by a dead process and can go, even while
 other workers are filling.
 
 With `max_bytes`, the store keeps itself under its limit while serving: when a
-commit takes its (estimated) usage over the limit, the least recently used
-files are deleted down to 90 % of it. Recency is the file's access time,
-which every read sets explicitly; the modification time is left alone,
-because callers use it (an index file's mtime is when it was last confirmed).
+commit takes its usage over the limit, the least recently used files are
+deleted down to 90 % of it. With a `SharedCounter`, every worker process adds
+its writes to one usage figure, so the limit holds for all of them together.
+Recency is the file's access time, which every read sets explicitly; the
+modification time is left alone, because callers use it (an index file's
+mtime is when it was last confirmed).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ import aiofiles
 import aiofiles.os
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
+from ghostcrate.cache.counter import SharedCounter
 from ghostcrate.cache.locks import KeyLocks
 from ghostcrate.cache.metrics import CacheMetrics
 
@@ -54,7 +57,7 @@ class PendingFile:
         handle: AsyncBufferedIOBase,
         temp: Path,
         final: Path,
-        on_commit: Callable[[int], None] = lambda size: None,
+        on_commit: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._handle = handle
         self._digest = hashlib.sha256()
@@ -81,7 +84,8 @@ class PendingFile:
         await self._handle.close()
         await aiofiles.os.replace(self.temp, self.final)
         self.committed = True
-        self._on_commit(self.size)
+        if self._on_commit is not None:
+            await self._on_commit(self.size)
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,9 @@ class DiskStore:
         max_bytes: int = 0,
         locks: KeyLocks | None = None,
         metrics: CacheMetrics | None = None,
+        counter: SharedCounter | None = None,
     ) -> None:
+        """`counter` shares the usage figure with the other processes using this root."""
         self.root = root
         self.max_bytes = max_bytes
         self.usage = 0
@@ -110,6 +116,7 @@ class DiskStore:
         self.removed_leftovers = 0
         self._locks = locks
         self._metrics = metrics
+        self._counter = counter
         self._evicting: asyncio.Task[None] | None = None
 
     def path(self, key: str) -> Path:
@@ -142,7 +149,7 @@ class DiskStore:
 
     async def delete(self, key: str) -> None:
         size = await self._run(_unlink, self.path(key))
-        self._account(-size)
+        await self._account(-size)
 
     @asynccontextmanager
     async def pending(self, key: str) -> AsyncIterator[PendingFile]:
@@ -168,9 +175,8 @@ class DiskStore:
     async def start(self) -> ScanResult:
         """Measure the store and delete the temporary files of dead processes."""
         result = await self._run(self.scan, True)
-        self.usage = result.bytes
         self.removed_leftovers += result.removed_leftovers
-        self._account(0)
+        await self._account(result.bytes, absolute=True)
         return result
 
     async def close(self) -> None:
@@ -226,15 +232,15 @@ class DiskStore:
             return 0
         target = int(self.max_bytes * LOW_WATER)
         if self._locks is None:
-            evicted, self.usage = await self._run(self._evict_blocking, target)
+            evicted, remaining = await self._run(self._evict_blocking, target)
         else:
             async with self._locks.hold("disk-eviction"):
-                evicted, self.usage = await self._run(self._evict_blocking, target)
+                evicted, remaining = await self._run(self._evict_blocking, target)
+        await self._account(-evicted)
         if evicted:
-            log.info("evicted from the disk tier", extra={"bytes": evicted, "usage": self.usage})
+            log.info("evicted from the disk tier", extra={"bytes": evicted, "usage": remaining})
         if self._metrics is not None:
             self._metrics.evicted.labels(self.name).inc(evicted)
-        self._account(0)
         return evicted
 
     def _evict_blocking(self, target: int) -> tuple[int, int]:
@@ -263,8 +269,8 @@ class DiskStore:
                 with contextlib.suppress(FileNotFoundError):
                     yield path, path.stat()
 
-    def _committed(self, size: int) -> None:
-        self._account(size)
+    async def _committed(self, size: int) -> None:
+        await self._account(size)
         if self.max_bytes and self.usage > self.max_bytes and self._evicting is None:
             self._evicting = asyncio.ensure_future(self._evict_once())
 
@@ -276,8 +282,12 @@ class DiskStore:
         finally:
             self._evicting = None
 
-    def _account(self, delta: int) -> None:
-        self.usage = max(0, self.usage + delta)
+    async def _account(self, delta: int, *, absolute: bool = False) -> None:
+        if self._counter is not None:
+            change = self._counter.set if absolute else self._counter.add
+            self.usage = await self._run(change, delta)
+        else:
+            self.usage = max(0, (0 if absolute else self.usage) + delta)
         if self._metrics is not None:
             self._metrics.stored_bytes.labels(self.name).set(self.usage)
 

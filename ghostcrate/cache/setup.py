@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from ghostcrate.cache.counter import SharedCounter
 from ghostcrate.cache.disk import DiskStore
 from ghostcrate.cache.locks import KeyLocks
 from ghostcrate.cache.memory import MemoryTier
@@ -26,7 +27,13 @@ async def open_cache(
     Opening it measures the disk tier and removes abandoned temporary files.
     """
     locks = KeyLocks(settings.data_dir / "locks")
-    disk = DiskStore(settings.data_dir / "cache", settings.cache.disk_max_bytes, locks, metrics)
+    disk = DiskStore(
+        settings.data_dir / "cache",
+        settings.cache.disk_max_bytes,
+        locks,
+        metrics,
+        SharedCounter(settings.data_dir / "locks" / "disk-usage"),
+    )
     scan = await disk.start()
     log.info(
         "disk tier ready",

@@ -184,11 +184,11 @@ async def gc(cache: TieredCache) -> GcReport:
     report = GcReport()
     await cache.disk.start()  # sweeps again: opening the cache already swept once
     report.removed_temporaries = cache.disk.removed_leftovers
-    report.evicted_bytes = await cache.disk.evict()
     for key, _ in await cache.disk.files():
         if not (is_index_key(key) or parse_crate_key(key) is not None):
             report.removed_orphans.append(key)
             await cache.disk.delete(key)
+    report.evicted_bytes = await cache.disk.evict()
     loop = asyncio.get_running_loop()
     report.removed_directories = await loop.run_in_executor(
         None, cache.disk.prune_empty_directories
