@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +31,7 @@ from yarl import URL
 
 from ghostcrate.config import S3Settings
 from tests.support.appliance import free_port
+from tests.support.threaded import ThreadedServer
 
 #: Any key pair works with moto; tests pass these explicitly, never through the environment.
 ACCESS_KEY_ID = "AKIDGHOSTCRATETEST"
@@ -174,7 +175,7 @@ class _Faults(NamedTuple):
     cut_after: int | None
 
 
-class S3FaultProxy:
+class S3FaultProxy(ThreadedServer):
     """A reverse proxy on 127.0.0.1 in front of `target` (an S3 endpoint), with faults.
 
     It runs in its own thread and loop, forwards method, path, query, headers (Host and
@@ -183,9 +184,8 @@ class S3FaultProxy:
     """
 
     def __init__(self, target: str, *, shutdown_timeout: float = 0.1) -> None:
+        super().__init__(shutdown_timeout=shutdown_timeout)
         self._target = target.rstrip("/")
-        self._shutdown_timeout = shutdown_timeout
-        self._port = 0
         self._lock = threading.Lock()
         self._records: list[ProxiedRequest] = []
         self._latency = 0.0
@@ -195,8 +195,6 @@ class S3FaultProxy:
         self._parts_passed = 0
         self._cut_after: int | None = None
         self._session: aiohttp.ClientSession | None = None  # the serving thread's
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -206,94 +204,20 @@ class S3FaultProxy:
             raise RuntimeError("S3FaultProxy has not been started")
         return f"http://127.0.0.1:{self._port}"
 
-    def start(self) -> S3FaultProxy:
-        """Start serving (again, on the same port after a stop)."""
-        if self._thread is not None:
-            raise RuntimeError("S3FaultProxy is already running")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", self._port))
-            self._port = sock.getsockname()[1]
-        except OSError:
-            sock.close()
-            raise
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        thread = threading.Thread(
-            target=self._serve,
-            args=(loop, sock, ready, failure),
-            name=f"S3FaultProxy:{self._port}",
-            daemon=True,
-        )
-        thread.start()
-        if not ready.wait(10) or failure:
-            thread.join(5)
-            raise RuntimeError(f"S3FaultProxy failed to start: {failure!r}")
-        self._loop, self._thread = loop, thread
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        if thread.is_alive():
-            raise RuntimeError("S3FaultProxy did not stop")
-        self._loop = self._thread = None
-
-    def __enter__(self) -> S3FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _serve(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        sock: socket.socket,
-        ready: threading.Event,
-        failure: list[BaseException],
-    ) -> None:
-        asyncio.set_event_loop(loop)
+    def application(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=self._shutdown_timeout,
-            # A request its client gave up on (timeout) is not forwarded late.
-            handler_cancellation=True,
-        )
-        session = loop.run_until_complete(_client_session())
-        self._session = session
-        try:
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.SockSite(runner, sock).start())
-        except BaseException as exc:  # reported to start()
-            failure.append(exc)
-            sock.close()
-            loop.run_until_complete(runner.cleanup())
-            loop.run_until_complete(session.close())
-            loop.close()
-            ready.set()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.run_until_complete(session.close())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+        app.cleanup_ctx.append(self._client)
+        return app
+
+    def runner_options(self) -> dict[str, Any]:
+        # A request its client gave up on (timeout) is not forwarded late.
+        return {"handler_cancellation": True}
+
+    async def _client(self, app: web.Application) -> AsyncIterator[None]:
+        self._session = await _client_session()
+        yield
+        await self._session.close()
 
     # --- faults -------------------------------------------------------------
 

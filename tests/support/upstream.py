@@ -12,17 +12,16 @@ import email.utils
 import hashlib
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Literal
 
 from aiohttp import web
 
 from tests.support.crates import BuiltCrate, CrateSpec, Registry, built, index_path
+from tests.support.threaded import ThreadedServer
 
 Scope = Literal["index", "download", "config", "all"]
 RequestKind = Literal["config", "index", "download", "other"]
@@ -108,7 +107,7 @@ def _template_regex(template: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
-class FakeUpstream:
+class FakeUpstream(ThreadedServer):
     """A crates.io look-alike on 127.0.0.1 serving a `Registry`.
 
     `dl_template` is the download path relative to the index root (a leading `{url}` is
@@ -128,14 +127,13 @@ class FakeUpstream:
         last_modified: bool = True,
         shutdown_timeout: float = 0.1,
     ) -> None:
+        super().__init__(port=port, shutdown_timeout=shutdown_timeout)
         self.registry = registry if registry is not None else Registry()
-        self._port = port
         self._dl_template = dl_template.removeprefix("{url}") if dl_template else None
         self._dl_path = self._dl_template or "crates/{crate}/{version}/download"
         self._dl_regex = _template_regex(self._dl_path)
         self._api = api
         self._validators = (etag, last_modified)
-        self._shutdown_timeout = shutdown_timeout
         self._lock = threading.Lock()
         self._records: list[RequestRecord] = []
         self._faults: list[_Fault] = []
@@ -143,15 +141,8 @@ class FakeUpstream:
         start = float(int(time.time()))
         self._mtimes: dict[str, float] = {c.spec.lower: start for c in self.registry}
         self._default_mtime = start
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ----------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        """The listening port (0 before the first start with an automatic port)."""
-        return self._port
 
     @property
     def url(self) -> str:
@@ -165,91 +156,10 @@ class FakeUpstream:
         """The `dl` value advertised in config.json."""
         return self.url + (self._dl_template if self._dl_template else "crates")
 
-    @property
-    def running(self) -> bool:
-        """Whether the server thread is serving."""
-        return self._thread is not None
-
-    def start(self) -> FakeUpstream:
-        """Start serving (again, on the same port after a stop)."""
-        if self._thread is not None:
-            raise RuntimeError("FakeUpstream is already running")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", self._port))
-            self._port = sock.getsockname()[1]
-        except OSError:
-            sock.close()
-            raise
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        thread = threading.Thread(
-            target=self._serve,
-            args=(loop, sock, ready, failure),
-            name=f"FakeUpstream:{self._port}",
-            daemon=True,
-        )
-        thread.start()
-        if not ready.wait(10) or failure:
-            thread.join(5)
-            raise RuntimeError(f"FakeUpstream failed to start: {failure!r}")
-        self._loop, self._thread = loop, thread
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; in-flight requests are cut off after `shutdown_timeout`."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        if thread.is_alive():
-            raise RuntimeError("FakeUpstream did not stop")
-        self._loop = self._thread = None
-
-    def __enter__(self) -> FakeUpstream:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _serve(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        sock: socket.socket,
-        ready: threading.Event,
-        failure: list[BaseException],
-    ) -> None:
-        asyncio.set_event_loop(loop)
+    def application(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/{tail:.*}", self._handle)
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_timeout
-        )
-        try:
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.SockSite(runner, sock).start())
-        except BaseException as exc:  # reported to start()
-            failure.append(exc)
-            sock.close()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-            ready.set()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+        return app
 
     # --- registry mutations -------------------------------------------------
 

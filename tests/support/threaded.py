@@ -1,0 +1,124 @@
+"""An aiohttp application served from its own thread and event loop on 127.0.0.1.
+
+Fakes built on it serve sync tests (that run cargo through `subprocess.run`)
+as well as async ones, and can be stopped and started again on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+
+class ThreadedServer:
+    def __init__(self, *, port: int = 0, shutdown_timeout: float = 0.1) -> None:
+        self._port = port
+        self._shutdown_timeout = shutdown_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def application(self) -> web.Application:
+        """The application to serve; built in the serving thread, once per start."""
+        raise NotImplementedError
+
+    def runner_options(self) -> dict[str, Any]:
+        """Extra `web.AppRunner` options."""
+        return {}
+
+    @property
+    def port(self) -> int:
+        """The listening port (0 before the first start with an automatic port)."""
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> Self:
+        """Start serving (again, on the same port after a stop)."""
+        name = type(self).__name__
+        if self._thread is not None:
+            raise RuntimeError(f"{name} is already running")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", self._port))
+            self._port = sock.getsockname()[1]
+        except OSError:
+            sock.close()
+            raise
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        thread = threading.Thread(
+            target=self._serve,
+            args=(loop, sock, ready, failure),
+            name=f"{name}:{self._port}",
+            daemon=True,
+        )
+        thread.start()
+        if not ready.wait(10) or failure:
+            thread.join(5)
+            raise RuntimeError(f"{name} failed to start: {failure!r}")
+        self._loop, self._thread = loop, thread
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; in-flight requests are cut off after `shutdown_timeout`."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        if thread.is_alive():
+            raise RuntimeError(f"{type(self).__name__} did not stop")
+        self._loop = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _serve(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        ready: threading.Event,
+        failure: list[BaseException],
+    ) -> None:
+        asyncio.set_event_loop(loop)
+        runner = web.AppRunner(
+            self.application(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self._shutdown_timeout,
+            **self.runner_options(),
+        )
+        try:
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.SockSite(runner, sock).start())
+        except BaseException as exc:  # reported to start()
+            failure.append(exc)
+            sock.close()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+            ready.set()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
