@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from tests.support.metrics import sample_value
@@ -121,18 +120,6 @@ class Appliance:
         """The current value of one sample on /metrics (0 if absent)."""
         _, body = self.get("/metrics")
         return sample_value(body.decode(), name, **labels)
-
-    def __enter__(self) -> Appliance:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.stop()
 
 
 def _toml(value: object) -> str:
