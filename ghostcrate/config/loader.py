@@ -20,6 +20,8 @@ from pydantic import BaseModel, ValidationError
 from ghostcrate.config.model import Settings
 
 ENV_PREFIX = "GHOSTCRATE_"
+#: Keys holding paths: relative ones in a config file are relative to that file.
+PATH_KEYS = ("data_dir", "upstream.ca_bundle")
 CONFIG_ENV = "GHOSTCRATE_CONFIG"
 
 
@@ -118,9 +120,10 @@ def load_settings(
         values[key] = value
         origins[key] = "command line"
 
-    if path is not None and "data_dir" in values and origins["data_dir"] == str(path):
-        # A relative data_dir in a file means relative to that file, whoever starts us.
-        values["data_dir"] = path.parent / Path(values["data_dir"])
+    for key in PATH_KEYS:
+        if path is not None and key in values and origins[key] == str(path):
+            # A relative path in a file means relative to that file, whoever starts us.
+            values[key] = path.parent / Path(values[key])
 
     try:
         settings = Settings.model_validate(_nest(values))

@@ -72,7 +72,17 @@ def parse_size(value: Any) -> Any:
 
 
 Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+
+
+def _check_file(value: Path) -> Path:
+    if not value.is_file():
+        raise ValueError(f"no such file: {value}")
+    return value
+
+
 Listen = Annotated[str, AfterValidator(_check_listen)]
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+ExistingFile = Annotated[Path, AfterValidator(_check_file)]
 IndexUrl = Annotated[str, AfterValidator(_check_http_url), AfterValidator(_with_slash)]
 BaseUrl = Annotated[str, AfterValidator(_check_http_url), AfterValidator(_without_slash)]
 
@@ -118,6 +128,19 @@ class UpstreamSettings(_Section):
     connect_timeout: PositiveFloat = 10.0
     #: Longest silence allowed while reading an upstream answer.
     read_timeout: PositiveFloat = 30.0
+    #: Never contact the upstream; offer only versions whose .crate is in the cache.
+    offline: bool = False
+    #: Online, but offer and serve only versions whose .crate is already cached (warmed).
+    only_cached: bool = False
+    #: Outbound HTTP proxy (`http://[user:pass@]host:port`); HTTPS_PROXY/HTTP_PROXY/NO_PROXY
+    #: from the environment apply when unset, and NO_PROXY applies either way.
+    proxy: HttpUrl | None = None
+    #: A PEM file of extra CA certificates to trust (a corporate TLS-inspecting proxy's).
+    ca_bundle: ExistingFile | None = None
+    #: Consecutive unreachability failures (refused, timed out, 5xx) that open the breaker.
+    breaker_failures: PositiveInt = 3
+    #: Seconds the breaker stays open (misses fail at once) before one request probes again.
+    breaker_cooldown: float = Field(default=10.0, ge=0)
 
 
 class CacheSettings(_Section):

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
+from yarl import URL
 
 from ghostcrate import __version__
 from ghostcrate.config import UpstreamSettings
@@ -62,15 +65,25 @@ class UpstreamClient:
             total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
         )
         async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls_context(settings)),
             timeout=timeout,
             headers={"User-Agent": USER_AGENT},
             auto_decompress=True,
             raise_for_status=False,
+            # HTTP(S)_PROXY / NO_PROXY from the environment when [upstream] proxy is unset.
+            trust_env=True,
         ) as session:
             yield cls(settings, session)
 
     def url(self, path: str) -> str:
         return self.settings.index + path
+
+    def _proxy_for(self, url: str) -> str | None:
+        """[upstream] proxy, unless NO_PROXY exempts the host (then the environment's rules)."""
+        proxy = self.settings.proxy
+        if proxy is None or urllib.request.proxy_bypass(URL(url).host or ""):
+            return None
+        return proxy
 
     async def get_index(
         self, path: str, etag: str | None = None, last_modified: str | None = None
@@ -84,7 +97,9 @@ class UpstreamClient:
         url = self.url(path)
         what = f"index file {path}"
         try:
-            async with self._session.get(url, headers=headers) as response:
+            async with self._session.get(
+                url, headers=headers, proxy=self._proxy_for(url)
+            ) as response:
                 if response.status == 304:
                     return NotModified()
                 if response.status in MISSING_STATUSES:
@@ -104,7 +119,9 @@ class UpstreamClient:
     async def stream(self, url: str, what: str) -> AsyncIterator[aiohttp.ClientResponse]:
         """A 200 response whose body the caller streams; errors raise `UpstreamError`."""
         try:
-            async with self._session.get(url, auto_decompress=False) as response:
+            async with self._session.get(
+                url, auto_decompress=False, proxy=self._proxy_for(url)
+            ) as response:
                 if response.status in MISSING_STATUSES:
                     raise NotFound(f"{what} does not exist upstream ({response.status})")
                 if response.status != 200:
@@ -112,6 +129,14 @@ class UpstreamClient:
                 yield response
         except (aiohttp.ClientError, TimeoutError) as error:
             raise UpstreamError(describe_failure(what, self.settings, error)) from error
+
+
+def tls_context(settings: UpstreamSettings) -> ssl.SSLContext:
+    """The system's trusted CAs, plus [upstream] ca_bundle (a corporate proxy's CA)."""
+    context = ssl.create_default_context()
+    if settings.ca_bundle is not None:
+        context.load_verify_locations(cafile=settings.ca_bundle)
+    return context
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
