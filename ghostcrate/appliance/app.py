@@ -53,8 +53,8 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
 async def _mirror(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     cache = app[CACHE]
-    async with UpstreamClient.open(settings.upstream) as upstream:
-        proxy_metrics = app[METRICS].proxy
+    proxy_metrics = app[METRICS].proxy
+    async with UpstreamClient.open(settings.upstream, proxy_metrics) as upstream:
         index = MirrorIndex(cache, upstream, settings.upstream, proxy_metrics)
         crates = MirrorCrates(cache, index, upstream, proxy_metrics)
         app[MIRROR_INDEX] = index

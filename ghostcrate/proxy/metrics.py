@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,7 @@ class ProxyMetrics:
     upstream_requests: Counter
     stale_served: Counter
     checksum_mismatches: Counter
+    breaker_open: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ProxyMetrics:
@@ -46,5 +47,11 @@ class ProxyMetrics:
                 "ghostcrate_checksum_mismatches",
                 "Crates refused because their sha256 differed from the index entry",
                 registry=registry,
+            ),
+            breaker_open=Gauge(
+                "ghostcrate_upstream_breaker_open",
+                "1 while the upstream is failing fast after consecutive failures",
+                registry=registry,
+                multiprocess_mode="livemax",
             ),
         )

@@ -13,14 +13,16 @@ import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from yarl import URL
 
 from ghostcrate import __version__
 from ghostcrate.config import UpstreamSettings
+from ghostcrate.proxy.breaker import CircuitBreaker
 from ghostcrate.proxy.errors import NotFound, UpstreamError
+from ghostcrate.proxy.metrics import ProxyMetrics
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +56,19 @@ IndexAnswer = Modified | NotModified | Missing
 class UpstreamClient:
     """Owns one `aiohttp.ClientSession` for all upstream traffic."""
 
-    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, settings: UpstreamSettings, session: aiohttp.ClientSession, metrics: ProxyMetrics
+    ) -> None:
         self.settings = settings
         self._session = session
+        self._metrics = metrics
+        self._breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown)
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: UpstreamSettings) -> AsyncIterator[UpstreamClient]:
+    async def open(
+        cls, settings: UpstreamSettings, metrics: ProxyMetrics
+    ) -> AsyncIterator[UpstreamClient]:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
         )
@@ -73,7 +81,7 @@ class UpstreamClient:
             # HTTP(S)_PROXY / NO_PROXY from the environment when [upstream] proxy is unset.
             trust_env=True,
         ) as session:
-            yield cls(settings, session)
+            yield cls(settings, session, metrics)
 
     def url(self, path: str) -> str:
         return self.settings.index + path
@@ -94,41 +102,67 @@ class UpstreamClient:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        url = self.url(path)
         what = f"index file {path}"
-        try:
-            async with self._session.get(
-                url, headers=headers, proxy=self._proxy_for(url)
-            ) as response:
-                if response.status == 304:
-                    return NotModified()
-                if response.status in MISSING_STATUSES:
-                    return Missing(response.status)
-                if response.status != 200:
-                    raise UpstreamError(f"the upstream answered {response.status} for {what}")
-                if (response.content_length or 0) > MAX_INDEX_BYTES:
-                    raise UpstreamError(f"the upstream sent an oversized {what}")
-                body = await _read_bounded(response, MAX_INDEX_BYTES, what)
-                return Modified(
-                    body, response.headers.get("ETag"), response.headers.get("Last-Modified")
-                )
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise UpstreamError(describe_failure(what, self.settings, error)) from error
+        async with self._get(self.url(path), what, headers=headers) as response:
+            if response.status == 304:
+                return NotModified()
+            if response.status in MISSING_STATUSES:
+                return Missing(response.status)
+            if response.status != 200:
+                raise UpstreamError(f"the upstream answered {response.status} for {what}")
+            if (response.content_length or 0) > MAX_INDEX_BYTES:
+                raise UpstreamError(f"the upstream sent an oversized {what}")
+            body = await _read_bounded(response, MAX_INDEX_BYTES, what)
+            return Modified(
+                body, response.headers.get("ETag"), response.headers.get("Last-Modified")
+            )
 
     @asynccontextmanager
     async def stream(self, url: str, what: str) -> AsyncIterator[aiohttp.ClientResponse]:
         """A 200 response whose body the caller streams; errors raise `UpstreamError`."""
+        async with self._get(url, what, auto_decompress=False) as response:
+            if response.status in MISSING_STATUSES:
+                raise NotFound(f"{what} does not exist upstream ({response.status})")
+            if response.status != 200:
+                raise UpstreamError(f"the upstream answered {response.status} for {what}")
+            yield response
+
+    @asynccontextmanager
+    async def _get(
+        self, url: str, what: str, **options: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One GET through the breaker; transport failures become `UpstreamError`."""
+        self._breaker.admit()
         try:
-            async with self._session.get(
-                url, auto_decompress=False, proxy=self._proxy_for(url)
-            ) as response:
-                if response.status in MISSING_STATUSES:
-                    raise NotFound(f"{what} does not exist upstream ({response.status})")
-                if response.status != 200:
-                    raise UpstreamError(f"the upstream answered {response.status} for {what}")
-                yield response
-        except (aiohttp.ClientError, TimeoutError) as error:
+            async with self._session.get(url, proxy=self._proxy_for(url), **options) as response:
+                server_failure = response.status >= 500
+                if not server_failure:
+                    self._reachable()
+                    yield response
+        except aiohttp.ClientPayloadError as error:  # bad content, not unreachability
             raise UpstreamError(describe_failure(what, self.settings, error)) from error
+        except (aiohttp.ClientError, TimeoutError) as error:
+            message = describe_failure(what, self.settings, error)
+            self._unreachable(message)
+            raise UpstreamError(message) from error
+        if server_failure:
+            message = f"the upstream answered {response.status} for {what}"
+            self._unreachable(message)
+            raise UpstreamError(message)
+
+    def _reachable(self) -> None:
+        if self._breaker.open:
+            log.info("the upstream answers again; closing the breaker")
+        self._breaker.succeeded()
+        self._metrics.breaker_open.set(0)
+
+    def _unreachable(self, reason: str) -> None:
+        if self._breaker.failed(reason):
+            self._metrics.breaker_open.set(1)
+            log.warning(
+                "the upstream is unreachable; failing fast",
+                extra={"reason": reason, "cooldown_s": self.settings.breaker_cooldown},
+            )
 
 
 def tls_context(settings: UpstreamSettings) -> ssl.SSLContext:
