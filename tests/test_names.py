@@ -13,8 +13,8 @@ from ghostcrate.cargo.names import (
     is_version,
     parse_index_path,
 )
-from ghostcrate.proxy.crates import crate_key, download_url
-from ghostcrate.proxy.maintenance import is_index_key, parse_crate_key
+from ghostcrate.proxy.crates import download_url
+from ghostcrate.proxy.keys import crate_key, is_index_key, parse_crate_key
 
 names = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,63}", fullmatch=True)
 

@@ -33,10 +33,10 @@ async def index_file(request: web.Request) -> web.Response:
         name = parse_index_path(path)
     except InvalidName as error:
         raise NotFound(f"no index file here: {error}") from None
-    index = await request.app[MIRROR_INDEX].get(name)
-    if index is None:
-        raise NotFound(f"crate '{name}' does not exist")
-    return cacheable_response(request, index.body, index.etag, index.last_modified, "text/plain")
+    offer = await request.app[MIRROR_INDEX].offered(name)
+    if offer is None:
+        raise NotFound(f"crate '{name}' does not exist (or, offline, has nothing cached)")
+    return cacheable_response(request, offer.body, offer.etag, offer.last_modified, "text/plain")
 
 
 async def download(request: web.Request) -> web.StreamResponse:

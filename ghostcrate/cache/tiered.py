@@ -134,6 +134,13 @@ class TieredCache:
         self._hit(self.shared.name)
         return pending.final
 
+    async def names_below(self, prefix: str) -> set[str]:
+        """Names of the objects directly below `prefix` (a directory key), in any tier."""
+        names = {key.rpartition("/")[2] for key, _ in await self.disk.files(prefix)}
+        if self.shared is not None:
+            names |= {key.rpartition("/")[2] async for key, _ in self.shared.iterate(prefix)}
+        return names
+
     def pending(self, key: str) -> AbstractAsyncContextManager[PendingFile]:
         """A temporary disk file for `key`, to write while holding the key (`hold`)."""
         return self.disk.pending(key)

@@ -15,6 +15,7 @@ from ghostcrate.cache import SingleFlight, TieredCache
 from ghostcrate.cargo.names import CrateName, index_prefix, is_checksum
 from ghostcrate.proxy.errors import ChecksumMismatch, NotFound, UpstreamError
 from ghostcrate.proxy.index import MirrorIndex
+from ghostcrate.proxy.keys import crate_key
 from ghostcrate.proxy.metrics import ProxyMetrics
 from ghostcrate.proxy.upstream import UpstreamClient
 
@@ -22,10 +23,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
 _MARKERS = ("{crate}", "{version}", "{prefix}", "{lowerprefix}", "{sha256-checksum}")
-
-
-def crate_key(name: CrateName, version: str) -> str:
-    return f"crates/{name.lower}/{name.lower}-{version}.crate"
 
 
 def download_url(dl: str, name: str, version: str, cksum: str) -> str:
@@ -49,6 +46,7 @@ class MirrorCrates:
         upstream: UpstreamClient,
         metrics: ProxyMetrics,
     ) -> None:
+        self._only_cached = upstream.settings.offline or upstream.settings.only_cached
         self._cache = cache
         self._index = index
         self._upstream = upstream
@@ -64,6 +62,11 @@ class MirrorCrates:
 
     async def fetch(self, name: CrateName, version: str) -> Path:
         """Fill the cache from the upstream (once, however many ask) and return the file."""
+        if self._only_cached:
+            raise NotFound(
+                f"crate {name} {version} is not in this mirror's cache, and it serves only "
+                "cached crates; ask its operator to warm it"
+            )
         key = crate_key(name, version)
         return await self._flights.run(key, lambda: self._fill(key, name, version))
 

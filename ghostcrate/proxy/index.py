@@ -12,19 +12,33 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ghostcrate.cache import ExpiringSet, SingleFlight, TieredCache
 from ghostcrate.cargo.names import CrateName, index_path
 from ghostcrate.config import UpstreamSettings
 from ghostcrate.proxy.errors import UpstreamError
-from ghostcrate.proxy.indexfile import IndexFile, check_index_body, parse_upstream_config
+from ghostcrate.proxy.indexfile import (
+    IndexFile,
+    body_etag,
+    check_index_body,
+    parse_upstream_config,
+)
+from ghostcrate.proxy.keys import CONFIG_PATH, crate_dir, crate_key, index_key
 from ghostcrate.proxy.metrics import ProxyMetrics
 from ghostcrate.proxy.upstream import Missing, Modified, NotModified, UpstreamClient
 
 log = logging.getLogger(__name__)
 
-CONFIG_PATH = "config.json"
+
+@dataclass(frozen=True)
+class Offer:
+    """An index file as served: body and validators."""
+
+    body: bytes
+    etag: str
+    last_modified: str | None
 
 
 class MirrorIndex:
@@ -46,6 +60,23 @@ class MirrorIndex:
         """The index file of a crate, or None if the upstream has no such crate."""
         return await self._get(index_path(name), max_age, functools.partial(check_index_body, name))
 
+    async def offered(self, name: CrateName) -> Offer | None:
+        """The index file as clients see it; None for "no such crate".
+
+        Offline or with `only_cached`, only versions whose .crate is in the cache
+        are offered, so cargo resolves to what it can download; such a view has
+        its own ETag and no Last-Modified (adding a crate changes it).
+        """
+        index = await self.get(name)
+        if index is None:
+            return None
+        if not (self._settings.offline or self._settings.only_cached):
+            return Offer(index.body, index.etag, index.last_modified)
+        present = await self._cache.names_below(crate_dir(name))
+        cached = {v for v in index.versions() if crate_key(name, v).rpartition("/")[2] in present}
+        body = index.restricted_to(cached)
+        return Offer(body, body_etag(body), None) if body else None
+
     async def upstream_config(self) -> dict[str, Any]:
         """The upstream's config.json (it gives the download URL)."""
         config = await self._get(CONFIG_PATH, None, parse_upstream_config)
@@ -60,8 +91,10 @@ class MirrorIndex:
         self, path: str, max_age: float | None, check: Callable[[bytes], object]
     ) -> IndexFile | None:
         ttl = self._settings.index_ttl if max_age is None else max_age
-        key = "index/" + path
+        key = index_key(path)
         cached = await self._read(key)
+        if self._settings.offline:  # whatever is cached is what there is
+            return cached
         now = time.time()
         if cached is not None and now - cached.checked_at < ttl:
             self._metrics.index_results.labels("hit").inc()

@@ -71,13 +71,30 @@ class IndexFile:
             header.get("upstream_last_modified"),
         )
 
+    def restricted_to(self, versions: set[str]) -> bytes:
+        """The body with only the lines of `versions`, byte for byte."""
+        kept = []
+        for line in self.body.splitlines(keepends=True):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("vers") in versions:
+                kept.append(line)
+        return b"".join(kept)
+
+    def versions(self) -> set[str]:
+        return set(self._parsed())
+
     def entry(self, version: str) -> dict[str, Any] | None:
         """The index entry of one version, or None."""
+        return self._parsed().get(version)
+
+    def _parsed(self) -> dict[str, dict[str, Any]]:
+        """Entries by version, parsed once per object."""
         if self._entries is None:
             entries = {}
             for line in self.body.splitlines():
-                if not line.strip():
-                    continue
                 try:
                     record = json.loads(line)
                 except ValueError:
@@ -86,7 +103,7 @@ class IndexFile:
                     entries[record["vers"]] = record
             object.__setattr__(self, "_entries", entries)
         assert self._entries is not None
-        return self._entries.get(version)
+        return self._entries
 
 
 def check_index_body(name: CrateName, body: bytes) -> None:

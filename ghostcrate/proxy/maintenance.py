@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ghostcrate.cache import TieredCache
-from ghostcrate.cargo.names import CrateName, InvalidName, index_path, is_version
-from ghostcrate.proxy.crates import crate_key
+from ghostcrate.cargo.names import CrateName, InvalidName, index_path
 from ghostcrate.proxy.errors import UpstreamError
-from ghostcrate.proxy.index import CONFIG_PATH
 from ghostcrate.proxy.indexfile import IndexFile, check_index_body, parse_upstream_config
+from ghostcrate.proxy.keys import CONFIG_KEY, index_key, is_index_key, parse_crate_key
 
 log = logging.getLogger(__name__)
 
@@ -48,31 +47,6 @@ class GcReport:
     removed_temporaries: int = 0
     removed_orphans: list[str] = field(default_factory=list)
     removed_directories: int = 0
-
-
-def parse_crate_key(key: str) -> tuple[CrateName, str] | None:
-    """(name, version) of a `crates/...` key exactly as the mirror writes it, else None."""
-    parts = key.split("/")
-    if len(parts) != 3 or parts[0] != "crates" or not parts[2].endswith(".crate"):
-        return None
-    try:
-        name = CrateName(parts[1])
-    except InvalidName:
-        return None
-    version = parts[2].removesuffix(".crate").removeprefix(parts[1] + "-")
-    if not is_version(version) or crate_key(name, version) != key:
-        return None
-    return name, version
-
-
-def is_index_key(key: str) -> bool:
-    path = key.removeprefix("index/")
-    if key == "index/" + CONFIG_PATH:
-        return True
-    try:
-        return key.startswith("index/") and index_path(CrateName(path.rpartition("/")[2])) == path
-    except InvalidName:
-        return False
 
 
 async def verification_items(cache: TieredCache) -> list[Item]:
@@ -115,7 +89,7 @@ async def _check(cache: TieredCache, item: Item) -> str:
     if parsed is None:
         return "bad"  # not a name the mirror writes: nothing can vouch for it
     name, version = parsed
-    index = await cache.read("index/" + index_path(name))
+    index = await cache.read(index_key(index_path(name)))
     entry = None
     if index is not None:
         try:
@@ -133,7 +107,7 @@ async def _check(cache: TieredCache, item: Item) -> str:
 def _index_is_sound(key: str, data: bytes) -> bool:
     try:
         stored = IndexFile.decode(data, 0.0)
-        if key == "index/" + CONFIG_PATH:
+        if key == CONFIG_KEY:
             parse_upstream_config(stored.body)
         else:
             check_index_body(CrateName(key.rpartition("/")[2]), stored.body)
