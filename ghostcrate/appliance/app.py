@@ -22,7 +22,7 @@ from ghostcrate.appliance.metrics import AppMetrics
 from ghostcrate.appliance.observe import observe
 from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
-from ghostcrate.proxy import MirrorCrates, MirrorIndex, UpstreamClient
+from ghostcrate.proxy.setup import open_mirror
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,7 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
 
 async def _mirror(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    cache = app[CACHE]
-    proxy_metrics = app[METRICS].proxy
-    async with UpstreamClient.open(settings.upstream, proxy_metrics) as upstream:
-        index = MirrorIndex(cache, upstream, settings.upstream, proxy_metrics)
-        crates = MirrorCrates(cache, index, upstream, proxy_metrics)
-        app[MIRROR_INDEX] = index
-        app[MIRROR_CRATES] = crates
+    async with open_mirror(settings.upstream, app[CACHE], app[METRICS].proxy) as mirror:
+        app[MIRROR_INDEX] = mirror.index
+        app[MIRROR_CRATES] = mirror.crates
         yield
-        await crates.close()
-        await index.close()

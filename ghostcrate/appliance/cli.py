@@ -79,6 +79,34 @@ def _parser() -> argparse.ArgumentParser:
         "mirror would never write, and empty directories. Safe while serving.",
     )
     gc.set_defaults(run=_maintenance("gc"))
+
+    warm = commands.add_parser(
+        "warm",
+        parents=[common],
+        help="fill the cache from Cargo.lock files and crate specs",
+        description="Fetch into the cache every crates.io package of the given Cargo.lock "
+        "files (directories are searched for them), and for each crate spec (name or "
+        "name@req) its newest matching version with every dependency cargo could need "
+        "(normal and build, all targets, optional ones included). Works on data_dir "
+        "directly, beside a running server or without one; run it again to resume. Exit "
+        f"{exitcodes.FAILED} if anything failed.",
+    )
+    warm.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="Cargo.lock or dir")
+    warm.add_argument(
+        "--crate",
+        action="append",
+        default=[],
+        dest="crates",
+        metavar="SPEC",
+        help="a crate spec, name or name@req (repeatable), e.g. serde@1 or 'tokio@>=1.30, <2'",
+    )
+    warm.add_argument(
+        "--crates-file", type=Path, metavar="FILE", help="crate specs, one a line (# comments)"
+    )
+    warm.add_argument(
+        "--concurrency", type=_positive, default=8, metavar="N", help="parallel fetches (default 8)"
+    )
+    warm.set_defaults(run=_warm)
     return parser
 
 
@@ -110,6 +138,26 @@ def _maintenance(command: str) -> Callable[[LoadedSettings, argparse.Namespace],
         return asyncio.run((run_verify if command == "verify" else run_gc)(loaded.settings))
 
     return run
+
+
+def _warm(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+    from ghostcrate.appliance.maintenance import run_warm
+    from ghostcrate.proxy.warm import BadInput, warm_inputs
+
+    configure_logging(loaded.settings.log)
+    try:
+        lockfiles, specs = warm_inputs(args.paths, args.crates, args.crates_file)
+        return asyncio.run(run_warm(loaded.settings, lockfiles, specs, args.concurrency))
+    except BadInput as error:  # also an unreadable Cargo.lock
+        print(f"ghostcrate warm: {error}", file=sys.stderr)
+        return exitcodes.USAGE
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _serve(loaded: LoadedSettings, args: argparse.Namespace) -> int:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
 
 from ghostcrate.appliance import exitcodes
 from ghostcrate.appliance.progress import Progress
@@ -10,6 +13,9 @@ from ghostcrate.cache import CacheMetrics
 from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
 from ghostcrate.proxy.maintenance import gc, verification_items, verify
+from ghostcrate.proxy.metrics import ProxyMetrics
+from ghostcrate.proxy.setup import open_mirror
+from ghostcrate.proxy.warm import Locked, Spec, Warmer, read_lockfile
 
 
 async def run_verify(settings: Settings) -> int:
@@ -41,3 +47,27 @@ async def run_gc(settings: Settings) -> int:
     for key in report.removed_orphans:
         print(f"removed orphan {key}")
     return exitcodes.OK
+
+
+async def run_warm(
+    settings: Settings, lockfiles: list[Path], specs: list[Spec], concurrency: int
+) -> int:
+    locked: list[Locked] = []
+    for path in lockfiles:
+        packages, others = read_lockfile(path)
+        locked += packages
+        print(f"{path}: {len(packages)} crates.io packages ({others} from elsewhere, skipped)")
+    registry = CollectorRegistry()
+    async with (
+        open_cache(settings, CacheMetrics.create(registry), memory=False) as cache,
+        open_mirror(settings.upstream, cache, ProxyMetrics.create(registry)) as mirror,
+    ):
+        progress = Progress("warm", 0)
+        report = await Warmer(mirror, concurrency, progress.update).run(locked, specs)
+    print(
+        f"warm: {len(report.fetched)} fetched, {len(report.already_cached)} already cached, "
+        f"{len(report.failed)} failed"
+    )
+    for item, reason in report.failed:
+        print(f"failed {item}: {reason}")
+    return exitcodes.FAILED if report.failed else exitcodes.OK

@@ -18,7 +18,11 @@ class Progress:
         self._last_tenth = -1
 
     def advance(self, count: int = 1) -> None:
-        self.done += count
+        self.update(self.done + count, self.total)
+
+    def update(self, done: int, total: int) -> None:
+        """Show `done` of `total` (the total may grow as work is discovered)."""
+        self.done, self.total = done, total
         fraction = self.done / self.total if self.total else 1.0
         if self._interactive:
             filled = int(WIDTH * fraction)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from typing import Any
@@ -85,6 +86,10 @@ class IndexFile:
 
     def versions(self) -> set[str]:
         return set(self._parsed())
+
+    def entries(self) -> Mapping[str, dict[str, Any]]:
+        """Every readable entry, by version."""
+        return self._parsed()
 
     def entry(self, version: str) -> dict[str, Any] | None:
         """The index entry of one version, or None."""
