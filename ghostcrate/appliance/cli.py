@@ -107,6 +107,40 @@ def _parser() -> argparse.ArgumentParser:
         "--concurrency", type=_positive, default=8, metavar="N", help="parallel fetches (default 8)"
     )
     warm.set_defaults(run=_warm)
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write the cache (or part of it) to one bundle file",
+        description="Write every cached index file and crate (or, with --lockfile, those "
+        "the lock files need) to a bundle: a tar file whose manifest lists each file's "
+        "sha256. With --since, leave out what an earlier bundle already carried (or what "
+        "has not changed since a date).",
+    )
+    export.add_argument("--output", "-o", type=Path, required=True, metavar="FILE")
+    export.add_argument(
+        "--since", metavar="BUNDLE_OR_DATE", help="an earlier bundle, or a date (2026-11-01)"
+    )
+    export.add_argument(
+        "--lockfile",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="only what this Cargo.lock (or the ones below this directory) needs; repeatable",
+    )
+    export.set_defaults(run=_bundle_command("export"))
+
+    load = commands.add_parser(
+        "import",
+        parents=[common],
+        help="verify a bundle and add what the cache lacks",
+        description="Check every file of the bundle against its manifest and every crate "
+        "against its index entry; refuse the whole bundle if anything fails, otherwise "
+        "add what the cache lacks. Running it twice adds nothing. Safe while serving.",
+    )
+    load.add_argument("bundle", type=Path, metavar="FILE")
+    load.set_defaults(run=_bundle_command("import"))
     return parser
 
 
@@ -151,6 +185,25 @@ def _warm(loaded: LoadedSettings, args: argparse.Namespace) -> int:
     except BadInput as error:  # also an unreadable Cargo.lock
         print(f"ghostcrate warm: {error}", file=sys.stderr)
         return exitcodes.USAGE
+
+
+def _bundle_command(command: str) -> Callable[[LoadedSettings, argparse.Namespace], int]:
+    def run(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+        from ghostcrate.appliance.maintenance import run_export, run_import
+        from ghostcrate.proxy.bundle import BundleError, Selection
+        from ghostcrate.proxy.warm import BadInput, find_lockfiles
+
+        configure_logging(loaded.settings.log)
+        try:
+            if command == "import":
+                return asyncio.run(run_import(loaded.settings, args.bundle))
+            selection = Selection.from_arguments(args.since, find_lockfiles(args.lockfile))
+            return asyncio.run(run_export(loaded.settings, args.output, selection))
+        except (BundleError, BadInput) as error:
+            print(f"ghostcrate {command}: {error}", file=sys.stderr)
+            return exitcodes.FAILED
+
+    return run
 
 
 def _positive(text: str) -> int:

@@ -12,6 +12,7 @@ from ghostcrate.appliance.progress import Progress
 from ghostcrate.cache import CacheMetrics
 from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
+from ghostcrate.proxy.bundle import Selection, export_bundle, import_bundle
 from ghostcrate.proxy.maintenance import gc, verification_items, verify
 from ghostcrate.proxy.metrics import ProxyMetrics
 from ghostcrate.proxy.setup import open_mirror
@@ -71,3 +72,40 @@ async def run_warm(
     for item, reason in report.failed:
         print(f"failed {item}: {reason}")
     return exitcodes.FAILED if report.failed else exitcodes.OK
+
+
+async def run_export(settings: Settings, output: Path, selection: Selection) -> int:
+    since = selection.since_label
+    async with open_cache(settings, CacheMetrics.create(), memory=False) as cache:
+        progress = Progress("export", 0)
+        report = await export_bundle(
+            cache,
+            output,
+            since_manifest=selection.since_manifest,
+            since_time=selection.since_time,
+            locked=selection.locked,
+            upstream=settings.upstream.index,
+            on_progress=progress.update,
+        )
+    print(
+        f"exported {report.files} files ({report.bytes} bytes) to {output}; "
+        f"{report.skipped_unchanged} unchanged since {since} left out"
+        if since
+        else f"exported {report.files} files ({report.bytes} bytes) to {output}"
+    )
+    return exitcodes.OK
+
+
+async def run_import(settings: Settings, bundle: Path) -> int:
+    async with open_cache(settings, CacheMetrics.create(), memory=False) as cache:
+        progress = Progress("import", 0)
+        report = await import_bundle(
+            cache, bundle, settings.data_dir / "staging", on_progress=progress.update
+        )
+    print(
+        f"imported {bundle}: {len(report.added)} files added, {report.already_present} already "
+        f"present, {len(report.kept_newer_index)} newer cached index files kept"
+    )
+    for key in report.added:
+        print(f"added {key}")
+    return exitcodes.OK

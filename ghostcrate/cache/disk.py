@@ -167,6 +167,11 @@ class DiskStore:
                 with contextlib.suppress(FileNotFoundError):
                     await aiofiles.os.remove(temp)
 
+    async def adopt(self, key: str, source: Path, mtime: float | None = None) -> None:
+        """Move a verified file (on the same file system) into place, atomically."""
+        size = await self._run(_adopt, source, self.path(key), mtime)
+        await self._committed(size)
+
     async def write(self, key: str, data: bytes, mtime: float | None = None) -> None:
         async with self.pending(key) as pending:
             await pending.write(data)
@@ -290,6 +295,15 @@ class DiskStore:
             self.usage = max(0, (0 if absolute else self.usage) + delta)
         if self._metrics is not None:
             self._metrics.stored_bytes.labels(self.name).set(self.usage)
+
+
+def _adopt(source: Path, final: Path, mtime: float | None) -> int:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if mtime is not None:
+        os.utime(source, (time.time(), mtime))
+    size = source.stat().st_size
+    source.replace(final)
+    return size
 
 
 def _sync(fd: int, mtime: float | None) -> None:
