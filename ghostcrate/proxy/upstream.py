@@ -132,6 +132,11 @@ class UpstreamClient:
         self, url: str, what: str, **options: Any
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One GET through the breaker; transport failures become `UpstreamError`."""
+        if self.settings.offline:
+            raise UpstreamError(
+                f"{what} is not cached, and in offline mode ([upstream] offline = true) "
+                "the upstream is never contacted"
+            )
         self._breaker.admit()
         try:
             async with self._session.get(url, proxy=self._proxy_for(url), **options) as response:
@@ -185,7 +190,46 @@ async def _read_bounded(response: aiohttp.ClientResponse, limit: int, what: str)
 
 
 def describe_failure(what: str, settings: UpstreamSettings, error: BaseException) -> str:
-    """One sentence for a failed upstream request, naming what and why."""
+    """One sentence for a failed upstream request, naming what and why.
+
+    TLS and outbound-proxy failures also name the setting that fixes them. A proxy's
+    URL is never repeated as given: it may carry user:password.
+    """
+
+    def untrusted_certificate(error: aiohttp.ClientConnectorCertificateError) -> str:
+        cause = error.certificate_error
+        detail = getattr(cause, "verify_message", None) or str(cause)
+        where = f"{error.host}:{error.port}"
+        # OpenSSL's X509_V_ERR_*: not yet valid / expired, hostname / IP address mismatch.
+        # The certificate itself is wrong there, and trusting another CA would not help.
+        if getattr(cause, "verify_code", None) in (9, 10, 62, 64):
+            return f"the upstream's TLS certificate ({where}) was rejected: {detail}"
+        trusted = "the system's trusted CAs"
+        if settings.ca_bundle is not None:
+            trusted += f" nor those in [upstream] ca_bundle ({settings.ca_bundle})"
+        return (
+            f"the upstream's TLS certificate ({where}) is not trusted ({detail}): "
+            f"it is signed by none of {trusted}; set [upstream] ca_bundle to a PEM file "
+            "with the CA certificate that signed it (a TLS-inspecting proxy's own CA, "
+            "for instance)"
+        )
+
+    def proxy_answer(error: aiohttp.ClientHttpProxyError) -> str:
+        # The proxy answered CONNECT with something other than 200.
+        info = error.request_info
+        proxy = f"{info.real_url.host}:{info.real_url.port}"
+        # 407 is the standard answer; some proxies (tinyproxy up to 1.11) send 401.
+        if error.status in (401, 407):
+            sent = "" if "Proxy-Authorization" in info.headers else ": none were sent"
+            return (
+                f"the outbound proxy {proxy} refused the credentials ({error.status}){sent}; "
+                "put user:password in [upstream] proxy (http://user:password@host:port)"
+            )
+        return (
+            f"the outbound proxy {proxy} did not open a tunnel to "
+            f"{info.url.host}:{info.url.port}: it answered {error.status} {error.message}"
+        )
+
     if isinstance(error, aiohttp.ConnectionTimeoutError):
         reason = f"connecting timed out after {settings.connect_timeout:g} s"
     elif isinstance(error, (aiohttp.SocketTimeoutError, asyncio.TimeoutError)):
@@ -194,6 +238,21 @@ def describe_failure(what: str, settings: UpstreamSettings, error: BaseException
         reason = "the connection closed before the whole body arrived"
     elif isinstance(error, aiohttp.ServerDisconnectedError):
         reason = "the upstream closed the connection without answering"
+    elif isinstance(error, aiohttp.ClientConnectorCertificateError):
+        reason = untrusted_certificate(error)
+    elif isinstance(error, aiohttp.ClientSSLError):
+        reason = (
+            f"the TLS handshake with {error.host}:{error.port} failed "
+            f"({error.strerror or error}); check that it speaks HTTPS there, and if a proxy "
+            "inspects TLS, set [upstream] ca_bundle to that proxy's CA"
+        )
+    elif isinstance(error, aiohttp.ClientProxyConnectionError):
+        reason = (
+            f"cannot connect to the outbound proxy {error.host}:{error.port} "
+            f"({error.strerror or error}); check [upstream] proxy / HTTPS_PROXY"
+        )
+    elif isinstance(error, aiohttp.ClientHttpProxyError):
+        reason = proxy_answer(error)
     elif isinstance(error, aiohttp.ClientConnectorError):
         reason = f"cannot connect to {error.host}:{error.port} ({error.strerror or error})"
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from types import TracebackType
 from typing import Any, Self
@@ -16,9 +17,17 @@ from aiohttp import web
 
 
 class ThreadedServer:
-    def __init__(self, *, port: int = 0, shutdown_timeout: float = 0.1) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        shutdown_timeout: float = 0.1,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """With `ssl_context`, the server speaks HTTPS (TLS on the listening socket)."""
         self._port = port
         self._shutdown_timeout = shutdown_timeout
+        self.ssl_context = ssl_context
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -34,6 +43,11 @@ class ThreadedServer:
     def port(self) -> int:
         """The listening port (0 before the first start with an automatic port)."""
         return self._port
+
+    @property
+    def scheme(self) -> str:
+        """`https` when serving TLS, else `http`."""
+        return "https" if self.ssl_context is not None else "http"
 
     @property
     def running(self) -> bool:
@@ -107,7 +121,8 @@ class ThreadedServer:
         )
         try:
             loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.SockSite(runner, sock).start())
+            site = web.SockSite(runner, sock, ssl_context=self.ssl_context)
+            loop.run_until_complete(site.start())
         except BaseException as exc:  # reported to start()
             failure.append(exc)
             sock.close()

@@ -12,6 +12,7 @@ import email.utils
 import hashlib
 import json
 import re
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -114,6 +115,7 @@ class FakeUpstream(ThreadedServer):
     allowed), e.g. `files/{crate}/{crate}-{version}.crate`; by default `dl` is
     `{url}crates` without markers, so cargo appends `/{crate}/{version}/download`.
     `etag` / `last_modified` switch off a validator, to test revalidation with the other.
+    With `ssl_context` it serves HTTPS, and `url` and `dl` are `https://` addresses.
     """
 
     def __init__(
@@ -126,8 +128,9 @@ class FakeUpstream(ThreadedServer):
         etag: bool = True,
         last_modified: bool = True,
         shutdown_timeout: float = 0.1,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(port=port, shutdown_timeout=shutdown_timeout)
+        super().__init__(port=port, shutdown_timeout=shutdown_timeout, ssl_context=ssl_context)
         self.registry = registry if registry is not None else Registry()
         self._dl_template = dl_template.removeprefix("{url}") if dl_template else None
         self._dl_path = self._dl_template or "crates/{crate}/{version}/download"
@@ -149,7 +152,7 @@ class FakeUpstream(ThreadedServer):
         """The index root, with a trailing slash, like `https://index.crates.io/`."""
         if self._port == 0:
             raise RuntimeError("FakeUpstream has not been started")
-        return f"http://127.0.0.1:{self._port}/"
+        return f"{self.scheme}://127.0.0.1:{self._port}/"
 
     @property
     def dl(self) -> str:
