@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tarfile
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MEMBER_PREFIX = "files/"
 CHUNK = 1024 * 1024
+ABANDONED_STAGING_SECONDS = 3600
 
 
 class BundleError(Exception):
@@ -243,6 +245,7 @@ async def import_bundle(
 ) -> ImportReport:
     """Verify the whole bundle, then add what the cache lacks. Raises `BundleError`."""
     loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, _remove_abandoned_staging, staging_root)
     staging = staging_root / uuid.uuid4().hex
     try:
         entries = await loop.run_in_executor(None, _stage, bundle, staging, on_progress)
@@ -250,6 +253,17 @@ async def import_bundle(
         return await _publish(cache, entries, staging)
     finally:
         await loop.run_in_executor(None, shutil.rmtree, staging, True)
+
+
+def _remove_abandoned_staging(staging_root: Path) -> None:
+    """Staging directories of imports that crashed (an hour old: no import takes that long)."""
+    if not staging_root.is_dir():
+        return
+    cutoff = time.time() - ABANDONED_STAGING_SECONDS
+    for directory in staging_root.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if directory.stat().st_mtime < cutoff:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def _stage(bundle: Path, staging: Path, on_progress: Callable[[int, int], None]) -> list[Entry]:
