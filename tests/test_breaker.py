@@ -102,3 +102,16 @@ async def test_bad_content_does_not_open_the_breaker(
         assert "closed before the whole body" in (await cut.json())["errors"][0]["detail"]
     assert (await client.get("/api/v1/crates/multi/1.1.0/download")).status == 200
     assert await metric(client, "ghostcrate_upstream_breaker_open") == 0
+
+
+async def test_a_proxy_asking_for_credentials_is_a_clear_error_not_an_outage(
+    make_mirror: MakeMirror, upstream: FakeUpstream
+) -> None:
+    client: MirrorClient = await make_mirror(breaker_failures=2)
+    upstream.set_status(407, scope="download")  # as a proxy before a plain-HTTP upstream says
+    for _ in range(3):
+        response = await client.get("/api/v1/crates/z/0.1.0/download")
+        detail = (await response.json())["errors"][0]["detail"]
+        assert response.status == 502
+        assert "refused the credentials (407)" in detail
+    assert await metric(client, "ghostcrate_upstream_breaker_open") == 0

@@ -149,3 +149,11 @@ def test_version_and_help() -> None:
     help_text = run_cli("serve", "--help").stdout
     assert "--config" in help_text
     assert "--listen" in help_text
+
+
+def test_check_config_does_not_print_passwords(tmp_path: Path) -> None:
+    path = write(tmp_path, '[upstream]\nproxy = "http://bob:hunter2@proxy.corp:3128"\n')
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout
+    assert "http://bob:****@proxy.corp:3128" in result.stdout

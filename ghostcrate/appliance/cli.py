@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from yarl import URL
+
 from ghostcrate import __version__
 from ghostcrate.appliance import exitcodes
 from ghostcrate.appliance.logs import configure_logging
@@ -160,8 +162,17 @@ def _check_config(loaded: LoadedSettings, args: argparse.Namespace) -> int:
         value: Any = dumped
         for part in key.split("."):
             value = value[part]
-        print(f"{key} = {value!r}  ({origin})")
+        print(f"{key} = {_masked(value)!r}  ({origin})")
     return 0
+
+
+def _masked(value: Any) -> Any:
+    """A URL's password is not printed (an outbound proxy's, say)."""
+    if isinstance(value, str) and "://" in value:
+        url = URL(value)
+        if url.password:
+            return str(url.with_password("****"))
+    return value
 
 
 def _maintenance(command: str) -> Callable[[LoadedSettings, argparse.Namespace], int]:

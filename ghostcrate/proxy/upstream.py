@@ -140,9 +140,12 @@ class UpstreamClient:
         self._breaker.admit()
         try:
             async with self._session.get(url, proxy=self._proxy_for(url), **options) as response:
+                # 407: a proxy in front of a plain-HTTP upstream wants credentials.
+                proxy_refused = response.status == 407
                 server_failure = response.status >= 500
                 if not server_failure:
                     self._reachable()
+                if not (server_failure or proxy_refused):
                     yield response
         except aiohttp.ClientPayloadError as error:  # bad content, not unreachability
             raise UpstreamError(describe_failure(what, self.settings, error)) from error
@@ -150,6 +153,11 @@ class UpstreamClient:
             message = describe_failure(what, self.settings, error)
             self._unreachable(message)
             raise UpstreamError(message) from error
+        if proxy_refused:  # configuration, not unreachability: the breaker is not told
+            raise UpstreamError(
+                f"fetching {what}: the outbound proxy refused the credentials (407); "
+                "put user:password in [upstream] proxy (http://user:password@host:port)"
+            )
         if server_failure:
             message = f"the upstream answered {response.status} for {what}"
             self._unreachable(message)

@@ -135,5 +135,30 @@ class ThreadedServer:
             loop.run_forever()
         finally:
             loop.run_until_complete(runner.cleanup())
+            if self.ssl_context is not None:
+                loop.run_until_complete(_end_tls_shutdowns(loop))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+
+
+async def _end_tls_shutdowns(loop: asyncio.AbstractEventLoop, grace: float = 0.5) -> None:
+    """Close the sockets of TLS connections still waiting for the peer's close_notify.
+
+    Closing a TLS connection sends close_notify and keeps the socket open until the
+    peer answers (for up to 30 s); a peer that never does (a client blocked, a tunnel
+    gone) would leave the socket open past `loop.close()`, and its ResourceWarning
+    would surface in whichever test the garbage collector happens to run in.
+    """
+    # asyncio's selector loop keeps its socket transports here (the listener is not one).
+    transports = getattr(loop, "_transports", None)
+    if transports is None:
+        return
+    deadline = loop.time() + grace
+    while loop.time() < deadline:
+        open_ = [t for t in list(transports.values()) if not t.is_closing()]
+        if not open_:
+            return
+        await asyncio.sleep(0.01)
+    for transport in open_:
+        transport.abort()
+    await asyncio.sleep(0)  # let connection_lost run and the sockets close
