@@ -143,3 +143,21 @@ def test_an_incremental_export_carries_only_what_is_new(
         "files/index/la/zy/lazy",
         "manifest.json",
     ]
+
+
+def test_export_since_a_date_leaves_out_older_files(
+    warmed: tuple[Appliance, Path, Path], tmp_path: Path
+) -> None:
+    connected, _, bundle = warmed
+    future = tmp_path / "future.tar"
+    result = ghostcrate(connected, "export", "-o", str(future), "--since", "2999-01-01")
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(future) as archive:
+        assert [m.name for m in archive] == ["manifest.json"]
+    past = tmp_path / "past.tar"
+    assert ghostcrate(connected, "export", "-o", str(past), "--since", "2000-01-01").returncode == 0
+    with tarfile.open(past) as archive, tarfile.open(bundle) as full:
+        assert sorted(m.name for m in archive) == sorted(m.name for m in full)
+    nonsense = ghostcrate(connected, "export", "-o", str(past), "--since", "last tuesday")
+    assert nonsense.returncode == 1
+    assert "neither a bundle file nor a date" in nonsense.stderr
