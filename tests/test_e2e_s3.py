@@ -15,7 +15,7 @@ import pytest
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv
 from tests.support.crates import CORPUS_APP_DEPS, make_workspace
-from tests.support.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoServer, S3FaultProxy
+from tests.support.s3 import MotoServer, S3FaultProxy, s3_values
 from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.e2e
@@ -24,17 +24,7 @@ StartAppliance = Callable[..., Appliance]
 
 
 def s3_table(bucket: str, endpoint_url: str) -> dict[str, Any]:
-    return {
-        "bucket": bucket,
-        "prefix": "mirror",
-        "endpoint_url": endpoint_url,
-        "region": REGION,
-        "access_key_id": ACCESS_KEY_ID,
-        "secret_access_key": SECRET_ACCESS_KEY,
-        "connect_timeout": 1,
-        "read_timeout": 2,
-        "retry_after": 0.5,
-    }
+    return s3_values(bucket, endpoint_url, prefix="mirror")
 
 
 def objects(moto: MotoServer, bucket: str) -> dict[str, int]:

@@ -25,11 +25,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
 from tests.support.appliance import free_port
+from tests.support.lifecycle import Service
 
 #: `Request (file descriptor 5): CONNECT 127.0.0.1:8443 HTTP/1.1`
 _REQUEST = re.compile(r"Request \(file descriptor \d+\): (?P<method>\S+) (?P<target>\S+) HTTP/")
@@ -66,7 +66,7 @@ class ProxiedRequest:
     target: str
 
 
-class TinyProxy:
+class TinyProxy(Service):
     """A tinyproxy process on a free 127.0.0.1 port; `stop()` ends it by its own PID."""
 
     def __init__(self, *, auth: tuple[str, str] | None = None, timeout: int = 30) -> None:
@@ -162,17 +162,6 @@ class TinyProxy:
                 process.kill()
                 process.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- what went through --------------------------------------------------
 

@@ -20,7 +20,6 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, NamedTuple
 
 import aiohttp
@@ -31,6 +30,7 @@ from yarl import URL
 
 from ghostcrate.config import S3Settings
 from tests.support.appliance import free_port
+from tests.support.lifecycle import Service
 from tests.support.threaded import ThreadedServer
 
 #: Any key pair works with moto; tests pass these explicitly, never through the environment.
@@ -54,7 +54,7 @@ _HOP_BY_HOP = frozenset(
 _ERROR_CODES = {403: "AccessDenied", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
-class MotoServer:
+class MotoServer(Service):
     """`moto_server` as a child process on 127.0.0.1; stopped by its PID."""
 
     def __init__(self, port: int = 0) -> None:
@@ -139,17 +139,6 @@ class MotoServer:
     def create_bucket(self, name: str) -> None:
         with self.client() as client:
             client.create_bucket(Bucket=name)
-
-    def __enter__(self) -> MotoServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class ProxiedRequest(NamedTuple):
@@ -387,9 +376,9 @@ def unanswered_endpoint() -> Iterator[str]:
 RETRY_AFTER = 0.5
 
 
-def s3_settings(bucket: str, endpoint_url: str, **overrides: Any) -> S3Settings:
-    """Settings for a tier on the test server, with short timeouts."""
-    values: dict[str, Any] = {
+def s3_values(bucket: str, endpoint_url: str, **overrides: Any) -> dict[str, Any]:
+    """An `[s3]` table for the test server, with short timeouts."""
+    return {
         "bucket": bucket,
         "endpoint_url": endpoint_url,
         "region": REGION,
@@ -400,4 +389,7 @@ def s3_settings(bucket: str, endpoint_url: str, **overrides: Any) -> S3Settings:
         "retry_after": RETRY_AFTER,
         **overrides,
     }
-    return S3Settings(**values)
+
+
+def s3_settings(bucket: str, endpoint_url: str, **overrides: Any) -> S3Settings:
+    return S3Settings(**s3_values(bucket, endpoint_url, **overrides))

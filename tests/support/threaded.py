@@ -10,13 +10,14 @@ import asyncio
 import socket
 import ssl
 import threading
-from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 
+from tests.support.lifecycle import Service
 
-class ThreadedServer:
+
+class ThreadedServer(Service):
     def __init__(
         self,
         *,
@@ -92,17 +93,6 @@ class ThreadedServer:
         if thread.is_alive():
             raise RuntimeError(f"{type(self).__name__} did not stop")
         self._loop = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _serve(
         self,
