@@ -103,6 +103,8 @@ def test_every_request_is_logged_as_structured_json(
 ) -> None:
     appliance = start_appliance()
     appliance.get("/index/3/a/abc", headers={"X-Request-Id": "trace-me-42"})
+    for _ in range(2):  # a miss, then a hit sent with sendfile
+        appliance.get("/api/v1/crates/bigdata/0.1.0/download")
     appliance.stop()
     events = appliance.events()
     access = [e for e in events if e["logger"] == "ghostcrate.access"]
@@ -111,6 +113,11 @@ def test_every_request_is_logged_as_structured_json(
     assert mine[0]["path"] == "/index/3/a/abc"
     assert mine[0]["status"] == 200
     assert mine[0]["duration_ms"] >= 0
+    big = upstream.registry.crate("bigdata", "0.1.0")
+    assert big is not None
+    downloads = [e for e in access if e["path"] == "/api/v1/crates/bigdata/0.1.0/download"]
+    assert [e["status"] for e in downloads] == [200, 200]
+    assert all(e["bytes"] > len(big.data) for e in downloads)  # body and headers
 
 
 def _memory_kib(pid: int) -> dict[str, int]:

@@ -55,6 +55,7 @@ class ZeroCopyFileResponse(web.FileResponse):
         finally:
             transport.set_write_buffer_limits(high=high, low=low)
         await _sendfile_all(sock.fileno(), fobj.fileno(), offset, count)
+        prepared.output_size += count  # the writer did not see these bytes; the access log should
         self._on_sent("sendfile", count)
         await web.StreamResponse.write_eof(self)
         return prepared
