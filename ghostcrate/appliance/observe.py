@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import time
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -13,6 +14,14 @@ from ghostcrate.appliance.keys import METRICS
 from ghostcrate.appliance.logs import REQUEST_ID
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Unique per process (a random prefix) and cheap per request (a counter): uuid4 showed up
+# at 3 % of a worker's time in a profile of warm index hits.
+_ID_PREFIX = os.urandom(4).hex()
+_ids = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):08x}"
 
 
 def _route_name(request: web.Request) -> str:
@@ -23,7 +32,7 @@ def _route_name(request: web.Request) -> str:
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     offered = request.headers.get("X-Request-Id", "")
-    request_id = offered if _CLIENT_ID.fullmatch(offered) else uuid.uuid4().hex[:16]
+    request_id = offered if _CLIENT_ID.fullmatch(offered) else new_request_id()
     REQUEST_ID.set(request_id)
     metrics = request.app[METRICS]
     route = _route_name(request)
@@ -39,5 +48,4 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response.headers["X-Request-Id"] = request_id
         return response
     finally:
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
-        metrics.requests.labels(route, str(status)).inc()
+        metrics.observe_request(route, status, time.perf_counter() - started)
