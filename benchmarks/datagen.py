@@ -32,6 +32,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ghostcrate.cargo.names import CrateName
+from ghostcrate.cargo.names import index_path as cargo_index_path
+
 INDEX_MEDIAN = 950.0  # lines overshoot the target by half a line
 INDEX_SIGMA = math.log(12_000 / INDEX_MEDIAN) / 1.2816  # p90 ~12 KB
 CRATE_MEDIAN = 30_000.0
@@ -62,17 +65,8 @@ class Params:
     seed: int
 
 
-def index_prefix(name: str) -> str:
-    if len(name) <= 2:
-        return str(len(name))
-    if len(name) == 3:
-        return f"3/{name[0]}"
-    return f"{name[:2]}/{name[2:4]}"
-
-
 def index_path(name: str) -> str:
-    lower = name.lower()
-    return f"{index_prefix(lower)}/{lower}"
+    return cargo_index_path(CrateName(name))
 
 
 def crate_names(rng: random.Random, count: int) -> list[str]:
