@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -19,25 +16,6 @@ from tests.support.crates import CORPUS_APP_DEPS, CrateSpec, make_workspace
 from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.e2e
-
-
-def ghostcrate(
-    appliance: Appliance, *args: str, online: bool = True
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GHOSTCRATE_UPSTREAM__OFFLINE": "false"} if online else dict(os.environ)
-    command, rest = args[0], args[1:]
-    return subprocess.run(
-        [sys.executable, "-m", "ghostcrate", command, "--config", str(appliance.config), *rest],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-
-
-def crates_in(appliance: Appliance) -> set[str]:
-    return {p.name for p in (appliance.data_dir / "cache" / "crates").rglob("*.crate")}
 
 
 def rewrite_bundle(
@@ -68,9 +46,9 @@ def warmed(upstream: FakeUpstream, tmp_path: Path) -> tuple[Appliance, Path, Pat
     direct.configure_replacement(upstream.url)
     direct.run(["generate-lockfile"], app)
     connected = Appliance(tmp_path / "connected", upstream.url)
-    assert ghostcrate(connected, "warm", str(app)).returncode == 0
+    assert connected.run("warm", str(app)).returncode == 0
     bundle = tmp_path / "carry.tar"
-    exported = ghostcrate(connected, "export", "--output", str(bundle))
+    exported = connected.run("export", "--output", str(bundle))
     assert exported.returncode == 0, exported.stderr
     assert "exported" in exported.stdout
     return connected, app, bundle
@@ -82,10 +60,10 @@ def test_a_bundle_carries_a_build_across_the_air_gap(
     _, app, bundle = warmed
     upstream.stop()  # the air gap
     isolated = Appliance(tmp_path / "isolated", upstream.url, offline=True)
-    imported = ghostcrate(isolated, "import", str(bundle), online=False)
+    imported = isolated.run("import", str(bundle))
     assert imported.returncode == 0, imported.stderr
     assert "0 already present" in imported.stdout
-    again = ghostcrate(isolated, "import", str(bundle), online=False)
+    again = isolated.run("import", str(bundle))
     assert "0 files added" in again.stdout  # idempotent
 
     isolated.start()
@@ -108,11 +86,11 @@ def test_a_damaged_bundle_is_refused_whole(
     damaged = tmp_path / "damaged.tar"
     rewrite_bundle(bundle, damaged, {"crates/z/z-0.1.1.crate": b"garbage"}, fix_manifest=False)
     isolated = Appliance(tmp_path / "isolated", "http://127.0.0.1:9/", offline=True)
-    result = ghostcrate(isolated, "import", str(damaged), online=False)
+    result = isolated.run("import", str(damaged))
     assert result.returncode == 1
     assert "crates/z/z-0.1.1.crate is damaged" in result.stderr
     assert "nothing was imported" in result.stderr
-    assert not (isolated.data_dir / "cache").exists() or crates_in(isolated) == set()
+    assert not (isolated.data_dir / "cache").exists() or isolated.cached_crates() == set()
 
 
 def test_a_crate_that_contradicts_its_index_entry_is_refused(
@@ -122,19 +100,19 @@ def test_a_crate_that_contradicts_its_index_entry_is_refused(
     lying = tmp_path / "lying.tar"
     rewrite_bundle(bundle, lying, {"crates/z/z-0.1.1.crate": b"other bytes"}, fix_manifest=True)
     isolated = Appliance(tmp_path / "isolated", "http://127.0.0.1:9/", offline=True)
-    result = ghostcrate(isolated, "import", str(lying), online=False)
+    result = isolated.run("import", str(lying))
     assert result.returncode == 1
     assert "differs from its index entry" in result.stderr
-    assert crates_in(isolated) == set()
+    assert isolated.cached_crates() == set()
 
 
 def test_an_incremental_export_carries_only_what_is_new(
     warmed: tuple[Appliance, Path, Path], tmp_path: Path
 ) -> None:
     connected, _, bundle = warmed
-    assert ghostcrate(connected, "warm", "--crate", "lazy").returncode == 0
+    assert connected.run("warm", "--crate", "lazy").returncode == 0
     increment = tmp_path / "increment.tar"
-    result = ghostcrate(connected, "export", "--output", str(increment), "--since", str(bundle))
+    result = connected.run("export", "--output", str(increment), "--since", str(bundle))
     assert result.returncode == 0, result.stderr
     with tarfile.open(increment) as archive:
         names = sorted(m.name for m in archive)
@@ -150,14 +128,14 @@ def test_export_since_a_date_leaves_out_older_files(
 ) -> None:
     connected, _, bundle = warmed
     future = tmp_path / "future.tar"
-    result = ghostcrate(connected, "export", "-o", str(future), "--since", "2999-01-01")
+    result = connected.run("export", "-o", str(future), "--since", "2999-01-01")
     assert result.returncode == 0, result.stderr
     with tarfile.open(future) as archive:
         assert [m.name for m in archive] == ["manifest.json"]
     past = tmp_path / "past.tar"
-    assert ghostcrate(connected, "export", "-o", str(past), "--since", "2000-01-01").returncode == 0
+    assert connected.run("export", "-o", str(past), "--since", "2000-01-01").returncode == 0
     with tarfile.open(past) as archive, tarfile.open(bundle) as full:
         assert sorted(m.name for m in archive) == sorted(m.name for m in full)
-    nonsense = ghostcrate(connected, "export", "-o", str(past), "--since", "last tuesday")
+    nonsense = connected.run("export", "-o", str(past), "--since", "last tuesday")
     assert nonsense.returncode == 1
     assert "neither a bundle file nor a date" in nonsense.stderr

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
@@ -17,19 +14,6 @@ pytestmark = pytest.mark.e2e
 
 StartAppliance = Callable[..., Appliance]
 CRATES = [("z", "0.1.1"), ("abc", "0.2.0"), ("multi", "1.1.0"), ("bigdata", "0.1.0")]
-
-
-def ghostcrate(
-    appliance: Appliance, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ghostcrate", *args, "--config", str(appliance.config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def fill(appliance: Appliance) -> None:
@@ -52,7 +36,7 @@ def test_verify_removes_a_corrupted_crate_while_serving(
     stray.parent.mkdir()
     stray.write_bytes(b"whatever")
 
-    result = ghostcrate(appliance, "verify")
+    result = appliance.run("verify")
     assert result.returncode == 1, result.stderr
     assert "removed disk:crates/abc/abc-0.2.0.crate" in result.stdout
     assert "1 failed and were removed" in result.stdout
@@ -61,7 +45,7 @@ def test_verify_removes_a_corrupted_crate_while_serving(
     assert not damaged.exists()
     assert (crates / "z" / "z-0.1.1.crate").exists()
 
-    again = ghostcrate(appliance, "verify")
+    again = appliance.run("verify")
     assert again.returncode == 0, again.stdout + again.stderr
     status, body = appliance.get("/api/v1/crates/abc/0.2.0/download")
     crate = upstream.registry.crate("abc", "0.2.0")
@@ -75,7 +59,7 @@ def test_verify_removes_a_damaged_index_file(start_appliance: StartAppliance) ->
     fill(appliance)
     index_file = appliance.data_dir / "cache" / "index" / "3" / "a" / "abc"
     index_file.write_bytes(index_file.read_bytes() + b"{not json\n")
-    result = ghostcrate(appliance, "verify")
+    result = appliance.run("verify")
     assert result.returncode == 1
     assert "removed disk:index/3/a/abc" in result.stdout
     assert appliance.get("/index/3/a/abc")[0] == 200
@@ -94,7 +78,7 @@ def test_gc_evicts_to_the_limit_and_removes_orphans_while_serving(
     (cache / "crates" / "empty" / "dir").mkdir(parents=True)
 
     limit = 1_000_000  # bigdata alone is 3 MB
-    result = ghostcrate(appliance, "gc", env={"GHOSTCRATE_CACHE__DISK_MAX_BYTES": str(limit)})
+    result = appliance.run("gc", env={"GHOSTCRATE_CACHE__DISK_MAX_BYTES": str(limit)})
     assert result.returncode == 0, result.stderr
     assert "removed orphan crates/z/notes.txt" in result.stdout
     assert "removed 1 abandoned temporary files" in result.stdout

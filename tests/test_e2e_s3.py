@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -133,13 +131,7 @@ def test_verify_checks_the_bucket_too(
     wait_for_objects(moto, bucket, {"mirror/crates/abc/abc-0.2.0.crate"})
     with moto.client() as client:
         client.put_object(Bucket=bucket, Key="mirror/crates/abc/abc-0.2.0.crate", Body=b"bad")
-    result = subprocess.run(
-        [sys.executable, "-m", "ghostcrate", "verify", "--config", str(appliance.config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = appliance.run("verify")
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.splitlines()[1:] == ["removed s3:crates/abc/abc-0.2.0.crate"]
     assert "mirror/crates/abc/abc-0.2.0.crate" not in objects(moto, bucket)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,18 +20,7 @@ StartAppliance = Callable[..., Appliance]
 
 def warm(appliance: Appliance, *args: str) -> subprocess.CompletedProcess[str]:
     """`ghostcrate warm` on the appliance's config, always online."""
-    return subprocess.run(
-        [sys.executable, "-m", "ghostcrate", "warm", "--config", str(appliance.config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "GHOSTCRATE_UPSTREAM__OFFLINE": "false"},
-    )
-
-
-def cached(appliance: Appliance) -> set[str]:
-    return {p.name for p in (appliance.data_dir / "cache" / "crates").rglob("*.crate")}
+    return appliance.run("warm", *args, env={"GHOSTCRATE_UPSTREAM__OFFLINE": "false"})
 
 
 def test_warm_from_a_lockfile_then_build_offline_with_no_upstream(
@@ -69,7 +56,7 @@ def test_warm_a_spec_fetches_the_closure_cargo_could_need(
     appliance = Appliance(tmp_path / "appliance", upstream.url)
     result = warm(appliance, "--crate", "featly@0.1", "--crate", "platform", "--crate", "builder")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert cached(appliance) == {
+    assert appliance.cached_crates() == {
         "featly-0.1.0.crate",
         "optdep-0.1.0.crate",  # optional, behind a feature
         "multi-1.1.0.crate",  # newest non-yanked match of "1"

@@ -85,6 +85,24 @@ class Appliance:
             time.sleep(0.05)
         raise AssertionError(f"ghostcrate did not become healthy:\n{self.log.read_text()}")
 
+    def run(
+        self, command: str, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`ghostcrate COMMAND --config <this config> ARGS`, as an operator runs it."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTCRATE_")}
+        return subprocess.run(
+            [sys.executable, "-m", "ghostcrate", command, "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**base, **(env or {})},
+        )
+
+    def cached_crates(self) -> set[str]:
+        """File names of the crates in the disk tier."""
+        return {p.name for p in (self.data_dir / "cache" / "crates").rglob("*.crate")}
+
     def events(self, offset: int = 0) -> list[dict[str, Any]]:
         """The JSON log lines written from byte `offset` on."""
         with self.log.open("rb") as handle:
