@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from ghostcrate.appliance.app import create_app
+from ghostcrate.appliance.fastlane import FastLaneRunner
 from ghostcrate.config import CacheSettings, ServerSettings, Settings, UpstreamSettings
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv
@@ -19,6 +21,13 @@ from tests.support.s3 import MotoServer, S3FaultProxy
 from tests.support.upstream import FakeUpstream
 
 MirrorClient = TestClient[Any, Any]
+
+
+class FastLaneTestServer(TestServer):
+    """aiohttp's test server, running the app behind the fast lane as `serve` does."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return FastLaneRunner(self.app, **kwargs)
 
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -63,12 +72,19 @@ def make_mirror(
     async def make(
         server: dict[str, Any] | None = None,
         cache: dict[str, Any] | None = None,
+        *,
+        fast_lane: bool = True,
         **upstream_settings: Any,
     ) -> MirrorClient:
+        """As `ghostcrate serve` runs it, or (`fast_lane=False`) the bare aiohttp app."""
         settings = mirror_settings(
             tmp_path / "data", upstream.url, server, cache, **upstream_settings
         )
-        client: MirrorClient = await aiohttp_client(create_app(settings))
+        if fast_lane:
+            test_server = FastLaneTestServer(create_app(settings, memory_tier=False))
+            client: MirrorClient = await aiohttp_client(test_server)
+        else:
+            client = await aiohttp_client(create_app(settings))
         return client
 
     return make

@@ -22,9 +22,18 @@ pytestmark = pytest.mark.e2e
 StartAppliance = Callable[..., Appliance]
 
 
-def access_pids(appliance: Appliance, path: str) -> set[int]:
-    events = appliance.events()
-    return {e["pid"] for e in events if e["logger"] == "ghostcrate.access" and e["path"] == path}
+def access_pids(appliance: Appliance, path: str, expected: int = 2) -> set[int]:
+    """The pids in the access lines for `path`, once `expected` of them showed (or 5 s passed).
+
+    Access lines are written in batches, at most `AccessSink.FLUSH_SECONDS` after the request.
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        events = appliance.events()
+        pids = {e["pid"] for e in events if e["logger"] == "ghostcrate.access" and e["path"] == path}
+        if len(pids) >= expected or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
 
 
 def test_concurrent_misses_across_workers_make_one_upstream_request(

@@ -44,7 +44,8 @@ async def test_downloads_are_byte_identical_and_cached(
     second = await client.get(download(name, version))
     assert await second.read() == expected.data
     assert upstream.download_count(name, version) == 1
-    assert await metric(client, "ghostcrate_crate_lookups_total", result="hit") == 1
+    assert await metric(client, "ghostcrate_crate_lookups_total", result="miss") == 1
+    assert await metric(client, "ghostcrate_fast_lane_requests_total", result="hit") == 1
 
 
 async def test_a_cache_hit_is_sent_with_sendfile_and_never_asks_upstream(

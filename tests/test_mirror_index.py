@@ -110,7 +110,8 @@ async def test_fresh_files_are_served_without_asking_upstream(
     for _ in range(5):
         assert (await client.get(f"/index/{index_path('multi')}")).status == 200
     assert upstream.index_count("multi") == 1
-    assert await metric(client, "ghostcrate_index_lookups_total", result="hit") == 4
+    assert await metric(client, "ghostcrate_index_lookups_total", result="miss") == 1
+    assert await metric(client, "ghostcrate_fast_lane_requests_total", result="hit") == 4
 
 
 async def test_stale_files_are_revalidated_conditionally(

@@ -24,7 +24,7 @@ async def test_hot_index_files_are_served_from_memory(
     for _ in range(5):
         response = await client.get(path)
         assert await response.read() == upstream.registry.index_file("featly")
-    assert await metric(client, "ghostcrate_cache_hits_total", tier="memory") == 4
+    assert await metric(client, "ghostcrate_fast_lane_requests_total", result="hit") == 4
     assert await metric(client, "ghostcrate_cache_hits_total", tier="disk") == 0
     assert upstream.index_count("featly") == 1
 

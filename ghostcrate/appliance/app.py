@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -13,13 +14,13 @@ from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     CACHE,
     METRICS,
-    MIRROR_CRATES,
-    MIRROR_INDEX,
     REGISTRY,
+    REPLIES,
     SETTINGS,
 )
 from ghostcrate.appliance.metrics import AppMetrics
 from ghostcrate.appliance.observe import observe
+from ghostcrate.appliance.replies import MirrorReplies
 from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
 from ghostcrate.proxy.setup import open_mirror
@@ -27,13 +28,14 @@ from ghostcrate.proxy.setup import open_mirror
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, memory_tier: bool = True) -> web.Application:
+    """The application; `memory_tier=False` when the fast lane's hot set holds the hot bodies."""
     app = web.Application(middlewares=[observe, cargo_errors])
     registry = CollectorRegistry()
     app[SETTINGS] = settings
     app[REGISTRY] = registry
     app[METRICS] = AppMetrics.create(registry)
-    app.cleanup_ctx.append(_cache)
+    app.cleanup_ctx.append(functools.partial(_cache, memory=memory_tier))
     app.cleanup_ctx.append(_mirror)
 
     app.router.add_get("/index/config.json", views.index_config)
@@ -44,8 +46,8 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-async def _cache(app: web.Application) -> AsyncIterator[None]:
-    async with open_cache(app[SETTINGS], app[METRICS].cache) as cache:
+async def _cache(app: web.Application, *, memory: bool) -> AsyncIterator[None]:
+    async with open_cache(app[SETTINGS], app[METRICS].cache, memory=memory) as cache:
         app[CACHE] = cache
         yield
 
@@ -53,6 +55,5 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
 async def _mirror(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with open_mirror(settings.upstream, app[CACHE], app[METRICS].proxy) as mirror:
-        app[MIRROR_INDEX] = mirror.index
-        app[MIRROR_CRATES] = mirror.crates
+        app[REPLIES] = MirrorReplies(settings, mirror.index, mirror.crates)
         yield

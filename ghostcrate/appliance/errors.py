@@ -12,21 +12,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ghostcrate.appliance.logs import REQUEST_ID
-from ghostcrate.proxy import NotFound, ProxyError, UpstreamError
+from ghostcrate.appliance.replies import error_reply, status_of
+from ghostcrate.proxy import ProxyError
 
 log = logging.getLogger(__name__)
 
 
 def error_response(status: int, detail: str) -> web.Response:
-    return web.json_response({"errors": [{"detail": detail}]}, status=status)
-
-
-def status_of(error: ProxyError) -> int:
-    if isinstance(error, NotFound):
-        return 404
-    if isinstance(error, UpstreamError):
-        return 502
-    return 500
+    reply = error_reply(status, detail)
+    return web.Response(status=status, body=reply.body, content_type=reply.content_type)
 
 
 @web.middleware

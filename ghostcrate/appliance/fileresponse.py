@@ -51,24 +51,24 @@ class ZeroCopyFileResponse(web.FileResponse):
             prepared = await web.StreamResponse.prepare(self, request)
             assert prepared is not None
             await prepared.drain()
-            await _wait_empty(transport)
+            await wait_empty(transport)
         finally:
             transport.set_write_buffer_limits(high=high, low=low)
-        await _sendfile_all(sock.fileno(), fobj.fileno(), offset, count)
+        await sendfile_all(sock.fileno(), fobj.fileno(), offset, count)
         prepared.output_size += count  # the writer did not see these bytes; the access log should
         self._on_sent("sendfile", count)
         await web.StreamResponse.write_eof(self)
         return prepared
 
 
-async def _wait_empty(transport: asyncio.Transport) -> None:
+async def wait_empty(transport: asyncio.Transport) -> None:
     while transport.get_write_buffer_size():
         if transport.is_closing():
             raise ConnectionResetError("connection lost")
         await asyncio.sleep(0.001)
 
 
-async def _sendfile_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
+async def sendfile_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
     loop = asyncio.get_running_loop()
     # A duplicate descriptor can be watched by the loop without disturbing the
     # transport's own registration of the original.

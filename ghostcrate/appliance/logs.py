@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -18,6 +19,7 @@ from aiohttp.abc import AbstractAccessLogger
 from ghostcrate.config import LogSettings
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
+ACCESS_LOGGER = "ghostcrate.access"
 
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -64,16 +66,88 @@ class TextFormatter(logging.Formatter):
         return render_text(_fields(record))
 
 
-@dataclass(frozen=True)
-class _Sink:
-    """Where access lines go, set by `configure_logging` in each process."""
+class AccessSink:
+    """Where access lines go: buffered like nginx's `access_log ... buffer= flush=`.
 
-    stream: TextIO
-    render: Callable[[dict[str, Any]], str]
-    pid: int
+    Lines are written in batches at most `FLUSH_SECONDS` after the first one
+    waiting (and at exit): one write per batch instead of one per request.
+    """
+
+    FLUSH_SECONDS = 0.1
+    MAX_LINES = 256
+
+    def __init__(self, stream: TextIO, render: Callable[[dict[str, Any]], str]) -> None:
+        self.stream = stream
+        self.render = render
+        self.pid = os.getpid()
+        self._lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        atexit.register(self.flush)
+
+    def write(self, fields: dict[str, Any]) -> None:
+        self._lines.append(self.render(fields))
+        if len(self._lines) >= self.MAX_LINES:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(self.FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._lines:
+            self._lines.append("")
+            text = "\n".join(self._lines)
+            self._lines.clear()
+            self.stream.write(text)
+            self.stream.flush()
 
 
-_access_sink: _Sink | None = None
+_access_sink: AccessSink | None = None
+
+
+def access_sink() -> AccessSink | None:
+    """The process's access-line sink; None until logging is configured."""
+    return _access_sink
+
+
+def access_fields(
+    sink: AccessSink,
+    *,
+    method: str,
+    path: str,
+    status: int,
+    length: int,
+    seconds: float,
+    remote: str | None,
+    user_agent: str | None,
+    request_id: str,
+) -> dict[str, Any]:
+    """One access line's fields, in the same shape as every other log line."""
+    fields: dict[str, Any] = {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": "info",
+        "logger": ACCESS_LOGGER,
+        "msg": f"{method} {path} {status}",
+        "pid": sink.pid,
+    }
+    if request_id != "-":
+        fields["request_id"] = request_id
+    fields |= {
+        "method": method,
+        "path": path,
+        "status": status,
+        "bytes": length,
+        "duration_ms": round(seconds * 1000, 2),
+        "remote": remote,
+        "user_agent": user_agent,
+    }
+    return fields
 
 
 def configure_logging(settings: LogSettings) -> None:
@@ -84,40 +158,32 @@ def configure_logging(settings: LogSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
-    _access_sink = _Sink(sys.stderr, render_json if json_lines else render_text, os.getpid())
+    if _access_sink is not None:
+        _access_sink.flush()
+    _access_sink = AccessSink(sys.stderr, render_json if json_lines else render_text)
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One structured line per request, in the same shape as every other log line.
+    """aiohttp's access log hook, writing the same lines as the fast lane.
 
-    Written straight to the log stream rather than through `logging`: a `LogRecord`,
-    its handler and formatter cost about 50 µs a line, which halved a worker's
-    throughput on small cache hits (benchmarks/RESULTS.md).
+    Lines skip `logging`: a `LogRecord`, its handler and formatter cost about
+    50 µs a line, which halved a worker's throughput on small cache hits
+    (benchmarks/RESULTS.md).
     """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         sink = _access_sink
         if sink is None or not self.logger.isEnabledFor(logging.INFO):
             return
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        fields: dict[str, Any] = {
-            "ts": now,
-            "level": "info",
-            "logger": self.logger.name,
-            "msg": f"{request.method} {request.path_qs} {response.status}",
-            "pid": sink.pid,
-        }
-        request_id = REQUEST_ID.get()
-        if request_id != "-":
-            fields["request_id"] = request_id
-        fields |= {
-            "method": request.method,
-            "path": request.path_qs,
-            "status": response.status,
-            "bytes": response.body_length,
-            "duration_ms": round(time * 1000, 2),
-            "remote": request.remote,
-            "user_agent": request.headers.get("User-Agent"),
-        }
-        sink.stream.write(sink.render(fields) + "\n")
-        sink.stream.flush()
+        fields = access_fields(
+            sink,
+            method=request.method,
+            path=request.path_qs,
+            status=response.status,
+            length=response.body_length,
+            seconds=time,
+            remote=request.remote,
+            user_agent=request.headers.get("User-Agent"),
+            request_id=REQUEST_ID.get(),
+        )
+        sink.write(fields)

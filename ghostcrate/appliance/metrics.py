@@ -32,6 +32,7 @@ class AppMetrics:
     requests: Counter
     latency: Histogram
     file_bytes: Counter
+    fast_lane: Counter
     # Labelled children by label values: `.labels()` costs a few percent of a hot request.
     _children: dict[tuple[str, int], tuple[Counter, Histogram]] = field(
         default_factory=dict, compare=False, repr=False
@@ -65,8 +66,16 @@ class AppMetrics:
             ),
             file_bytes=Counter(
                 "ghostcrate_file_bytes_sent",
-                "Bytes of cached files sent, by method (sendfile is zero-copy, copy is not)",
+                "Bytes of cached crates sent, by method (sendfile: zero-copy from disk; "
+                "memory: held in memory; copy: through Python)",
                 ["method"],
+                registry=registry,
+            ),
+            fast_lane=Counter(
+                "ghostcrate_fast_lane_requests",
+                "Requests met by the fast lane: answered from the hot set (hit), after asking "
+                "the mirror (fill), or handed to aiohttp with their connection (handover)",
+                ["result"],
                 registry=registry,
             ),
         )

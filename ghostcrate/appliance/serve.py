@@ -23,7 +23,8 @@ from prometheus_client import multiprocess
 
 from ghostcrate import __version__
 from ghostcrate.appliance.app import create_app
-from ghostcrate.appliance.logs import AccessLogger, configure_logging
+from ghostcrate.appliance.fastlane import KEEPALIVE_SECONDS, FastLaneRunner
+from ghostcrate.appliance.logs import ACCESS_LOGGER, AccessLogger, access_sink, configure_logging
 from ghostcrate.appliance.metrics import MULTIPROCESS_ENV
 from ghostcrate.config import Settings
 
@@ -55,17 +56,40 @@ def serve(settings: Settings) -> int:
 
 
 def _run(settings: Settings, *, worker: bool) -> None:
-    web.run_app(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        reuse_port=worker,
+    loop = _new_event_loop()
+    try:
+        loop.run_until_complete(_serve_until_stopped(settings, reuse_port=worker))
+    finally:
+        loop.close()
+
+
+async def _serve_until_stopped(settings: Settings, *, reuse_port: bool) -> None:
+    """Serve until SIGTERM or SIGINT, then drain for up to `shutdown_timeout` and close."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = FastLaneRunner(
+        create_app(settings, memory_tier=False),
         shutdown_timeout=settings.server.shutdown_timeout,
         access_log_class=AccessLogger,
-        access_log=logging.getLogger("ghostcrate.access") if settings.server.access_log else None,
-        print=lambda _: log.info("listening", extra={"url": settings.server.base_url}),
-        loop=_new_event_loop(),
+        access_log=logging.getLogger(ACCESS_LOGGER) if settings.server.access_log else None,
+        keepalive_timeout=KEEPALIVE_SECONDS,
     )
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner, settings.server.host, settings.server.port, reuse_port=reuse_port
+        )
+        await site.start()
+        log.info("listening", extra={"url": settings.server.base_url})
+        await stop.wait()
+        log.info("stopping", extra={"timeout": settings.server.shutdown_timeout})
+    finally:
+        await runner.cleanup()
+        sink = access_sink()
+        if sink is not None:
+            sink.flush()
 
 
 def _worker_main(settings: Settings) -> None:

@@ -39,6 +39,8 @@ class Offer:
     body: bytes
     etag: str
     last_modified: str | None
+    #: When the upstream last confirmed it (epoch seconds); None for an offline view.
+    checked_at: float | None = None
 
 
 class MirrorIndex:
@@ -71,7 +73,7 @@ class MirrorIndex:
         if index is None:
             return None
         if not (self._settings.offline or self._settings.only_cached):
-            return Offer(index.body, index.etag, index.last_modified)
+            return Offer(index.body, index.etag, index.last_modified, index.checked_at)
         present = await self._cache.names_below(crate_dir(name))
         cached = {v for v in index.versions() if crate_key(name, v).rpartition("/")[2] in present}
         body = index.restricted_to(cached)

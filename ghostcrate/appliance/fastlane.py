@@ -1,0 +1,565 @@
+"""The fast lane: the HTTP/1.1 front end that answers the mirror's index and download routes.
+
+aiohttp's request machinery (request and response objects, router,
+middlewares) costs more than everything else a cache hit needs; profiled
+under load it held a worker to about a third of what the same process can
+send. So each connection starts here: a small protocol parses request heads
+with httptools (llhttp, the parser of Node.js) and answers GET and HEAD on
+`/index/...` and `/api/v1/crates/{name}/{version}/download` from the hot set
+(`hotset.py`), filling it through `replies.py` on a miss, with the same
+responses, access lines and metrics as the aiohttp views.
+
+Anything else (another route or method, a request body, Range, Expect,
+a percent-encoded or query-carrying target, a malformed or huge
+head) hands the connection to aiohttp as it stands, unread bytes included,
+and aiohttp serves it from then on. Responses stay in request order: a
+connection answers one request at a time, and a pipelined request waits in
+the buffer until the one before it has been written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Coroutine
+from email.utils import formatdate
+from typing import Any, cast
+
+import httptools
+from aiohttp import web
+from prometheus_client import Counter
+
+from ghostcrate.appliance.fileresponse import sendfile_all, wait_empty
+from ghostcrate.appliance.hotset import HotSet, Prepared
+from ghostcrate.appliance.keys import METRICS, REPLIES, SETTINGS
+from ghostcrate.appliance.logs import REQUEST_ID, access_fields, access_sink
+from ghostcrate.appliance.observe import new_request_id
+from ghostcrate.appliance.replies import (
+    CONFIG_ROUTE,
+    DOWNLOAD_ROUTE,
+    INDEX_ROUTE,
+    Reply,
+    error_reply,
+    not_modified,
+)
+
+log = logging.getLogger(__name__)
+
+#: A head longer than this goes to aiohttp, which answers it with its own limits.
+MAX_HEAD_BYTES = 16 * 1024
+#: Bytes of pipelined requests buffered while one is answered, before reading pauses.
+MAX_PENDING_BYTES = 256 * 1024
+#: An idle connection (no request in progress) is closed after this, as nginx does.
+KEEPALIVE_SECONDS = 75.0
+#: How often idle connections are looked for.
+SWEEP_SECONDS = 5.0
+#: A crate file served from the hot set is marked as used for the disk tier's LRU this often.
+MARK_USED_SECONDS = 60.0
+#: Bodies larger than this are written without first joining them to their head.
+JOIN_LIMIT = 16 * 1024
+#: Request headers that only aiohttp handles.
+HANDED_OVER = frozenset({b"range", b"if-range", b"expect"})
+
+_CLIENT_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+_CONFIG = b"/index/config.json"
+_INDEX = b"/index/"
+_CRATES = b"/api/v1/crates/"
+_DOWNLOAD = b"/download"
+
+
+class Lane:
+    """What every fast-lane connection of one process shares."""
+
+    def __init__(self, app: web.Application, handler_factory: Callable[[], asyncio.Protocol]):
+        self.loop = asyncio.get_running_loop()
+        self.replies = app[REPLIES]
+        self.metrics = app[METRICS]
+        settings = app[SETTINGS]
+        self.hot = HotSet(settings.cache.memory_bytes)
+        self.access_log = settings.server.access_log
+        self.handler_factory = handler_factory
+        self.connections: set[FastLane] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._date_second = -1
+        self._date_line = b""
+        self._sent: dict[str, Counter] = {}
+        self._results = {
+            result: self.metrics.fast_lane.labels(result) for result in ("hit", "fill", "handover")
+        }
+        self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    def date_line(self) -> bytes:
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._date_line = f"Date: {formatdate(now, usegmt=True)}\r\n".encode()
+        return self._date_line
+
+    def count(self, result: str) -> None:
+        self._results[result].inc()
+
+    def sent(self, method: str, count: int) -> None:
+        counter = self._sent.get(method)
+        if counter is None:
+            counter = self._sent[method] = self.metrics.file_bytes.labels(method)
+        counter.inc(count)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def hold_in_background(self, target: bytes, prepared: Prepared) -> None:
+        """Read a repeatedly asked-for crate into memory without delaying anyone."""
+        path = prepared.file
+        if path is None:
+            return
+        future = self.loop.run_in_executor(None, path.read_bytes)
+
+        def done(future: asyncio.Future[bytes]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self.hot.hold(target, prepared, future.result())
+
+        future.add_done_callback(done)
+
+    def close_idle(self) -> None:
+        for connection in list(self.connections):
+            connection.close_when_idle()
+
+    async def drain(self, grace: float | None) -> None:
+        """Let requests in progress finish (for up to `grace` seconds), then close what is left."""
+        self._sweeper.cancel()
+        deadline = self.loop.time() + (grace if grace is not None else KEEPALIVE_SECONDS)
+        while self.connections and self.loop.time() < deadline:
+            self.close_idle()
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            connection.abort()
+        for task in list(self.tasks):
+            task.cancel()
+
+    def _sweep(self) -> None:
+        limit = self.loop.time() - KEEPALIVE_SECONDS
+        for connection in list(self.connections):
+            if connection.idle_since < limit:
+                connection.close_when_idle()
+        self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)
+
+
+class _Request:
+    __slots__ = ("head_only", "keep_alive", "path", "request_id", "route", "started", "target")
+
+    def __init__(self, target: bytes, route: str, head_only: bool, keep_alive: bool) -> None:
+        self.target = target
+        self.route = route
+        self.head_only = head_only
+        self.keep_alive = keep_alive
+        self.started = time.perf_counter()
+        self.request_id = "-"
+        self.path = ""
+
+
+def route_of(target: bytes) -> str | None:
+    """The fast lane's route for a request target, or None for aiohttp's."""
+    if b"%" in target or b"?" in target or not target.isascii():
+        return None
+    if target.startswith(_INDEX):
+        return CONFIG_ROUTE if target == _CONFIG else INDEX_ROUTE
+    if target.startswith(_CRATES) and target.endswith(_DOWNLOAD) and target.count(b"/") == 6:
+        return DOWNLOAD_ROUTE
+    return None
+
+
+class FastLane(asyncio.Protocol):
+    """One client connection, until it closes or is handed to aiohttp."""
+
+    def __init__(self, lane: Lane) -> None:
+        self._lane = lane
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._buffer = bytearray()
+        self._fd = -1
+        self._remote: str | None = None
+        #: A request is being answered: later ones wait in the buffer.
+        self._busy = False
+        self._close_after = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self.idle_since = lane.loop.time()
+        # The head being parsed (httptools calls back into these).
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._complete = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self._fd = sock.fileno()
+        peer = transport.get_extra_info("peername")
+        self._remote = peer[0] if isinstance(peer, tuple) else None
+        self._lane.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._lane.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._busy:
+            self._process()
+        if self._busy and len(self._buffer) > MAX_PENDING_BYTES:
+            self._pause_reading()
+
+    def eof_received(self) -> bool:
+        if self._busy:  # answer what was asked, then close
+            self._close_after = True
+            return True
+        return False
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if not self._busy:
+            self._resume_reading()
+            self._process()
+
+    # httptools callbacks
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        previous = self._headers.get(name)
+        self._headers[name] = value if previous is None else previous + b", " + value
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+
+    # Serving
+
+    def close_when_idle(self) -> None:
+        if self._transport is None:
+            return
+        if self._busy:
+            self._close_after = True
+        else:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _process(self) -> None:
+        """Answer the complete requests in the buffer, in order, until one has to wait."""
+        while not (self._busy or self._writing_paused or self._close_after) and self._transport:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEAD_BYTES:
+                    self._hand_over()
+                return
+            request = self._parse(bytes(self._buffer[: end + 4]))
+            if request is None:
+                self._hand_over()
+                return
+            del self._buffer[: end + 4]
+            self._serve(request)
+        if not self._busy and not self._writing_paused:
+            self._resume_reading()
+
+    def _parse(self, head: bytes) -> _Request | None:
+        """The request in `head` if the fast lane answers it, else None."""
+        self._url = b""
+        self._headers = {}
+        self._complete = False
+        try:
+            self._parser.feed_data(head)
+        except httptools.HttpParserUpgrade:
+            # curl (so cargo) asks to upgrade to h2c; a server may ignore Upgrade
+            # (RFC 9110 7.8) and answer in HTTP/1.1. llhttp stops after such a head,
+            # so the next one needs a new parser.
+            self._parser = httptools.HttpRequestParser(self)
+        except httptools.HttpParserError:
+            return None
+        method = self._parser.get_method()
+        headers = self._headers
+        if (
+            not self._complete
+            or method not in (b"GET", b"HEAD")
+            or not HANDED_OVER.isdisjoint(headers)
+        ):
+            return None
+        route = route_of(self._url)
+        if route is None:
+            return None
+        request = _Request(self._url, route, method == b"HEAD", self._parser.should_keep_alive())
+        offered = headers.get(b"x-request-id")
+        request.request_id = (
+            offered.decode() if offered and _CLIENT_ID.fullmatch(offered) else new_request_id()
+        )
+        return request
+
+    def _serve(self, request: _Request) -> None:
+        prepared = self._lane.hot.get(request.target)
+        if prepared is not None and prepared.expires > self._lane.loop.time():
+            self._lane.count("hit")
+            self._answer(request, prepared)
+        else:
+            self._lane.count("fill")
+            self._wait(self._fill(request))
+
+    def _wait(self, work: Coroutine[Any, Any, None]) -> None:
+        self._busy = True
+        self._lane.spawn(work)
+
+    async def _fill(self, request: _Request) -> None:
+        REQUEST_ID.set(request.request_id)
+        lane = self._lane
+        try:
+            reply = await self._reply(request)
+            expires = lane.loop.time() + reply.keep_for
+            size = (await asyncio.to_thread(os.stat, reply.file)).st_size if reply.file else 0
+            prepared = Prepared(reply, expires, size)
+            if reply.keep_for > 0:
+                lane.hot.put(request.target, prepared)
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.target.decode()})
+            detail = f"internal error in GhostCrate (request id {request.request_id}); see its log"
+            prepared = Prepared(error_reply(500, detail), 0)
+        self._busy = False
+        if self._transport is not None:
+            self._answer(request, prepared)
+            self._process()
+
+    async def _reply(self, request: _Request) -> Reply:
+        replies = self._lane.replies
+        target = request.target.decode()
+        if request.route == CONFIG_ROUTE:
+            return replies.config
+        if request.route == INDEX_ROUTE:
+            return await replies.index_file(target.removeprefix("/index/"))
+        _, _, _, _, name, version, _ = target.split("/")
+        return await replies.download(name, version)
+
+    def _answer(self, request: _Request, prepared: Prepared) -> None:
+        transport = self._transport
+        assert transport is not None
+        headers = self._headers
+        gzip = prepared.gzip_body is not None and _accepts_gzip(headers.get(b"accept-encoding"))
+        status = prepared.reply.status
+        if (b"if-none-match" in headers or b"if-modified-since" in headers) and _not_modified(
+            prepared, headers
+        ):
+            status = 304
+            head = prepared.gzip_not_modified_head if gzip else prepared.not_modified_head
+            body = b""
+        elif gzip:
+            head, body = prepared.gzip_head, cast(bytes, prepared.gzip_body)
+        else:
+            head, body = prepared.head, prepared.body
+        head += self._lane.date_line() + b"X-Request-Id: " + request.request_id.encode() + b"\r\n"
+        if not request.keep_alive:
+            self._close_after = True
+        if self._close_after:
+            head += b"Connection: close\r\n"
+        head += b"\r\n"
+        if request.head_only:
+            body = b""
+        length = len(head) + len(body)
+        if prepared.file is not None and status == 200 and not request.head_only:
+            sent = self._send_file(request, prepared, head)
+            if sent < 0:
+                return  # gone from the disk: filled again, answered by _fill
+            length += sent
+        elif len(body) > JOIN_LIMIT:
+            transport.writelines((head, body))
+            self._lane.sent("memory", len(body))
+        else:
+            transport.write(head + body)
+        self._finish(request, status, length)
+
+    def _finish(self, request: _Request, status: int, length: int) -> None:
+        lane = self._lane
+        seconds = time.perf_counter() - request.started
+        lane.metrics.observe_request(request.route, status, seconds)
+        sink = access_sink()
+        if lane.access_log and sink is not None:
+            user_agent = self._headers.get(b"user-agent")
+            sink.write(
+                access_fields(
+                    sink,
+                    method="HEAD" if request.head_only else "GET",
+                    path=request.target.decode(),
+                    status=status,
+                    length=length,
+                    seconds=seconds,
+                    remote=self._remote,
+                    user_agent=user_agent.decode("latin-1") if user_agent else None,
+                    request_id=request.request_id,
+                )
+            )
+        self.idle_since = lane.loop.time()
+        if self._close_after and not self._busy and self._transport is not None:
+            self._transport.close()
+
+    def _send_file(self, request: _Request, prepared: Prepared, head: bytes) -> int:
+        """Send a crate file after `head`: bytes sent or to be sent; -1 if it is gone."""
+        transport = self._transport
+        assert transport is not None
+        assert prepared.file is not None
+        lane = self._lane
+        try:
+            fd = os.open(prepared.file, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # evicted from the disk tier: fill it again
+            lane.hot.discard(request.target)
+            self._wait(self._fill(request))
+            return -1
+        size = os.fstat(fd).st_size
+        if size != prepared.file_size:  # never for a crate; but never send a wrong length
+            os.close(fd)
+            lane.hot.discard(request.target)
+            self._wait(self._fill(request))
+            return -1
+        now = lane.loop.time()
+        if now - prepared.used_at > MARK_USED_SECONDS:
+            prepared.used_at = now
+            os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))
+        if lane.hot.should_hold(prepared):
+            lane.hold_in_background(request.target, prepared)
+        transport.write(head)
+        sent = 0
+        if self._fd >= 0 and not transport.get_write_buffer_size():
+            try:
+                sent = os.sendfile(self._fd, fd, 0, size)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                os.close(fd)
+                transport.abort()
+                return size
+        if sent >= size:
+            os.close(fd)
+            lane.sent("sendfile", size)
+        else:
+            self._wait(self._send_rest(fd, sent, size))
+        return size
+
+    async def _send_rest(self, fd: int, offset: int, size: int) -> None:
+        transport = self._transport
+        try:
+            if transport is None:
+                return
+            if self._fd >= 0:
+                await wait_empty(transport)
+                await sendfile_all(self._fd, fd, offset, size - offset)
+                self._lane.sent("sendfile", size)
+            else:  # no socket to give the kernel: copy
+                chunk = await asyncio.to_thread(os.pread, fd, size - offset, offset)
+                transport.write(chunk)
+                self._lane.sent("copy", size)
+        except ConnectionResetError:
+            if self._transport is not None:
+                self._transport.abort()
+            return
+        finally:
+            os.close(fd)
+        self._busy = False
+        if self._close_after and self._transport is not None:
+            self._transport.close()
+        self._process()
+
+    def _hand_over(self) -> None:
+        """Give the connection, and what it has sent so far, to aiohttp."""
+        transport = self._transport
+        if transport is None:
+            return
+        self._lane.count("handover")
+        self._lane.connections.discard(self)
+        self._transport = None
+        handler = self._lane.handler_factory()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if self._buffer:
+            handler.data_received(bytes(self._buffer))
+        if self._reading_paused:
+            transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+
+def _accepts_gzip(accept_encoding: bytes | None) -> bool:
+    if not accept_encoding or b"gzip" not in accept_encoding:
+        return False
+    for coding in accept_encoding.split(b","):
+        name, _, params = coding.partition(b";")
+        if name.strip().lower() in (b"gzip", b"x-gzip"):
+            weight = params.strip().lower().removeprefix(b"q=")
+            with contextlib.suppress(ValueError):
+                return float(weight or b"1") > 0
+            return False
+    return False
+
+
+def _not_modified(prepared: Prepared, headers: dict[bytes, bytes]) -> bool:
+    if_none_match = headers.get(b"if-none-match")
+    if_modified_since = headers.get(b"if-modified-since")
+    return not_modified(
+        prepared.reply,
+        if_none_match.decode("latin-1") if if_none_match is not None else None,
+        if_modified_since.decode("latin-1") if if_modified_since is not None else None,
+    )
+
+
+class FastLaneServer:
+    """Stands in for aiohttp's `web.Server` as the protocol factory of the listening sockets."""
+
+    def __init__(self, inner: web.Server, lane: Lane) -> None:
+        self._inner = inner
+        self._lane = lane
+
+    def __call__(self) -> FastLane:
+        return FastLane(self._lane)
+
+    @property
+    def connections(self) -> list[Any]:
+        return [*self._lane.connections, *self._inner.connections]
+
+    @property
+    def requests_count(self) -> int:
+        return self._inner.requests_count
+
+    def pre_shutdown(self) -> None:
+        self._lane.close_idle()
+        self._inner.pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's signature
+        await asyncio.gather(self._lane.drain(timeout), self._inner.shutdown(timeout))
+
+
+class FastLaneRunner(web.AppRunner):
+    """aiohttp's `AppRunner`, with the fast lane in front of every connection it accepts."""
+
+    async def _make_server(self) -> web.Server:
+        # `_make_server` is the hook aiohttp's own runners implement; the app has
+        # started (cache and mirror open) when it returns.
+        inner = await super()._make_server()
+        lane = Lane(self.app, inner)
+        return cast(web.Server, FastLaneServer(inner, lane))

@@ -1,0 +1,175 @@
+"""Replies rendered once and kept per URL, so a cache hit is a dictionary lookup and a write.
+
+Each `Prepared` holds the bytes of its status line and headers (and of its
+gzip variant and its 304), so serving it costs no header building, no ETag
+computation and no compression. Index files are held in memory until their
+`index_ttl` runs out. Crates are kept as a path (sent with sendfile) and their
+bodies are read into memory once they are asked for repeatedly and fit the
+budget, so the hot crates come from memory while a working set larger than
+memory still streams from disk without churning the memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import OrderedDict
+from http import HTTPStatus
+
+from ghostcrate.appliance.replies import Reply
+
+#: Bodies smaller than this are not worth compressing (headers dominate).
+GZIP_MIN_BYTES = 1024
+GZIPPED_TYPES = frozenset({"text/plain", "application/json"})
+#: A crate asked for this many times while its path is kept is read into memory.
+PROMOTE_AFTER = 2
+#: Bookkeeping bytes counted for every kept reply besides its bodies.
+OVERHEAD_BYTES = 512
+
+
+class Prepared:
+    """A reply as bytes on the wire, less the per-request Date and X-Request-Id lines."""
+
+    __slots__ = (
+        "body",
+        "cost",
+        "expires",
+        "file",
+        "file_size",
+        "gzip_body",
+        "gzip_head",
+        "gzip_not_modified_head",
+        "head",
+        "hits",
+        "not_modified_head",
+        "reply",
+        "used_at",
+    )
+
+    def __init__(self, reply: Reply, expires: float, file_size: int = 0) -> None:
+        self.reply = reply
+        self.expires = expires
+        self.body = reply.body
+        self.file = reply.file
+        self.file_size = file_size
+        self.hits = 0
+        #: When the crate file was last marked as used for the disk tier's LRU (loop time).
+        self.used_at = 0.0
+        length = file_size if reply.file is not None else len(reply.body)
+        compress = (
+            reply.file is None
+            and reply.status == 200
+            and reply.content_type in GZIPPED_TYPES
+            and len(reply.body) >= GZIP_MIN_BYTES
+        )
+        validators = _validators(reply, reply.etag)
+        vary = b"Vary: Accept-Encoding\r\n" if compress else b""
+        self.head = _status_line(reply.status) + _entity_headers(reply, length) + validators + vary
+        self.not_modified_head = _status_line(304) + validators + vary
+        self.gzip_body: bytes | None = None
+        self.gzip_head = self.gzip_not_modified_head = b""
+        if compress:
+            packed = gzip.compress(reply.body, compresslevel=6, mtime=0)
+            if len(packed) < len(reply.body) * 0.9:
+                weak = f"W/{reply.etag}" if reply.etag is not None else None
+                gz_validators = _validators(reply, weak) + vary
+                self.gzip_body = packed
+                self.gzip_head = (
+                    _status_line(reply.status)
+                    + _entity_headers(reply, len(packed))
+                    + b"Content-Encoding: gzip\r\n"
+                    + gz_validators
+                )
+                self.gzip_not_modified_head = _status_line(304) + gz_validators
+        self.cost = self._cost()
+
+    def _cost(self) -> int:
+        held = len(self.body) + len(self.gzip_body or b"")
+        return OVERHEAD_BYTES + len(self.head) + len(self.gzip_head) + held
+
+    def with_length(self, file_size: int) -> Prepared:
+        """The same reply for a file whose size turned out different."""
+        return Prepared(self.reply, self.expires, file_size)
+
+    def hold(self, body: bytes) -> None:
+        """Keep a crate's body in memory: served with one write instead of sendfile."""
+        self.body = body
+        self.file = None
+        self.cost = self._cost()
+
+
+class HotSet:
+    """Prepared replies by request target, bounded by the bytes they hold.
+
+    The least recently used go first. A kept crate costs only its bookkeeping
+    until its body is held, and a body is held only while it fits without
+    evicting anything, so a working set larger than the budget does not churn.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        #: No single body may take more than this share of the budget.
+        self.max_entry = max_bytes // 16
+        self.size = 0
+        self._entries: OrderedDict[bytes, Prepared] = OrderedDict()
+
+    def get(self, target: bytes) -> Prepared | None:
+        prepared = self._entries.get(target)
+        if prepared is not None:
+            self._entries.move_to_end(target)
+        return prepared
+
+    def put(self, target: bytes, prepared: Prepared) -> None:
+        self.discard(target)
+        if prepared.cost > self.max_entry:
+            return
+        self._entries[target] = prepared
+        self.size += prepared.cost
+        while self.size > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.size -= evicted.cost
+
+    def discard(self, target: bytes) -> None:
+        prepared = self._entries.pop(target, None)
+        if prepared is not None:
+            self.size -= prepared.cost
+
+    def should_hold(self, prepared: Prepared) -> bool:
+        """Whether a crate kept as a path has been asked for enough to be read into memory."""
+        prepared.hits += 1
+        return (
+            prepared.hits == PROMOTE_AFTER
+            and prepared.file_size <= self.max_entry
+            and self.size + prepared.file_size <= self.max_bytes
+        )
+
+    def hold(self, target: bytes, prepared: Prepared, body: bytes) -> None:
+        if self._entries.get(target) is not prepared or len(body) != prepared.file_size:
+            return  # replaced or evicted meanwhile, or the file changed
+        if self.size + len(body) > self.max_bytes:
+            return
+        before = prepared.cost
+        prepared.hold(body)
+        self.size += prepared.cost - before
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+
+
+def _entity_headers(reply: Reply, length: int) -> bytes:
+    lines = f"Content-Type: {reply.content_type}\r\nContent-Length: {length}\r\n"
+    return lines.encode("latin-1")
+
+
+def _validators(reply: Reply, etag: str | None) -> bytes:
+    lines = ""
+    if etag is not None:
+        lines += f"ETag: {etag}\r\n"
+    if reply.last_modified is not None:
+        lines += f"Last-Modified: {reply.last_modified}\r\n"
+    if reply.cache_control is not None:
+        lines += f"Cache-Control: {reply.cache_control}\r\n"
+    return lines.encode("latin-1")

@@ -1,0 +1,152 @@
+"""What the mirror's routes answer, independent of the HTTP server that sends it.
+
+Both front ends use these: the fast lane (`ghostcrate.appliance.fastlane`),
+which serves almost every index and download request, and the aiohttp views,
+which serve the requests the fast lane hands over. A `Reply` also says how
+long the fast lane may answer the same URL with it without asking again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from ghostcrate.cargo.names import CrateName, InvalidName, is_version, parse_index_path
+from ghostcrate.config import Settings
+from ghostcrate.proxy import MirrorCrates, MirrorIndex, NotFound, ProxyError, UpstreamError
+from ghostcrate.proxy.indexfile import body_etag
+
+CRATE_CONTENT_TYPE = "application/gzip"
+INDEX_CONTENT_TYPE = "text/plain"
+JSON_CONTENT_TYPE = "application/json"
+#: Crates never change once published: clients and caches may keep them for a year.
+IMMUTABLE = "public, max-age=31536000, immutable"
+#: Index files change: clients revalidate every time (cargo sends If-None-Match).
+REVALIDATE = "no-cache"
+
+#: Route names, as the metrics label them.
+CONFIG_ROUTE = "/index/config.json"
+INDEX_ROUTE = "/index/{path}"
+DOWNLOAD_ROUTE = "/api/v1/crates/{name}/{version}/download"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    content_type: str
+    #: The body, unless `file` is set.
+    body: bytes = b""
+    #: A verified cached file whose bytes are the body.
+    file: Path | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    cache_control: str | None = None
+    #: Seconds for which the same request may get this same reply without asking the mirror.
+    keep_for: float = 0.0
+
+
+def error_reply(status: int, detail: str) -> Reply:
+    """Cargo's error format: it prints `errors[].detail` to its user."""
+    body = json.dumps({"errors": [{"detail": detail}]}).encode()
+    return Reply(status, JSON_CONTENT_TYPE, body)
+
+
+def status_of(error: ProxyError) -> int:
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, UpstreamError):
+        return 502
+    return 500
+
+
+def not_modified(reply: Reply, if_none_match: str | None, if_modified_since: str | None) -> bool:
+    """Whether a 304 answers a conditional GET (RFC 9110 13.1); If-None-Match wins."""
+    if reply.status != 200:
+        return False
+    if if_none_match is not None:
+        return reply.etag is not None and etag_matches(reply.etag, if_none_match)
+    if if_modified_since is not None and reply.last_modified is not None:
+        try:
+            return parsedate_to_datetime(reply.last_modified) <= parsedate_to_datetime(
+                if_modified_since
+            )
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
+def etag_matches(etag: str, if_none_match: str) -> bool:
+    """Weak comparison of `etag` with an If-None-Match list (RFC 9110 13.1.2)."""
+    if if_none_match.strip() == "*":
+        return True
+    opaque = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == opaque for tag in if_none_match.split(","))
+
+
+class MirrorReplies:
+    """The index and download routes of the mirror."""
+
+    def __init__(self, settings: Settings, index: MirrorIndex, crates: MirrorCrates) -> None:
+        self._settings = settings.upstream
+        self._index = index
+        self._crates = crates
+        base = settings.server.base_url
+        config = json.dumps({"dl": f"{base}/api/v1/crates", "api": base}).encode()
+        self.config = Reply(
+            200,
+            JSON_CONTENT_TYPE,
+            config,
+            etag=body_etag(config),
+            last_modified="Thu, 01 Jan 1970 00:00:00 GMT",
+            cache_control=REVALIDATE,
+            keep_for=float("inf"),
+        )
+
+    async def index_file(self, path: str) -> Reply:
+        try:
+            name = parse_index_path(path)
+        except InvalidName as error:
+            return error_reply(404, f"no index file here: {error}")
+        try:
+            offer = await self._index.offered(name)
+        except ProxyError as error:
+            return error_reply(status_of(error), str(error))
+        if offer is None:
+            missing = error_reply(
+                404, f"crate '{name}' does not exist (or, offline, has nothing cached)"
+            )
+            return replace(missing, keep_for=self._settings.negative_ttl)
+        keep_for = self._settings.index_ttl
+        if offer.checked_at is not None:  # fresh for what is left of its ttl
+            keep_for = max(0.0, self._settings.index_ttl - (time.time() - offer.checked_at))
+        return Reply(
+            200,
+            INDEX_CONTENT_TYPE,
+            offer.body,
+            etag=offer.etag,
+            last_modified=offer.last_modified,
+            cache_control=REVALIDATE,
+            keep_for=keep_for,
+        )
+
+    async def download(self, name: str, version: str) -> Reply:
+        try:
+            crate = CrateName(name)
+        except InvalidName as error:
+            return error_reply(404, str(error))
+        if not is_version(version):
+            return error_reply(
+                404, f"invalid version {version!r}: crate versions are SemVer, like 1.2.3"
+            )
+        try:
+            path = await self._crates.cached(crate, version) or await self._crates.fetch(
+                crate, version
+            )
+        except ProxyError as error:
+            return error_reply(status_of(error), str(error))
+        return Reply(
+            200, CRATE_CONTENT_TYPE, file=path, cache_control=IMMUTABLE, keep_for=float("inf")
+        )
