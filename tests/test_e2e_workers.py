@@ -30,7 +30,9 @@ def access_pids(appliance: Appliance, path: str, expected: int = 2) -> set[int]:
     deadline = time.monotonic() + 5
     while True:
         events = appliance.events()
-        pids = {e["pid"] for e in events if e["logger"] == "ghostcrate.access" and e["path"] == path}
+        pids = {
+            e["pid"] for e in events if e["logger"] == "ghostcrate.access" and e["path"] == path
+        }
         if len(pids) >= expected or time.monotonic() > deadline:
             return pids
         time.sleep(0.05)

@@ -193,6 +193,8 @@ class FastLane(asyncio.Protocol):
         # The head being parsed (httptools calls back into these).
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
+        self._method = b""
+        self._keep_alive = True
         self._complete = False
 
     # asyncio.Protocol
@@ -243,6 +245,11 @@ class FastLane(asyncio.Protocol):
         previous = self._headers.get(name)
         self._headers[name] = value if previous is None else previous + b", " + value
 
+    def on_headers_complete(self) -> None:
+        # llhttp forgets both once the message is complete.
+        self._keep_alive = self._parser.should_keep_alive()
+        self._method = self._parser.get_method()
+
     def on_message_complete(self) -> None:
         self._complete = True
 
@@ -291,7 +298,7 @@ class FastLane(asyncio.Protocol):
             self._parser = httptools.HttpRequestParser(self)
         except httptools.HttpParserError:
             return None
-        method = self._parser.get_method()
+        method = self._method
         headers = self._headers
         if (
             not self._complete
@@ -302,7 +309,7 @@ class FastLane(asyncio.Protocol):
         route = route_of(self._url)
         if route is None:
             return None
-        request = _Request(self._url, route, method == b"HEAD", self._parser.should_keep_alive())
+        request = _Request(self._url, route, method == b"HEAD", self._keep_alive)
         offered = headers.get(b"x-request-id")
         request.request_id = (
             offered.decode() if offered and _CLIENT_ID.fullmatch(offered) else new_request_id()
@@ -381,11 +388,13 @@ class FastLane(asyncio.Protocol):
             if sent < 0:
                 return  # gone from the disk: filled again, answered by _fill
             length += sent
-        elif len(body) > JOIN_LIMIT:
-            transport.writelines((head, body))
-            self._lane.sent("memory", len(body))
         else:
-            transport.write(head + body)
+            if len(body) > JOIN_LIMIT:
+                transport.writelines((head, body))
+            else:
+                transport.write(head + body)
+            if prepared.reply.file is not None and body:  # a crate held in memory
+                self._lane.sent("memory", len(body))
         self._finish(request, status, length)
 
     def _finish(self, request: _Request, status: int, length: int) -> None:
