@@ -72,19 +72,13 @@ def make_mirror(
     async def make(
         server: dict[str, Any] | None = None,
         cache: dict[str, Any] | None = None,
-        *,
-        fast_lane: bool = True,
         **upstream_settings: Any,
     ) -> MirrorClient:
-        """As `ghostcrate serve` runs it, or (`fast_lane=False`) the bare aiohttp app."""
+        """Behind the fast lane, as `ghostcrate serve` runs it."""
         settings = mirror_settings(
             tmp_path / "data", upstream.url, server, cache, **upstream_settings
         )
-        if fast_lane:
-            test_server = FastLaneTestServer(create_app(settings, memory_tier=False))
-            client: MirrorClient = await aiohttp_client(test_server)
-        else:
-            client = await aiohttp_client(create_app(settings))
+        client: MirrorClient = await aiohttp_client(FastLaneTestServer(create_app(settings)))
         return client
 
     return make

@@ -1,4 +1,4 @@
-"""The memory tier, the bounded disk tier and the cross-process key locks."""
+"""The bounded disk tier and the cross-process key locks."""
 
 from __future__ import annotations
 
@@ -9,27 +9,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from ghostcrate.cache import CacheMetrics, DiskStore, Entry, KeyLocks, MemoryTier
+from ghostcrate.cache import CacheMetrics, DiskStore, KeyLocks
 from ghostcrate.cache.counter import SharedCounter
 from ghostcrate.cache.disk import TEMP_PREFIX
-
-
-def test_memory_tier_is_bounded_and_evicts_least_recently_used() -> None:
-    memory = MemoryTier(max_bytes=800)
-    for key in "abcd":
-        memory.put(key, Entry(b"x" * 100, 0.0))
-    assert memory.get("a") is not None  # a is now the most recent
-    for key in "efghi":
-        memory.put(key, Entry(b"y" * 100, 0.0))
-    assert memory.size <= 800
-    assert memory.get("a") is not None
-    assert memory.get("b") is None  # the least recently used went first
-    memory.put("huge", Entry(b"z" * 500, 0.0))  # over an eighth of the tier: not kept
-    assert memory.get("huge") is None
-    memory.touch("a", 42.0)
-    entry = memory.get("a")
-    assert entry is not None
-    assert entry.mtime == 42.0
 
 
 async def test_disk_tier_evicts_least_recently_used_down_to_low_water(tmp_path: Path) -> None:

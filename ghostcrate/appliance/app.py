@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -28,14 +27,13 @@ from ghostcrate.proxy.setup import open_mirror
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, memory_tier: bool = True) -> web.Application:
-    """The application; `memory_tier=False` when the fast lane's hot set holds the hot bodies."""
+def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[observe, cargo_errors])
     registry = CollectorRegistry()
     app[SETTINGS] = settings
     app[REGISTRY] = registry
     app[METRICS] = AppMetrics.create(registry)
-    app.cleanup_ctx.append(functools.partial(_cache, memory=memory_tier))
+    app.cleanup_ctx.append(_cache)
     app.cleanup_ctx.append(_mirror)
 
     app.router.add_get("/index/config.json", views.index_config)
@@ -46,8 +44,8 @@ def create_app(settings: Settings, *, memory_tier: bool = True) -> web.Applicati
     return app
 
 
-async def _cache(app: web.Application, *, memory: bool) -> AsyncIterator[None]:
-    async with open_cache(app[SETTINGS], app[METRICS].cache, memory=memory) as cache:
+async def _cache(app: web.Application) -> AsyncIterator[None]:
+    async with open_cache(app[SETTINGS], app[METRICS].cache) as cache:
         app[CACHE] = cache
         yield
 

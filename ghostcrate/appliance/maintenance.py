@@ -20,7 +20,7 @@ from ghostcrate.proxy.warm import Locked, Spec, Warmer, read_lockfile
 
 
 async def run_verify(settings: Settings) -> int:
-    async with open_cache(settings, CacheMetrics.create(), memory=False) as cache:
+    async with open_cache(settings, CacheMetrics.create()) as cache:
         items = await verification_items(cache)
         progress = Progress("verify", len(items))
         report = await verify(cache, items, progress.advance)
@@ -36,7 +36,7 @@ async def run_verify(settings: Settings) -> int:
 
 
 async def run_gc(settings: Settings) -> int:
-    async with open_cache(settings, CacheMetrics.create(), memory=False) as cache:
+    async with open_cache(settings, CacheMetrics.create()) as cache:
         report = await gc(cache)
         usage = cache.disk.usage
     print(
@@ -60,7 +60,7 @@ async def run_warm(
         print(f"{path}: {len(packages)} crates.io packages ({others} from elsewhere, skipped)")
     registry = CollectorRegistry()
     async with (
-        open_cache(settings, CacheMetrics.create(registry), memory=False) as cache,
+        open_cache(settings, CacheMetrics.create(registry)) as cache,
         open_mirror(settings.upstream, cache, ProxyMetrics.create(registry)) as mirror,
     ):
         progress = Progress("warm", 0)
@@ -76,7 +76,7 @@ async def run_warm(
 
 async def run_export(settings: Settings, output: Path, selection: Selection) -> int:
     since = selection.since_label
-    async with open_cache(settings, CacheMetrics.create(), memory=False) as cache:
+    async with open_cache(settings, CacheMetrics.create()) as cache:
         progress = Progress("export", 0)
         report = await export_bundle(
             cache,
@@ -97,7 +97,7 @@ async def run_export(settings: Settings, output: Path, selection: Selection) -> 
 
 
 async def run_import(settings: Settings, bundle: Path) -> int:
-    async with open_cache(settings, CacheMetrics.create(), memory=False) as cache:
+    async with open_cache(settings, CacheMetrics.create()) as cache:
         progress = Progress("import", 0)
         report = await import_bundle(
             cache, bundle, settings.data_dir / "staging", on_progress=progress.update

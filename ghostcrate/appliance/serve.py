@@ -70,7 +70,7 @@ async def _serve_until_stopped(settings: Settings, *, reuse_port: bool) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = FastLaneRunner(
-        create_app(settings, memory_tier=False),
+        create_app(settings),
         shutdown_timeout=settings.server.shutdown_timeout,
         access_log_class=AccessLogger,
         access_log=logging.getLogger(ACCESS_LOGGER) if settings.server.access_log else None,

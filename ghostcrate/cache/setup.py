@@ -9,7 +9,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from ghostcrate.cache.counter import SharedCounter
 from ghostcrate.cache.disk import DiskStore
 from ghostcrate.cache.locks import KeyLocks
-from ghostcrate.cache.memory import MemoryTier
 from ghostcrate.cache.metrics import CacheMetrics
 from ghostcrate.cache.s3 import S3Tier
 from ghostcrate.cache.tiered import TieredCache
@@ -19,9 +18,7 @@ log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
-async def open_cache(
-    settings: Settings, metrics: CacheMetrics, *, memory: bool = True
-) -> AsyncIterator[TieredCache]:
+async def open_cache(settings: Settings, metrics: CacheMetrics) -> AsyncIterator[TieredCache]:
     """The tiered cache below `settings.data_dir` (and S3 when `[s3]` is set).
 
     Opening it measures the disk tier and removes abandoned temporary files.
@@ -44,9 +41,6 @@ async def open_cache(
             "removed_leftovers": scan.removed_leftovers,
         },
     )
-    hot = (
-        MemoryTier(settings.cache.memory_bytes) if memory and settings.cache.memory_bytes else None
-    )
     async with AsyncExitStack() as stack:
         shared = None
         if settings.s3 is not None:
@@ -55,7 +49,7 @@ async def open_cache(
                 "S3 tier configured",
                 extra={"bucket": settings.s3.bucket, "prefix": settings.s3.key_prefix},
             )
-        cache = TieredCache(disk, locks, metrics, hot, shared)
+        cache = TieredCache(disk, locks, metrics, shared)
         try:
             yield cache
         finally:

@@ -1,8 +1,9 @@
-"""The cache the mirror talks to: memory → disk → shared tier, behind one small interface.
+"""The cache the mirror talks to: disk → shared tier, behind one small interface.
 
-Reads go down the tiers and promote a hit to the tiers above it. Writes go
-to disk (atomically) and memory at once, and to the shared tier in the
-background, after the data was verified. A shared tier is best effort: its
+Above it, each serving process holds its hottest replies in memory (the
+fast lane's hot set, `ghostcrate.appliance.hotset`). Reads go down the tiers
+and promote a hit to the disk. Writes go to disk (atomically), and to the
+shared tier in the background, after the data was verified. A shared tier is best effort: its
 failures only cost a miss. Concurrent fills of one key, in this process or
 in other workers on the same disk, are serialised by `hold(key)`.
 """
@@ -14,16 +15,24 @@ import logging
 import time
 from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ghostcrate.cache.disk import DiskStore, PendingFile
 from ghostcrate.cache.locks import KeyLocks
-from ghostcrate.cache.memory import Entry, MemoryTier
 from ghostcrate.cache.metrics import CacheMetrics
 from ghostcrate.cache.tiers import SharedTier
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Entry:
+    data: bytes
+    #: Modification time (epoch seconds): when it was written, or last confirmed fresh.
+    mtime: float
+
 
 #: How long shutdown waits for uploads to the shared tier that are still running.
 UPLOAD_GRACE_SECONDS = 10.0
@@ -35,11 +44,9 @@ class TieredCache:
         disk: DiskStore,
         locks: KeyLocks,
         metrics: CacheMetrics,
-        memory: MemoryTier | None = None,
         shared: SharedTier | None = None,
     ) -> None:
         self.disk = disk
-        self.memory = memory
         self.shared = shared
         self._locks = locks
         self._metrics = metrics
@@ -49,20 +56,12 @@ class TieredCache:
         """Exclusive right to fill `key` among all processes sharing the disk."""
         return self._locks.hold(key)
 
-    async def read(self, key: str, *, skip_memory: bool = False) -> Entry | None:
+    async def read(self, key: str) -> Entry | None:
         """A small object (index file) with its mtime, from the highest tier that has it."""
-        if self.memory is not None and not skip_memory:
-            entry = self.memory.get(key)
-            if entry is not None:
-                self._hit("memory")
-                return entry
-            self._miss("memory")
         found = await self.disk.read(key)
         if found is not None:
             self._hit("disk")
-            entry = Entry(*found)
-            self._remember(key, entry)
-            return entry
+            return Entry(*found)
         self._miss("disk")
         if self.shared is None:
             return None
@@ -75,7 +74,6 @@ class TieredCache:
         entry = Entry(data, 0.0)
         async with self.hold(key):
             await self.disk.write(key, data, mtime=entry.mtime)
-        self._remember(key, entry)
         return entry
 
     async def write(self, key: str, data: bytes) -> Entry:
@@ -85,21 +83,15 @@ class TieredCache:
         """
         entry = Entry(data, time.time())
         await self.disk.write(key, data, mtime=entry.mtime)
-        self._remember(key, entry)
         if self.shared is not None:
             self._background(self.shared.put_bytes(key, data))
         return entry
 
     async def touch(self, key: str) -> float:
         """Record that a small object was confirmed fresh now."""
-        now = await self.disk.touch(key)
-        if self.memory is not None:
-            self.memory.touch(key, now)
-        return now
+        return await self.disk.touch(key)
 
     async def delete(self, key: str) -> None:
-        if self.memory is not None:
-            self.memory.delete(key)
         await self.disk.delete(key)
         if self.shared is not None:
             await self.shared.delete(key)
@@ -164,10 +156,6 @@ class TieredCache:
     async def _share_file(self, shared: SharedTier, key: str, path: Path) -> None:
         if await asyncio.get_running_loop().run_in_executor(None, path.is_file):
             await shared.put_file(key, path)  # may have been evicted meanwhile: then skip
-
-    def _remember(self, key: str, entry: Entry) -> None:
-        if self.memory is not None:
-            self.memory.put(key, entry)
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(work)

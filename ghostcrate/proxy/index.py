@@ -106,8 +106,8 @@ class MirrorIndex:
             return None
         return await self._flights.run(key, lambda: self._refresh(key, path, ttl, check))
 
-    async def _read(self, key: str, *, skip_memory: bool = False) -> IndexFile | None:
-        found = await self._cache.read(key, skip_memory=skip_memory)
+    async def _read(self, key: str) -> IndexFile | None:
+        found = await self._cache.read(key)
         if found is None:
             return None
         try:
@@ -122,7 +122,7 @@ class MirrorIndex:
     ) -> IndexFile | None:
         async with self._cache.hold(key):
             # Another worker may have refreshed it while we waited for the lock.
-            cached = await self._read(key, skip_memory=True)
+            cached = await self._read(key)
             if cached is not None and time.time() - cached.checked_at < ttl:
                 return cached
             return await self._revalidate(key, path, cached, check)

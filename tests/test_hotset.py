@@ -1,0 +1,70 @@
+"""The hot set: prepared replies bounded by bytes, least recently used first, no churn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ghostcrate.appliance.hotset import OVERHEAD_BYTES, HotSet, Prepared
+from ghostcrate.appliance.replies import Reply
+
+
+def index_reply(size: int) -> Prepared:
+    return Prepared(Reply(200, "text/plain", b"x" * size, etag='"e"'), expires=1e9)
+
+
+def crate_reply(path: Path, size: int) -> Prepared:
+    return Prepared(Reply(200, "application/gzip", file=path), expires=1e9, file_size=size)
+
+
+def test_it_is_bounded_by_bytes_and_evicts_least_recently_used() -> None:
+    hot = HotSet(max_bytes=16 * 2000)
+    for number in range(40):
+        hot.put(f"/i/{number}".encode(), index_reply(1000))
+        assert hot.get(b"/i/0") is not None  # kept recent, so never the one evicted
+    assert hot.size <= hot.max_bytes
+    assert hot.get(b"/i/0") is not None
+    assert hot.get(b"/i/1") is None  # the least recently used went first
+    hot.put(b"/huge", index_reply(hot.max_entry))  # over a sixteenth of the budget
+    assert hot.get(b"/huge") is None
+
+
+def test_a_crate_is_held_in_memory_only_after_repeated_requests_and_if_it_fits(
+    tmp_path: Path,
+) -> None:
+    hot = HotSet(max_bytes=16 * 4000)
+    small = crate_reply(tmp_path / "small.crate", 3000)
+    hot.put(b"/small", small)
+    assert small.cost == OVERHEAD_BYTES + len(small.head)  # a path costs its bookkeeping only
+    assert not hot.should_hold(small)  # first request
+    assert hot.should_hold(small)  # second: read it in
+    hot.hold(b"/small", small, b"c" * 3000)
+    assert small.file is None
+    assert small.body == b"c" * 3000
+    assert hot.size >= 3000
+    big = crate_reply(tmp_path / "big.crate", hot.max_entry + 1)
+    hot.put(b"/big", big)
+    assert not hot.should_hold(big)
+    assert not hot.should_hold(big)  # too big for memory: stays a path, sent with sendfile
+
+
+def test_holding_a_body_never_evicts_other_replies(tmp_path: Path) -> None:
+    hot = HotSet(max_bytes=16 * 3000)
+    for number in range(10):
+        hot.put(f"/i/{number}".encode(), index_reply(3000))
+    crate = crate_reply(tmp_path / "c.crate", 2900)
+    hot.put(b"/crate", crate)
+    crate.hits = 1
+    fits = hot.size + 2900 <= hot.max_bytes
+    assert hot.should_hold(crate) is fits
+    before = len(hot)
+    hot.hold(b"/crate", crate, b"c" * 2900)
+    assert len(hot) == before  # a body that does not fit is not read in at others' expense
+    assert hot.size <= hot.max_bytes
+
+
+def test_a_changed_file_is_not_held(tmp_path: Path) -> None:
+    hot = HotSet(max_bytes=16 * 4000)
+    crate = crate_reply(tmp_path / "c.crate", 3000)
+    hot.put(b"/crate", crate)
+    hot.hold(b"/crate", crate, b"c" * 2999)  # not the size it had when it was kept
+    assert crate.file is not None
