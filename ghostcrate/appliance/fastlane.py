@@ -36,7 +36,7 @@ from prometheus_client import Counter
 from ghostcrate.appliance.fileresponse import sendfile_all, wait_empty
 from ghostcrate.appliance.hotset import HotSet, Prepared
 from ghostcrate.appliance.keys import METRICS, REPLIES, SETTINGS
-from ghostcrate.appliance.logs import REQUEST_ID, access_fields, access_sink
+from ghostcrate.appliance.logs import REQUEST_ID, access_sink
 from ghostcrate.appliance.observe import new_request_id
 from ghostcrate.appliance.replies import (
     CONFIG_ROUTE,
@@ -57,6 +57,8 @@ MAX_PENDING_BYTES = 256 * 1024
 KEEPALIVE_SECONDS = 75.0
 #: How often idle connections are looked for.
 SWEEP_SECONDS = 5.0
+#: How often request counts and latencies are handed to prometheus_client.
+METRICS_FLUSH_SECONDS = 1.0
 #: A crate file served from the hot set is marked as used for the disk tier's LRU this often.
 MARK_USED_SECONDS = 60.0
 #: Bodies larger than this are written without first joining them to their head.
@@ -87,10 +89,8 @@ class Lane:
         self._date_second = -1
         self._date_line = b""
         self._sent: dict[str, Counter] = {}
-        self._results = {
-            result: self.metrics.fast_lane.labels(result) for result in ("hit", "fill", "handover")
-        }
         self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)
+        self._flusher = self.loop.call_later(METRICS_FLUSH_SECONDS, self._flush_metrics)
 
     def date_line(self) -> bytes:
         now = int(time.time())
@@ -100,7 +100,7 @@ class Lane:
         return self._date_line
 
     def count(self, result: str) -> None:
-        self._results[result].inc()
+        self.metrics.batches.fast_lane_result(result)
 
     def sent(self, method: str, count: int) -> None:
         counter = self._sent.get(method)
@@ -133,6 +133,7 @@ class Lane:
     async def drain(self, grace: float | None) -> None:
         """Let requests in progress finish (for up to `grace` seconds), then close what is left."""
         self._sweeper.cancel()
+        self._flusher.cancel()
         deadline = self.loop.time() + (grace if grace is not None else KEEPALIVE_SECONDS)
         while self.connections and self.loop.time() < deadline:
             self.close_idle()
@@ -141,6 +142,11 @@ class Lane:
             connection.abort()
         for task in list(self.tasks):
             task.cancel()
+        self.metrics.batches.flush()
+
+    def _flush_metrics(self) -> None:
+        self.metrics.batches.flush()
+        self._flusher = self.loop.call_later(METRICS_FLUSH_SECONDS, self._flush_metrics)
 
     def _sweep(self) -> None:
         limit = self.loop.time() - KEEPALIVE_SECONDS
@@ -404,18 +410,15 @@ class FastLane(asyncio.Protocol):
         sink = access_sink()
         if lane.access_log and sink is not None:
             user_agent = self._headers.get(b"user-agent")
-            sink.write(
-                access_fields(
-                    sink,
-                    method="HEAD" if request.head_only else "GET",
-                    path=request.target.decode(),
-                    status=status,
-                    length=length,
-                    seconds=seconds,
-                    remote=self._remote,
-                    user_agent=user_agent.decode("latin-1") if user_agent else None,
-                    request_id=request.request_id,
-                )
+            sink.request(
+                method="HEAD" if request.head_only else "GET",
+                path=request.target.decode(),
+                status=status,
+                length=length,
+                seconds=seconds,
+                remote=self._remote,
+                user_agent=user_agent.decode("latin-1") if user_agent else None,
+                request_id=request.request_id,
             )
         self.idle_since = lane.loop.time()
         if self._close_after and not self._busy and self._transport is not None:

@@ -8,9 +8,11 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _quote  # what json.dumps uses
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -71,6 +73,9 @@ class AccessSink:
 
     Lines are written in batches at most `FLUSH_SECONDS` after the first one
     waiting (and at exit): one write per batch instead of one per request.
+    JSON lines are assembled from pre-escaped pieces: `json.dumps` of a dict
+    was a tenth of a worker's time on small cache hits. They are the same
+    text `render_json` would make of `access_fields`.
     """
 
     FLUSH_SECONDS = 0.1
@@ -80,12 +85,61 @@ class AccessSink:
         self.stream = stream
         self.render = render
         self.pid = os.getpid()
+        self._json = render is render_json
         self._lines: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._second_text = ""
         atexit.register(self.flush)
 
-    def write(self, fields: dict[str, Any]) -> None:
-        self._lines.append(self.render(fields))
+    def request(
+        self,
+        *,
+        method: str,
+        path: str,
+        status: int,
+        length: int,
+        seconds: float,
+        remote: str | None,
+        user_agent: str | None,
+        request_id: str,
+    ) -> None:
+        """Log one answered request."""
+        now = time.time()
+        if not self._json:
+            fields = access_fields(
+                now,
+                self.pid,
+                method=method,
+                path=path,
+                status=status,
+                length=length,
+                seconds=seconds,
+                remote=remote,
+                user_agent=user_agent,
+                request_id=request_id,
+            )
+            self._add(self.render(fields))
+            return
+        quoted_path = _quote(path)
+        rid = "" if request_id == "-" else f', "request_id": {_quote(request_id)}'
+        self._add(
+            f'{{"ts": "{self._timestamp(now)}", "level": "info", "logger": "{ACCESS_LOGGER}", '
+            f'"msg": {_quote(f"{method} {path} {status}")}, "pid": {self.pid}{rid}, '
+            f'"method": {_quote(method)}, "path": {quoted_path}, "status": {status}, '
+            f'"bytes": {length}, "duration_ms": {round(seconds * 1000, 2)!r}, '
+            f'"remote": {_quote_or_null(remote)}, "user_agent": {_quote_or_null(user_agent)}}}'
+        )
+
+    def _timestamp(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{int((now - second) * 1000):03d}+00:00"
+
+    def _add(self, line: str) -> None:
+        self._lines.append(line)
         if len(self._lines) >= self.MAX_LINES:
             self.flush()
         elif self._timer is None:
@@ -108,6 +162,10 @@ class AccessSink:
             self.stream.flush()
 
 
+def _quote_or_null(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
 _access_sink: AccessSink | None = None
 
 
@@ -117,7 +175,8 @@ def access_sink() -> AccessSink | None:
 
 
 def access_fields(
-    sink: AccessSink,
+    now: float,
+    pid: int,
     *,
     method: str,
     path: str,
@@ -130,11 +189,11 @@ def access_fields(
 ) -> dict[str, Any]:
     """One access line's fields, in the same shape as every other log line."""
     fields: dict[str, Any] = {
-        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "ts": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
         "level": "info",
         "logger": ACCESS_LOGGER,
         "msg": f"{method} {path} {status}",
-        "pid": sink.pid,
+        "pid": pid,
     }
     if request_id != "-":
         fields["request_id"] = request_id
@@ -175,8 +234,7 @@ class AccessLogger(AbstractAccessLogger):
         sink = _access_sink
         if sink is None or not self.logger.isEnabledFor(logging.INFO):
             return
-        fields = access_fields(
-            sink,
+        sink.request(
             method=request.method,
             path=request.path_qs,
             status=response.status,
@@ -186,4 +244,3 @@ class AccessLogger(AbstractAccessLogger):
             user_agent=request.headers.get("User-Agent"),
             request_id=REQUEST_ID.get(),
         )
-        sink.write(fields)
