@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -87,6 +88,18 @@ class Row:
 
     def errors(self) -> int:
         return sum(r.errors for r in self.runs)
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """`64MiB`, `100MB`, `1048576` -> bytes (the units GhostCrate's configuration takes)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    if match is None or match.group(2).upper() not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
 # --- processes -------------------------------------------------------------------------
@@ -175,6 +188,23 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float
                 return
         time.sleep(0.2)
     raise SystemExit(f"{what} did not answer {url} within {timeout} s")
+
+
+def wait_listening(log_file: Path, proc: subprocess.Popen[bytes], workers: int) -> None:
+    """Wait until each of GhostCrate's `workers` has logged "listening" in `log_file`.
+
+    /health answers as soon as one worker listens; until the others do, the kernel gives
+    every connection to that one.
+    """
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"GhostCrate exited with status {proc.returncode} while starting")
+        text = log_file.read_text(errors="replace") if log_file.exists() else ""
+        if text.count('"msg": "listening"') + text.count(": listening") >= workers:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"GhostCrate's {workers} workers did not all log 'listening' within 30 s")
 
 
 # --- configuration ---------------------------------------------------------------------
@@ -389,6 +419,7 @@ def started(tmp: Path, args: argparse.Namespace, data: Path) -> Iterator[tuple[i
         )
         procs.append(ngx)
         wait_http(f"http://127.0.0.1:{gc_port}/health", gc, "GhostCrate")
+        wait_listening(tmp / "ghostcrate.log", gc, args.workers)
         wait_http(f"http://127.0.0.1:{ngx_port}/__health", ngx, "nginx")
         yield origin_port, [Server(GC, gc_port, gc), Server(NGX, ngx_port, ngx)]
     finally:
@@ -494,11 +525,15 @@ def table(results: dict[str, dict[str, Row]], stampede_rows: dict[str, Row]) -> 
             )
         gc, ngx = rows[GC], rows[NGX]
         ratios.append(
-            f"| {scenario} | {gc.rate() / ngx.rate():.2f} | {gc.p50() / ngx.p50():.2f} | "
-            f"{gc.p99() / ngx.p99():.2f} | {gc.rss_mb() / ngx.rss_mb():.2f} |"
+            f"| {scenario} | {gc.rate() / ngx.rate():.2f} | {gc.mbps() / ngx.mbps():.2f} | "
+            f"{gc.p50() / ngx.p50():.2f} | {gc.p99() / ngx.p99():.2f} | "
+            f"{gc.rss_mb() / ngx.rss_mb():.2f} |"
         )
     out = head + "\n".join(lines) + "\n\nGhostCrate / nginx:\n\n"
-    out += "| scenario | req/s | p50 | p99 | RSS |\n| --- | ---: | ---: | ---: | ---: |\n"
+    out += (
+        "| scenario | req/s | MB/s | p50 | p99 | RSS |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+    )
     out += "\n".join(ratios) + "\n"
     if stampede_rows:
         out += (
@@ -529,6 +564,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--crates", type=int, help="default 300 (quick 100)")
     parser.add_argument("--workers", type=int, default=2, help="GhostCrate and nginx workers")
     parser.add_argument("--memory-bytes", default="64MiB", help="GhostCrate [cache] memory_bytes")
+    parser.add_argument(
+        "--disk-set-factor", type=float, default=4.0,
+        help="crates of the 'working set' scenario, total size in memory_bytes (default 4)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--hot-set-factor", type=float, default=0.5,
+        help="crates of the 'hot crates' scenario, total size in memory_bytes (default 0.5)",
+    )  # fmt: skip
     parser.add_argument("--latency-ms", type=float, default=50, help="origin latency, stampede")
     parser.add_argument("--stampede-clients", type=int, default=200)
     parser.add_argument("--stampede-seconds", type=float, default=2)
@@ -562,31 +605,67 @@ def main() -> None:
         log(f"total {time.monotonic() - started_at:.0f} s")
 
 
+def generate(data: Path, args: argparse.Namespace) -> None:
+    """(Re)generate the data set unless `data` has one with the same crate sets."""
+    memory = parse_size(args.memory_bytes)
+    hot_bytes, disk_bytes = int(memory * args.hot_set_factor), int(memory * args.disk_set_factor)
+    manifest_file = data / "manifest.json"
+    if manifest_file.exists():
+        manifest = json.loads(manifest_file.read_text())
+        if (manifest.get("hot_set_bytes"), manifest.get("disk_set_bytes")) == (
+            hot_bytes,
+            disk_bytes,
+        ):
+            return
+    log(
+        f"generating {args.index_files} index files, {args.crates} crates, a hot set of "
+        f"{hot_bytes / 2**20:.0f} MiB and a disk set of {disk_bytes / 2**20:.0f} MiB into {data}"
+    )
+    subprocess.run(
+        [str(PYTHON), str(HERE / "datagen.py"), str(data), "--index-files",
+         str(args.index_files), "--crates", str(args.crates), "--cold", str(2 * args.rounds),
+         "--hot-set-bytes", str(hot_bytes), "--disk-set-bytes", str(disk_bytes)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def prefetch(servers: list[Server], paths: list[str], what: str) -> None:
+    """GET every path once through each server, untimed (fills GhostCrate's memory tier)."""
+    for server in servers:
+        started_at = time.monotonic()
+        failures = asyncio.run(fetch_all(server.url, paths, {}))
+        log(
+            f"untimed pass over {len(paths)} {what} through {server.name}: "
+            f"{time.monotonic() - started_at:.1f} s, {failures} failures"
+        )
+
+
 def run_all(tmp: Path, args: argparse.Namespace) -> None:
     data = args.data or tmp / "data"
     cold_needed = 2 * args.rounds
-    if not (data / "manifest.json").exists():
-        log(f"generating {args.index_files} index files and {args.crates} crates into {data}")
-        subprocess.run(
-            [str(PYTHON), str(HERE / "datagen.py"), str(data), "--index-files",
-             str(args.index_files), "--crates", str(args.crates), "--cold", str(cold_needed)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+    generate(data, args)
     manifest = json.loads((data / "manifest.json").read_text())
     lists = data / "lists"
-    index, crates, cold = (read_list(lists / f) for f in ("index.txt", "crates.txt", "cold.txt"))
+    index, crates, cold, hot_set, disk_set = (
+        read_list(lists / f)
+        for f in ("index.txt", "crates.txt", "cold.txt", "hot-crates.txt", "disk-crates.txt")
+    )
     if len(cold) < cold_needed:
         raise SystemExit(f"{data} has {len(cold)} cold crates, {cold_needed} needed: regenerate")
+    disk_scenario = f"warm .crate, working set {args.disk_set_factor:g}x memory"
+    hot_scenario = "hot crates, fit in memory"
 
     load_before = Path("/proc/loadavg").read_text().strip()
     with started(tmp, args, data) as (origin, servers):
         log(f"origin :{origin}, " + ", ".join(f"{s.name} {s.url}" for s in servers))
-        etag_files = warm(tmp, origin, servers, index, crates)
+        etag_files = warm(tmp, origin, servers, index, crates + hot_set + disk_set)
         refresh_notes: list[str] = []
         scenarios: list[tuple[str, dict[str, Path], bool]] = [
             ("warm index, random mix", {s.name: lists / "index.txt" for s in servers}, False),
             ("warm .crate, random mix", {s.name: lists / "crates.txt" for s in servers}, False),
+            (disk_scenario, {s.name: lists / "disk-crates.txt" for s in servers}, False),
+            (hot_scenario, {s.name: lists / "hot-crates.txt" for s in servers}, False),
             ("one hot small index file", {s.name: lists / "hot.txt" for s in servers}, False),
             ("304 revalidations, random index", etag_files, True),
         ]
@@ -597,6 +676,8 @@ def run_all(tmp: Path, args: argparse.Namespace) -> None:
                 refresh_notes += [
                     f"before {scenario}: {n}" for n in refresh(origin, servers, index)
                 ]
+            if scenario == hot_scenario:
+                prefetch(servers, hot_set, "hot-set crates")
             for round_ in range(args.rounds):
                 order = servers if round_ % 2 == 0 else servers[::-1]
                 for server in order:
@@ -630,6 +711,11 @@ def run_all(tmp: Path, args: argparse.Namespace) -> None:
     print(
         f"- data: {json.dumps(manifest['index_files'])} index bytes; "
         f"{json.dumps(manifest['crates'])} crate bytes"
+    )
+    print(
+        f"- crate sets: working set ({args.disk_set_factor:g}x memory_bytes) "
+        f"{json.dumps(manifest['disk_set'])} bytes; hot crates ({args.hot_set_factor:g}x "
+        f"memory_bytes) {json.dumps(manifest['hot_set'])} bytes"
     )
     print(
         f"- NOTE: wrk, both servers and the origin share this machine's {os.cpu_count()} cores; "

@@ -9,11 +9,18 @@ Layout written under OUT:
     OUT/lists/crates.txt                 URL paths of every warm crate download
     OUT/lists/cold.txt                   URL paths of crates kept cold for the stampede scenario
     OUT/lists/hot.txt                    one small index file's URL path (the hot-file scenario)
+    OUT/lists/hot-crates.txt             URL paths of the "hot set" crates (--hot-set-bytes)
+    OUT/lists/disk-crates.txt            URL paths of the "disk set" crates (--disk-set-bytes)
     OUT/manifest.json                    parameters and size statistics
 
 Everything is deterministic for a given seed and parameters. Index file sizes follow a
 log-normal fit of crates.io's mix (median ~1.3 KB, p90 ~12 KB, p99 ~65 KB) plus a few
 files over 1 MB; crate sizes are log-normal around a few tens of KB with a tail of several MB.
+
+Two optional extra sets of crates, each with its own small index file (not in index.txt),
+are sized by their total: the hot set (small and medium crates, median ~40 KB, at most
+1 MB; meant to fit in GhostCrate's memory tier) and the disk set (median ~150 KB, at most
+4 MB; meant to be several times the memory tier, so most of it is served from disk).
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ CRATE_MAX = 12_000_000
 BIG_INDEX_SIZES = (1_100_000, 1_400_000, 2_200_000)
 BIG_CRATE_SIZES = (3_000_000, 5_000_000, 8_000_000)
 COLD_CRATE_SIZE = 1_000_000
+#: Crate size distributions (median, sigma, cap) of the hot and disk sets.
+HOT_SET_SIZES = (40_000.0, 1.0, 1_000_000)
+DISK_SET_SIZES = (150_000.0, 1.0, 4_000_000)
 
 _WORD_TEXT = (
     "async serde tokio futures http hyper tower tracing log rand regex bytes json yaml toml "
@@ -63,6 +73,8 @@ class Params:
     crates: int
     cold: int
     seed: int
+    hot_set_bytes: int = 0
+    disk_set_bytes: int = 0
 
 
 def index_path(name: str) -> str:
@@ -138,8 +150,11 @@ def index_line(rng: random.Random, name: str, vers: str, cksum: str, dep_names: 
     return json.dumps(entry, separators=(",", ":"))
 
 
-def crate_bytes(rng: random.Random, name: str, vers: str, size: int) -> bytes:
-    """A .crate-shaped file: gzip'd tar with a Cargo.toml and incompressible filler."""
+def crate_bytes(rng: random.Random, name: str, vers: str, size: int, level: int = 1) -> bytes:
+    """A .crate-shaped file: gzip'd tar with a Cargo.toml and incompressible filler.
+
+    The filler does not compress, so `level` 0 (stored blocks) gives about the same bytes
+    as 1, faster."""
     manifest = f'[package]\nname = "{name}"\nversion = "{vers}"\nedition = "2021"\n'.encode()
     filler = rng.randbytes(max(0, size - 1536))
     buf = io.BytesIO()
@@ -148,7 +163,7 @@ def crate_bytes(rng: random.Random, name: str, vers: str, size: int) -> bytes:
             info = tarfile.TarInfo(f"{name}-{vers}/{member}")
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(buf.getvalue(), compresslevel=1, mtime=0)
+    return gzip.compress(buf.getvalue(), compresslevel=level, mtime=0)
 
 
 def percentile(values: list[int], q: float) -> int:
@@ -184,6 +199,36 @@ def index_lines(
         lines.append(line)
         size += len(line) + 1
     return lines, vers
+
+
+def crate_set(
+    params: Params, prefix: str, total: int, sizes: tuple[float, float, int], dep_pool: list[str]
+) -> tuple[list[str], list[int]]:
+    """Crates named `{prefix}-NNNN`, each the newest version in its own small index file,
+    with log-normal sizes (median, sigma, cap) adding up to about `total` bytes.
+    Returns their download URL paths and their sizes."""
+    rng = random.Random(f"{params.seed}:{prefix}")
+    median, sigma, cap = sizes
+    urls: list[str] = []
+    file_sizes: list[int] = []
+    written = 0
+    while written < total:
+        size = min(lognormal(rng, median, sigma, cap), max(2_000, total - written))
+        name = f"{prefix}-{len(urls):04d}"
+        line_rng = random.Random(f"{params.seed}:{name}")
+        lines, vers = index_lines(line_rng, name, lognormal(line_rng, 600, 0.8, 20_000), dep_pool)
+        data = crate_bytes(line_rng, name, vers, size, level=0)
+        lines[-1] = index_line(line_rng, name, vers, hashlib.sha256(data).hexdigest(), dep_pool)
+        crate_file = params.out / "crates" / name / f"{vers}.crate"
+        crate_file.parent.mkdir(parents=True, exist_ok=True)
+        crate_file.write_bytes(data)
+        index_file = params.out / "index" / index_path(name)
+        index_file.parent.mkdir(parents=True, exist_ok=True)
+        index_file.write_text("\n".join(lines) + "\n")
+        urls.append(f"/api/v1/crates/{name}/{vers}/download")
+        file_sizes.append(len(data))
+        written += len(data)
+    return urls, file_sizes
 
 
 def write_lists(directory: Path, lists: dict[str, list[str]]) -> None:
@@ -246,11 +291,18 @@ def generate(params: Params) -> dict[str, object]:
     (out / "config.json").write_text(
         json.dumps({"dl": "http://127.0.0.1:0/crates", "api": "http://127.0.0.1:0"}) + "\n"
     )
+    set_pool = names[:40]
+    hot_urls, hot_sizes = crate_set(params, "hotset", params.hot_set_bytes, HOT_SET_SIZES, set_pool)
+    disk_urls, disk_sizes = crate_set(
+        params, "diskset", params.disk_set_bytes, DISK_SET_SIZES, set_pool
+    )
     lists = {
         "index.txt": index_urls,
         "crates.txt": crate_urls,
         "cold.txt": cold_urls,
         "hot.txt": [hot[1] if hot else index_urls[0]],
+        "hot-crates.txt": hot_urls,
+        "disk-crates.txt": disk_urls,
     }
     write_lists(out / "lists", lists)
 
@@ -259,6 +311,10 @@ def generate(params: Params) -> dict[str, object]:
         "index_files": stats(index_sizes),
         "crates": stats(crate_file_sizes),
         "cold_crates": len(cold_urls),
+        "hot_set_bytes": params.hot_set_bytes,
+        "disk_set_bytes": params.disk_set_bytes,
+        "hot_set": stats(hot_sizes),
+        "disk_set": stats(disk_sizes),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -271,8 +327,18 @@ def main() -> None:
     parser.add_argument("--crates", type=int, default=300, help="warm .crate files")
     parser.add_argument("--cold", type=int, default=8, help="cold crates for the stampede")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--hot-set-bytes", type=int, default=0, help="total size of the hot set of crates"
+    )
+    parser.add_argument(
+        "--disk-set-bytes", type=int, default=0, help="total size of the disk set of crates"
+    )
     args = parser.parse_args()
-    manifest = generate(Params(args.out, args.index_files, args.crates, args.cold, args.seed))
+    params = Params(
+        args.out, args.index_files, args.crates, args.cold, args.seed,
+        args.hot_set_bytes, args.disk_set_bytes,
+    )  # fmt: skip
+    manifest = generate(params)
     print(json.dumps(manifest, indent=2))
 
 

@@ -2,10 +2,14 @@
 
 Routes:
     GET /config.json                          `dl` and `api` rewritten to this server's address
+                                              (or to --public-url, for a front such as TLS)
     GET /<index path>                         from DIR/index/, with ETag, Last-Modified and 304s
     GET /crates/{name}/{version}/download     from DIR/crates/{name}/{version}.crate
     GET /__stats                              request counts (total, per kind, per status, per path)
+                                              and requests in flight (now and the peak; all
+                                              and per kind)
     POST /__latency?ms=N                      change the added per-request latency
+    POST /__peak                              reset the in-flight peak to the current count
 
 Every answer (except the /__ routes) is delayed by the configured latency, so a cold
 fetch through a proxy costs a realistic round trip.
@@ -33,6 +37,8 @@ class State:
     by_kind: Counter[str] = field(default_factory=Counter)
     by_status: Counter[int] = field(default_factory=Counter)
     by_path: Counter[str] = field(default_factory=Counter)
+    in_flight: Counter[str] = field(default_factory=Counter)
+    peak_in_flight: Counter[str] = field(default_factory=Counter)
 
 
 STATE = web.AppKey("state", State)
@@ -53,8 +59,20 @@ async def serve_file(request: web.Request, path: Path, kind: str) -> web.StreamR
     state = request.app[STATE]
     state.by_kind[kind] += 1
     state.by_path[request.path] += 1
-    if state.latency:
-        await asyncio.sleep(state.latency)
+    for key in ("all", kind):
+        state.in_flight[key] += 1
+        state.peak_in_flight[key] = max(state.peak_in_flight[key], state.in_flight[key])
+    try:
+        if state.latency:
+            await asyncio.sleep(state.latency)
+        return answer(request, path, kind)
+    finally:
+        for key in ("all", kind):
+            state.in_flight[key] -= 1
+
+
+def answer(request: web.Request, path: Path, kind: str) -> web.Response:
+    state = request.app[STATE]
     loaded = load(path)
     if loaded is None:
         state.by_status[404] += 1
@@ -104,8 +122,16 @@ async def stats(request: web.Request) -> web.Response:
             "by_kind": dict(state.by_kind),
             "by_status": {str(k): v for k, v in state.by_status.items()},
             "by_path": dict(state.by_path),
+            "in_flight": dict(state.in_flight),
+            "peak_in_flight": dict(state.peak_in_flight),
         }
     )
+
+
+async def reset_peak(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.peak_in_flight = Counter(state.in_flight)
+    return web.json_response({"peak_in_flight": dict(state.peak_in_flight)})
 
 
 async def set_latency(request: web.Request) -> web.Response:
@@ -113,11 +139,15 @@ async def set_latency(request: web.Request) -> web.Response:
     return web.json_response({"latency_ms": request.app[STATE].latency * 1000})
 
 
-def make_app(root: Path, host: str, port: int, latency_ms: float) -> web.Application:
+def make_app(
+    root: Path, host: str, port: int, latency_ms: float, public_url: str | None = None
+) -> web.Application:
     app = web.Application()
-    app[STATE] = State(root, f"http://{host}:{port}", latency_ms / 1000)
+    base_url = (public_url or f"http://{host}:{port}").rstrip("/")
+    app[STATE] = State(root, base_url, latency_ms / 1000)
     app.router.add_get("/__stats", stats)
     app.router.add_post("/__latency", set_latency)
+    app.router.add_post("/__peak", reset_peak)
     app.router.add_get("/config.json", config_json)
     app.router.add_get("/crates/{name}/{version}/download", crate)
     app.router.add_get("/{path:.+}", index)
@@ -130,8 +160,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
+    parser.add_argument(
+        "--public-url", help="the address config.json advertises (a TLS front); default: own"
+    )
     args = parser.parse_args()
-    app = make_app(args.dir.resolve(), args.host, args.port, args.latency_ms)
+    app = make_app(args.dir.resolve(), args.host, args.port, args.latency_ms, args.public_url)
     loop = uvloop.new_event_loop()
     web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, loop=loop)
 

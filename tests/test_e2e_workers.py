@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ghostcrate.appliance.fastlane import METRICS_FLUSH_SECONDS
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv
 from tests.support.crates import CORPUS_APP_DEPS, make_workspace
@@ -129,7 +130,10 @@ def test_metrics_add_up_over_all_workers(start_appliance: StartAppliance) -> Non
         statuses = list(pool.map(lambda _: appliance.get(path)[0], range(30)))
     assert statuses == [200] * 30
     assert len(access_pids(appliance, path)) == 2
-    for _ in range(4):  # whichever worker answers /metrics, it reports every worker's counts
+    # Each worker hands its counts to the shared files at least once a second; then
+    # whichever worker answers /metrics reports every worker's counts.
+    time.sleep(METRICS_FLUSH_SECONDS * 1.5)
+    for _ in range(4):
         served = appliance.metric(
             "ghostcrate_http_requests_total", route="/index/{path}", status="200"
         )
