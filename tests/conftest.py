@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
 from ghostcrate.appliance.app import create_app
-from ghostcrate.appliance.fastlane import FastLaneRunner
+from ghostcrate.appliance.runner import FastLaneRunner
 from ghostcrate.config import CacheSettings, ServerSettings, Settings, UpstreamSettings
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv

@@ -27,8 +27,9 @@ import re
 import time
 from collections.abc import Callable, Coroutine
 from email.utils import formatdate
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
+import aiohttp
 import httptools
 from aiohttp import web
 from prometheus_client import Counter
@@ -73,10 +74,29 @@ _CRATES = b"/api/v1/crates/"
 _DOWNLOAD = b"/download"
 
 
+class LaneConnection(Protocol):
+    """What the lane asks of each connection it keeps (HTTP/1.1 or HTTP/2)."""
+
+    idle_since: float
+
+    def close_when_idle(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+#: Switches a connection to HTTP/2: (lane, transport, remote address, request, bytes after it).
+Upgrade = Callable[["Lane", asyncio.Transport, "str | None", "Request", bytes], None]
+
+
 class Lane:
     """What every fast-lane connection of one process shares."""
 
-    def __init__(self, app: web.Application, handler_factory: Callable[[], asyncio.Protocol]):
+    def __init__(
+        self,
+        app: web.Application,
+        handler_factory: Callable[[], asyncio.Protocol],
+        upgrade: Upgrade | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.replies = app[REPLIES]
         self.metrics = app[METRICS]
@@ -84,7 +104,10 @@ class Lane:
         self.hot = HotSet(settings.cache.memory_bytes)
         self.access_log = settings.server.access_log
         self.handler_factory = handler_factory
-        self.connections: set[FastLane] = set()
+        #: Set when HTTP/2 is on (`[server] http2`): how to take an h2c upgrade.
+        self.upgrade = upgrade if settings.server.http2 else None
+        self.connections: set[LaneConnection] = set()
+        self._relay_session: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self._date_second = -1
         self._date_line = b""
@@ -102,6 +125,58 @@ class Lane:
     def count(self, result: str) -> None:
         self.metrics.batches.fast_lane_result(result)
 
+    def find(self, request: Request) -> Prepared | None:
+        """The kept reply to `request`, if it is still fresh."""
+        prepared = self.hot.get(request.target)
+        if prepared is not None and prepared.expires > self.loop.time():
+            self.count("hit")
+            return prepared
+        self.count("fill")
+        return None
+
+    async def prepare(self, request: Request) -> Prepared:
+        """Ask the mirror, and keep the reply for as long as it says."""
+        REQUEST_ID.set(request.request_id)
+        try:
+            reply = await self._reply(request)
+            expires = self.loop.time() + reply.keep_for
+            size = (await asyncio.to_thread(os.stat, reply.file)).st_size if reply.file else 0
+            prepared = Prepared(reply, expires, size)
+            if reply.keep_for > 0:
+                self.hot.put(request.target, prepared)
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.target.decode()})
+            detail = f"internal error in GhostCrate (request id {request.request_id}); see its log"
+            prepared = Prepared(error_reply(500, detail), 0)
+        return prepared
+
+    async def _reply(self, request: Request) -> Reply:
+        target = request.target.decode()
+        if request.route == CONFIG_ROUTE:
+            return self.replies.config
+        if request.route == INDEX_ROUTE:
+            return await self.replies.index_file(target.removeprefix("/index/"))
+        _, _, _, _, name, version, _ = target.split("/")
+        return await self.replies.download(name, version)
+
+    def finish(self, request: Request, status: int, length: int, remote: str | None) -> None:
+        """Count and log an answered request."""
+        seconds = time.perf_counter() - request.started
+        self.metrics.observe_request(request.route, status, seconds)
+        sink = access_sink()
+        if self.access_log and sink is not None:
+            user_agent = request.headers.get(b"user-agent")
+            sink.request(
+                method="HEAD" if request.head_only else "GET",
+                path=request.target.decode(),
+                status=status,
+                length=length,
+                seconds=seconds,
+                remote=remote,
+                user_agent=user_agent.decode("latin-1") if user_agent else None,
+                request_id=request.request_id,
+            )
+
     def sent(self, method: str, count: int) -> None:
         counter = self._sent.get(method)
         if counter is None:
@@ -112,6 +187,14 @@ class Lane:
         task = self.loop.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def relay_session(self) -> aiohttp.ClientSession:
+        """The client that relays HTTP/2 requests to this server's HTTP/1.1 side."""
+        if self._relay_session is None:
+            self._relay_session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
+            )
+        return self._relay_session
 
     def hold_in_background(self, target: bytes, prepared: Prepared) -> None:
         """Read a repeatedly asked-for crate into memory without delaying anyone."""
@@ -142,6 +225,8 @@ class Lane:
             connection.abort()
         for task in list(self.tasks):
             task.cancel()
+        if self._relay_session is not None:
+            await self._relay_session.close()
         self.metrics.batches.flush()
 
     def _flush_metrics(self) -> None:
@@ -156,17 +241,50 @@ class Lane:
         self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)
 
 
-class _Request:
-    __slots__ = ("head_only", "keep_alive", "path", "request_id", "route", "started", "target")
+class Request:
+    """A GET or HEAD the fast lane answers, from HTTP/1.1 or HTTP/2."""
 
-    def __init__(self, target: bytes, route: str, head_only: bool, keep_alive: bool) -> None:
+    __slots__ = ("head_only", "headers", "keep_alive", "request_id", "route", "started", "target")
+
+    def __init__(
+        self,
+        target: bytes,
+        route: str,
+        headers: dict[bytes, bytes],
+        *,
+        head_only: bool,
+        keep_alive: bool = True,
+    ) -> None:
         self.target = target
         self.route = route
+        #: Lower-case names; repeated fields joined with ", ".
+        self.headers = headers
         self.head_only = head_only
         self.keep_alive = keep_alive
         self.started = time.perf_counter()
-        self.request_id = "-"
-        self.path = ""
+        offered = headers.get(b"x-request-id")
+        self.request_id = (
+            offered.decode() if offered and _CLIENT_ID.fullmatch(offered) else new_request_id()
+        )
+
+    def choose(self, prepared: Prepared) -> tuple[int, bool]:
+        """The status to answer with (200/404/... or 304), and whether in gzip."""
+        headers = self.headers
+        gzip = prepared.gzip_body is not None and _accepts_gzip(headers.get(b"accept-encoding"))
+        if (b"if-none-match" in headers or b"if-modified-since" in headers) and _not_modified(
+            prepared, headers
+        ):
+            return 304, gzip
+        return prepared.reply.status, gzip
+
+
+def wants_h2c(headers: dict[bytes, bytes]) -> bool:
+    """Whether an HTTP/1.1 request asks to upgrade to HTTP/2 in the clear (RFC 7540 3.2)."""
+    if b"http2-settings" not in headers:
+        return False
+    upgrade = [token.strip() for token in headers.get(b"upgrade", b"").lower().split(b",")]
+    connection = [token.strip() for token in headers.get(b"connection", b"").lower().split(b",")]
+    return b"h2c" in upgrade and b"upgrade" in connection
 
 
 def route_of(target: bytes) -> str | None:
@@ -290,7 +408,7 @@ class FastLane(asyncio.Protocol):
         if not self._busy and not self._writing_paused:
             self._resume_reading()
 
-    def _parse(self, head: bytes) -> _Request | None:
+    def _parse(self, head: bytes) -> Request | None:
         """The request in `head` if the fast lane answers it, else None."""
         self._url = b""
         self._headers = {}
@@ -315,65 +433,41 @@ class FastLane(asyncio.Protocol):
         route = route_of(self._url)
         if route is None:
             return None
-        request = _Request(self._url, route, method == b"HEAD", self._keep_alive)
-        offered = headers.get(b"x-request-id")
-        request.request_id = (
-            offered.decode() if offered and _CLIENT_ID.fullmatch(offered) else new_request_id()
+        return Request(
+            self._url, route, headers, head_only=method == b"HEAD", keep_alive=self._keep_alive
         )
-        return request
 
-    def _serve(self, request: _Request) -> None:
-        prepared = self._lane.hot.get(request.target)
-        if prepared is not None and prepared.expires > self._lane.loop.time():
-            self._lane.count("hit")
+    def _serve(self, request: Request) -> None:
+        upgrade = self._lane.upgrade
+        if upgrade is not None and self._transport is not None and wants_h2c(request.headers):
+            transport, self._transport = self._transport, None
+            self._lane.connections.discard(self)
+            if self._reading_paused:
+                transport.resume_reading()
+            upgrade(self._lane, transport, self._remote, request, bytes(self._buffer))
+            return
+        prepared = self._lane.find(request)
+        if prepared is not None:
             self._answer(request, prepared)
         else:
-            self._lane.count("fill")
             self._wait(self._fill(request))
 
     def _wait(self, work: Coroutine[Any, Any, None]) -> None:
         self._busy = True
         self._lane.spawn(work)
 
-    async def _fill(self, request: _Request) -> None:
-        REQUEST_ID.set(request.request_id)
-        lane = self._lane
-        try:
-            reply = await self._reply(request)
-            expires = lane.loop.time() + reply.keep_for
-            size = (await asyncio.to_thread(os.stat, reply.file)).st_size if reply.file else 0
-            prepared = Prepared(reply, expires, size)
-            if reply.keep_for > 0:
-                lane.hot.put(request.target, prepared)
-        except Exception:
-            log.exception("unhandled error", extra={"path": request.target.decode()})
-            detail = f"internal error in GhostCrate (request id {request.request_id}); see its log"
-            prepared = Prepared(error_reply(500, detail), 0)
+    async def _fill(self, request: Request) -> None:
+        prepared = await self._lane.prepare(request)
         self._busy = False
         if self._transport is not None:
             self._answer(request, prepared)
             self._process()
 
-    async def _reply(self, request: _Request) -> Reply:
-        replies = self._lane.replies
-        target = request.target.decode()
-        if request.route == CONFIG_ROUTE:
-            return replies.config
-        if request.route == INDEX_ROUTE:
-            return await replies.index_file(target.removeprefix("/index/"))
-        _, _, _, _, name, version, _ = target.split("/")
-        return await replies.download(name, version)
-
-    def _answer(self, request: _Request, prepared: Prepared) -> None:
+    def _answer(self, request: Request, prepared: Prepared) -> None:
         transport = self._transport
         assert transport is not None
-        headers = self._headers
-        gzip = prepared.gzip_body is not None and _accepts_gzip(headers.get(b"accept-encoding"))
-        status = prepared.reply.status
-        if (b"if-none-match" in headers or b"if-modified-since" in headers) and _not_modified(
-            prepared, headers
-        ):
-            status = 304
+        status, gzip = request.choose(prepared)
+        if status == 304:
             head = prepared.gzip_not_modified_head if gzip else prepared.not_modified_head
             body = b""
         elif gzip:
@@ -403,28 +497,14 @@ class FastLane(asyncio.Protocol):
                 self._lane.sent("memory", len(body))
         self._finish(request, status, length)
 
-    def _finish(self, request: _Request, status: int, length: int) -> None:
+    def _finish(self, request: Request, status: int, length: int) -> None:
         lane = self._lane
-        seconds = time.perf_counter() - request.started
-        lane.metrics.observe_request(request.route, status, seconds)
-        sink = access_sink()
-        if lane.access_log and sink is not None:
-            user_agent = self._headers.get(b"user-agent")
-            sink.request(
-                method="HEAD" if request.head_only else "GET",
-                path=request.target.decode(),
-                status=status,
-                length=length,
-                seconds=seconds,
-                remote=self._remote,
-                user_agent=user_agent.decode("latin-1") if user_agent else None,
-                request_id=request.request_id,
-            )
+        lane.finish(request, status, length, self._remote)
         self.idle_since = lane.loop.time()
         if self._close_after and not self._busy and self._transport is not None:
             self._transport.close()
 
-    def _send_file(self, request: _Request, prepared: Prepared, head: bytes) -> int:
+    def _send_file(self, request: Request, prepared: Prepared, head: bytes) -> int:
         """Send a crate file after `head`: bytes sent or to be sent; -1 if it is gone."""
         transport = self._transport
         assert transport is not None
@@ -538,40 +618,3 @@ def _not_modified(prepared: Prepared, headers: dict[bytes, bytes]) -> bool:
         if_none_match.decode("latin-1") if if_none_match is not None else None,
         if_modified_since.decode("latin-1") if if_modified_since is not None else None,
     )
-
-
-class FastLaneServer:
-    """Stands in for aiohttp's `web.Server` as the protocol factory of the listening sockets."""
-
-    def __init__(self, inner: web.Server, lane: Lane) -> None:
-        self._inner = inner
-        self._lane = lane
-
-    def __call__(self) -> FastLane:
-        return FastLane(self._lane)
-
-    @property
-    def connections(self) -> list[Any]:
-        return [*self._lane.connections, *self._inner.connections]
-
-    @property
-    def requests_count(self) -> int:
-        return self._inner.requests_count
-
-    def pre_shutdown(self) -> None:
-        self._lane.close_idle()
-        self._inner.pre_shutdown()
-
-    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's signature
-        await asyncio.gather(self._lane.drain(timeout), self._inner.shutdown(timeout))
-
-
-class FastLaneRunner(web.AppRunner):
-    """aiohttp's `AppRunner`, with the fast lane in front of every connection it accepts."""
-
-    async def _make_server(self) -> web.Server:
-        # `_make_server` is the hook aiohttp's own runners implement; the app has
-        # started (cache and mirror open) when it returns.
-        inner = await super()._make_server()
-        lane = Lane(self.app, inner)
-        return cast(web.Server, FastLaneServer(inner, lane))

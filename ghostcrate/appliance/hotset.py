@@ -26,20 +26,34 @@ PROMOTE_AFTER = 2
 OVERHEAD_BYTES = 512
 
 
+#: A header field as sent: name (HTTP/1.1 capitalisation) and value.
+Field = tuple[bytes, bytes]
+
+
 class Prepared:
-    """A reply as bytes on the wire, less the per-request Date and X-Request-Id lines."""
+    """A reply as header fields and bytes on the wire, less the per-request Date and X-Request-Id.
+
+    `head` is the HTTP/1.1 status line and header lines; the `*_fields` lists
+    are the same headers for HTTP/2. The gzip variant (index files over
+    `GZIP_MIN_BYTES` that compress well) carries a weak ETag, as nginx's gzip
+    does, so a client's `If-None-Match` matches either form.
+    """
 
     __slots__ = (
         "body",
         "cost",
         "expires",
+        "fields",
         "file",
         "file_size",
         "gzip_body",
+        "gzip_fields",
         "gzip_head",
+        "gzip_not_modified_fields",
         "gzip_not_modified_head",
         "head",
         "hits",
+        "not_modified_fields",
         "not_modified_head",
         "reply",
         "used_at",
@@ -61,11 +75,15 @@ class Prepared:
             and reply.content_type in GZIPPED_TYPES
             and len(reply.body) >= GZIP_MIN_BYTES
         )
-        validators = _validators(reply, reply.etag)
-        vary = b"Vary: Accept-Encoding\r\n" if compress else b""
-        self.head = _status_line(reply.status) + _entity_headers(reply, length) + validators + vary
-        self.not_modified_head = _status_line(304) + validators + vary
+        vary = [(b"Vary", b"Accept-Encoding")] if compress else []
+        validators = _validators(reply, reply.etag) + vary
+        self.fields = _entity(reply, length) + validators
+        self.not_modified_fields = validators
+        self.head = _render(reply.status, self.fields)
+        self.not_modified_head = _render(304, validators)
         self.gzip_body: bytes | None = None
+        self.gzip_fields: list[Field] = []
+        self.gzip_not_modified_fields: list[Field] = []
         self.gzip_head = self.gzip_not_modified_head = b""
         if compress:
             packed = gzip.compress(reply.body, compresslevel=6, mtime=0)
@@ -73,22 +91,19 @@ class Prepared:
                 weak = f"W/{reply.etag}" if reply.etag is not None else None
                 gz_validators = _validators(reply, weak) + vary
                 self.gzip_body = packed
-                self.gzip_head = (
-                    _status_line(reply.status)
-                    + _entity_headers(reply, len(packed))
-                    + b"Content-Encoding: gzip\r\n"
-                    + gz_validators
-                )
-                self.gzip_not_modified_head = _status_line(304) + gz_validators
+                self.gzip_fields = [
+                    *_entity(reply, len(packed)),
+                    (b"Content-Encoding", b"gzip"),
+                    *gz_validators,
+                ]
+                self.gzip_not_modified_fields = gz_validators
+                self.gzip_head = _render(reply.status, self.gzip_fields)
+                self.gzip_not_modified_head = _render(304, gz_validators)
         self.cost = self._cost()
 
     def _cost(self) -> int:
         held = len(self.body) + len(self.gzip_body or b"")
-        return OVERHEAD_BYTES + len(self.head) + len(self.gzip_head) + held
-
-    def with_length(self, file_size: int) -> Prepared:
-        """The same reply for a file whose size turned out different."""
-        return Prepared(self.reply, self.expires, file_size)
+        return OVERHEAD_BYTES + 2 * (len(self.head) + len(self.gzip_head)) + held
 
     def hold(self, body: bytes) -> None:
         """Keep a crate's body in memory: served with one write instead of sendfile."""
@@ -155,21 +170,22 @@ class HotSet:
         return len(self._entries)
 
 
-def _status_line(status: int) -> bytes:
-    return f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+def _render(status: int, fields: list[Field]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
+    lines.extend(name + b": " + value + b"\r\n" for name, value in fields)
+    return b"".join(lines)
 
 
-def _entity_headers(reply: Reply, length: int) -> bytes:
-    lines = f"Content-Type: {reply.content_type}\r\nContent-Length: {length}\r\n"
-    return lines.encode("latin-1")
+def _entity(reply: Reply, length: int) -> list[Field]:
+    return [(b"Content-Type", reply.content_type.encode()), (b"Content-Length", b"%d" % length)]
 
 
-def _validators(reply: Reply, etag: str | None) -> bytes:
-    lines = ""
+def _validators(reply: Reply, etag: str | None) -> list[Field]:
+    fields = []
     if etag is not None:
-        lines += f"ETag: {etag}\r\n"
+        fields.append((b"ETag", etag.encode("latin-1")))
     if reply.last_modified is not None:
-        lines += f"Last-Modified: {reply.last_modified}\r\n"
+        fields.append((b"Last-Modified", reply.last_modified.encode("latin-1")))
     if reply.cache_control is not None:
-        lines += f"Cache-Control: {reply.cache_control}\r\n"
-    return lines.encode("latin-1")
+        fields.append((b"Cache-Control", reply.cache_control.encode("latin-1")))
+    return fields

@@ -23,9 +23,10 @@ from prometheus_client import multiprocess
 
 from ghostcrate import __version__
 from ghostcrate.appliance.app import create_app
-from ghostcrate.appliance.fastlane import KEEPALIVE_SECONDS, FastLaneRunner
+from ghostcrate.appliance.fastlane import KEEPALIVE_SECONDS
 from ghostcrate.appliance.logs import ACCESS_LOGGER, AccessLogger, access_sink, configure_logging
 from ghostcrate.appliance.metrics import MULTIPROCESS_ENV
+from ghostcrate.appliance.runner import FastLaneRunner
 from ghostcrate.config import Settings
 
 log = logging.getLogger("ghostcrate")

@@ -96,6 +96,8 @@ class ServerSettings(_Section):
     access_log: bool = True
     #: Processes serving the same port (SO_REUSEPORT), sharing the disk tier.
     workers: PositiveInt = 1
+    #: Accept cargo's offer to upgrade to HTTP/2 in the clear (h2c), so it can multiplex.
+    http2: bool = True
 
     @property
     def host(self) -> str:
