@@ -250,13 +250,18 @@ async def test_malformed_requests_get_a_400(client: MirrorClient, request_bytes:
     assert (await client.get("/index/config.json")).status == 200  # the server is fine
 
 
-async def test_an_h2c_upgrade_request_is_answered_in_http_1_1(conn: RawConnection) -> None:
+async def test_with_http2_off_an_h2c_upgrade_request_is_answered_in_http_1_1(
+    make_mirror: MakeMirror,
+) -> None:
+    client: MirrorClient = await make_mirror(server={"http2": False})
+    conn = await RawConnection.open(client)
     upgrade = ("Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c", "HTTP2-Settings: AAMAAABk")
     await conn.send(get("/index/config.json", *upgrade))
     answer = await conn.answer()
     assert answer.status == 200
     await conn.send(get("/index/config.json"))  # and the connection goes on
     assert (await conn.answer()).status == 200
+    await conn.close()
 
 
 async def test_a_client_gone_during_a_fill_does_not_stop_the_fill(

@@ -55,6 +55,8 @@ class H2Client:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         client.switched = head.split(b"\r\n", 1)[0]
         if b" 101 " not in client.switched:
+            writer.close()
+            await writer.wait_closed()
             raise ConnectionError(f"no upgrade: {head!r}")
         client._done[1] = asyncio.get_running_loop().create_future()
         client._answers[1] = H2Answer()
