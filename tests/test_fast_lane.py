@@ -321,3 +321,30 @@ async def test_idle_connections_are_closed_after_the_keep_alive_timeout(
     await slow.send(b"GET /index/config.json HTTP/1.1\r\nHost: x\r\n")  # never finished
     assert await slow.closed()
     await slow.close()
+
+
+async def test_while_an_expired_index_file_is_renewed_others_get_the_previous_one(
+    make_mirror: MakeMirror, upstream: FakeUpstream
+) -> None:
+    client: MirrorClient = await make_mirror(index_ttl=0.3)
+    path = f"/index/{index_path('multi')}"
+    before = await (await client.get(path)).read()
+    upstream.publish(CrateSpec("multi", "2.0.0"))
+    await asyncio.sleep(0.4)  # expired
+    upstream.set_latency(0.6, scope="index")
+
+    async def body() -> bytes:
+        response = await client.get(path)
+        return await response.read()
+
+    renewing = asyncio.create_task(body())
+    await asyncio.sleep(0.15)  # its revalidation is on its way
+    started = asyncio.get_running_loop().time()
+    meanwhile = await body()
+    waited = asyncio.get_running_loop().time() - started
+    renewed = await renewing
+    assert meanwhile == before  # the reply that was fresh until a moment ago
+    assert waited < 0.3, "a request behind a renewal should not wait for the upstream"
+    assert b'"2.0.0"' in renewed  # the request that renewed it got the new file
+    assert b'"2.0.0"' in await body()
+    assert await metric(client, "ghostcrate_fast_lane_requests_total", result="updating") == 1

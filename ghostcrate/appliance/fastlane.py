@@ -108,6 +108,8 @@ class Lane:
         self.upgrade = upgrade if settings.server.http2 else None
         self.connections: set[LaneConnection] = set()
         self._relay_session: aiohttp.ClientSession | None = None
+        #: Targets whose expired reply a request is renewing now.
+        self._renewing: set[bytes] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._date_second = -1
         self._date_line = b""
@@ -126,17 +128,28 @@ class Lane:
         self.metrics.batches.fast_lane_result(result)
 
     def find(self, request: Request) -> Prepared | None:
-        """The kept reply to `request`, if it is still fresh."""
+        """The kept reply to `request` if it is fresh, or expired while being renewed.
+
+        Like nginx's `proxy_cache_use_stale updating`: while one request renews an
+        expired reply (and waits for the upstream's answer), the others that come
+        meanwhile get the reply that was fresh until a moment ago, instead of
+        queueing behind the upstream's round trip.
+        """
         prepared = self.hot.get(request.target)
-        if prepared is not None and prepared.expires > self.loop.time():
-            self.count("hit")
-            return prepared
+        if prepared is not None:
+            if prepared.expires > self.loop.time():
+                self.count("hit")
+                return prepared
+            if request.target in self._renewing:
+                self.count("updating")
+                return prepared
         self.count("fill")
         return None
 
     async def prepare(self, request: Request) -> Prepared:
         """Ask the mirror, and keep the reply for as long as it says."""
         REQUEST_ID.set(request.request_id)
+        self._renewing.add(request.target)
         try:
             reply = await self._reply(request)
             expires = self.loop.time() + reply.keep_for
@@ -148,6 +161,8 @@ class Lane:
             log.exception("unhandled error", extra={"path": request.target.decode()})
             detail = f"internal error in GhostCrate (request id {request.request_id}); see its log"
             prepared = Prepared(error_reply(500, detail), 0)
+        finally:
+            self._renewing.discard(request.target)
         return prepared
 
     async def _reply(self, request: Request) -> Reply:

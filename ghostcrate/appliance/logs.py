@@ -90,6 +90,8 @@ class AccessSink:
         self._timer: asyncio.TimerHandle | None = None
         self._second = -1
         self._second_text = ""
+        self._millisecond = -1
+        self._timestamp_text = ""
         atexit.register(self.flush)
 
     def request(
@@ -121,22 +123,27 @@ class AccessSink:
             )
             self._add(self.render(fields))
             return
-        quoted_path = _quote(path)
+        inner_path = _quote(path)[1:-1]  # method and status need no escaping
         rid = "" if request_id == "-" else f', "request_id": {_quote(request_id)}'
         self._add(
             f'{{"ts": "{self._timestamp(now)}", "level": "info", "logger": "{ACCESS_LOGGER}", '
-            f'"msg": {_quote(f"{method} {path} {status}")}, "pid": {self.pid}{rid}, '
-            f'"method": {_quote(method)}, "path": {quoted_path}, "status": {status}, '
+            f'"msg": "{method} {inner_path} {status}", "pid": {self.pid}{rid}, '
+            f'"method": "{method}", "path": "{inner_path}", "status": {status}, '
             f'"bytes": {length}, "duration_ms": {round(seconds * 1000, 2)!r}, '
             f'"remote": {_quote_or_null(remote)}, "user_agent": {_quote_or_null(user_agent)}}}'
         )
 
     def _timestamp(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._second_text}.{int((now - second) * 1000):03d}+00:00"
+        millisecond = int(now * 1000)
+        if millisecond != self._millisecond:
+            self._millisecond = millisecond
+            second, rest = divmod(millisecond, 1000)
+            if second != self._second:
+                self._second = second
+                moment = datetime.fromtimestamp(second, UTC)
+                self._second_text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+            self._timestamp_text = f"{self._second_text}.{rest:03d}+00:00"
+        return self._timestamp_text
 
     def _add(self, line: str) -> None:
         self._lines.append(line)

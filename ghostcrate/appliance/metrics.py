@@ -117,8 +117,9 @@ class AppMetrics:
         )
         fast_lane = Counter(
             "ghostcrate_fast_lane_requests",
-            "Requests met by the fast lane: answered from the hot set (hit), after asking "
-            "the mirror (fill), or handed to aiohttp with their connection (handover)",
+            "Requests met by the fast lane: answered from the hot set (hit), from an expired "
+            "entry while another request renews it (updating), after asking the mirror "
+            "(fill), or handed to aiohttp with their connection (handover)",
             ["result"],
             registry=registry,
         )

@@ -31,10 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import aiofiles
-import aiofiles.os
-from aiofiles.threadpool.binary import AsyncBufferedIOBase
-
 from ghostcrate.cache.counter import SharedCounter
 from ghostcrate.cache.locks import KeyLocks
 from ghostcrate.cache.metrics import CacheMetrics
@@ -50,16 +46,18 @@ class PendingFile:
     """A temporary file that becomes `final` on `commit()`, or vanishes.
 
     It hashes what is written, so a caller can check the sha256 before committing.
+    Each call is one trip to the executor: under concurrent fills, every extra hop
+    waits behind the others for the GIL (benchmarks/RESULTS.md).
     """
 
     def __init__(
         self,
-        handle: AsyncBufferedIOBase,
+        fd: int,
         temp: Path,
         final: Path,
         on_commit: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
-        self._handle = handle
+        self._fd = fd
         self._digest = hashlib.sha256()
         self._on_commit = on_commit
         self.temp = temp
@@ -69,7 +67,7 @@ class PendingFile:
 
     async def write(self, chunk: bytes) -> None:
         self._digest.update(chunk)
-        await self._handle.write(chunk)
+        await _in_executor(_write_all, self._fd, chunk)
         self.size += len(chunk)
 
     def sha256(self) -> str:
@@ -78,14 +76,16 @@ class PendingFile:
 
     async def commit(self, mtime: float | None = None) -> None:
         """Flush to disk and rename into place (atomic on POSIX), optionally dated `mtime`."""
-        await self._handle.flush()
-        fd = self._handle.fileno()
-        await asyncio.get_running_loop().run_in_executor(None, _sync, fd, mtime)
-        await self._handle.close()
-        await aiofiles.os.replace(self.temp, self.final)
+        fd, self._fd = self._fd, -1
+        await _in_executor(_commit, fd, self.temp, self.final, mtime)
         self.committed = True
         if self._on_commit is not None:
             await self._on_commit(self.size)
+
+    async def discard(self) -> None:
+        if not self.committed:
+            fd, self._fd = self._fd, -1
+            await _in_executor(_discard, fd, self.temp)
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class DiskStore:
         return path if await self._run(_mark_used, path) else None
 
     async def exists(self, key: str) -> bool:
-        return await aiofiles.os.path.isfile(self.path(key))
+        return await self._run(self.path(key).is_file)
 
     async def touch(self, key: str) -> float:
         """Set a file's mtime to now (for an index file: confirmed fresh now)."""
@@ -155,17 +155,13 @@ class DiskStore:
     async def pending(self, key: str) -> AsyncIterator[PendingFile]:
         """A temporary file for `key`; unless committed, it is removed on exit."""
         final = self.path(key)
-        await aiofiles.os.makedirs(final.parent, exist_ok=True)
         temp = final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex}")
-        handle = await aiofiles.open(temp, "wb")
-        pending = PendingFile(handle, temp, final, self._committed)
+        fd = await self._run(_create, temp)
+        pending = PendingFile(fd, temp, final, self._committed)
         try:
             yield pending
         finally:
-            if not pending.committed:
-                await handle.close()
-                with contextlib.suppress(FileNotFoundError):
-                    await aiofiles.os.remove(temp)
+            await pending.discard()
 
     async def adopt(self, key: str, source: Path, mtime: float | None = None) -> None:
         """Move a verified file (on the same file system) into place, atomically."""
@@ -173,9 +169,11 @@ class DiskStore:
         await self._committed(size)
 
     async def write(self, key: str, data: bytes, mtime: float | None = None) -> None:
-        async with self.pending(key) as pending:
-            await pending.write(data)
-            await pending.commit(mtime)
+        """Write a small file whole, in one trip to the executor."""
+        final = self.path(key)
+        temp = final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex}")
+        await self._run(_write_whole, temp, final, data, mtime)
+        await self._committed(len(data))
 
     async def start(self) -> ScanResult:
         """Measure the store and delete the temporary files of dead processes."""
@@ -306,10 +304,49 @@ def _adopt(source: Path, final: Path, mtime: float | None) -> int:
     return size
 
 
-def _sync(fd: int, mtime: float | None) -> None:
-    if mtime is not None:
-        os.utime(fd, (time.time(), mtime))
-    os.fsync(fd)
+async def _in_executor(func: Callable[..., _T], *args: object) -> _T:
+    return await asyncio.get_running_loop().run_in_executor(None, func, *args)
+
+
+def _create(temp: Path) -> int:
+    temp.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _commit(fd: int, temp: Path, final: Path, mtime: float | None) -> None:
+    try:
+        if mtime is not None:
+            os.utime(fd, (time.time(), mtime))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    temp.replace(final)
+
+
+def _discard(fd: int, temp: Path) -> None:
+    if fd >= 0:
+        os.close(fd)
+    temp.unlink(missing_ok=True)
+
+
+def _write_whole(temp: Path, final: Path, data: bytes, mtime: float | None) -> None:
+    fd = _create(temp)
+    try:
+        _write_all(fd, data)
+    except BaseException:
+        _discard(fd, temp)
+        raise
+    try:
+        _commit(fd, temp, final, mtime)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def _read_and_mark_used(path: Path) -> tuple[bytes, float] | None:

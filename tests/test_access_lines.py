@@ -1,0 +1,80 @@
+"""Access lines: the fast JSON assembly says exactly what `render_json` would."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+
+from ghostcrate.appliance.logs import AccessSink, access_fields, render_json, render_text
+
+
+@pytest.mark.parametrize(
+    ("path", "user_agent", "remote", "request_id"),
+    [
+        ("/index/se/rd/serde", "cargo/1.95.0 (f2d3ce0bd 2026-03-21)", "127.0.0.1", "ab12"),
+        ('/index/3/a/ab\u00e9"c\\', 'odd "agent" \\ \u2603', None, "-"),
+        ("/api/v1/crates/x/1.0.0/download", None, "::1", "trace-me-42"),
+    ],
+)
+def test_json_access_lines_equal_rendered_fields(
+    path: str, user_agent: str | None, remote: str | None, request_id: str
+) -> None:
+    stream = io.StringIO()
+    sink = AccessSink(stream, render_json)
+    sink.request(
+        method="GET",
+        path=path,
+        status=304,
+        length=123,
+        seconds=0.0123456,
+        remote=remote,
+        user_agent=user_agent,
+        request_id=request_id,
+    )
+    sink.flush()
+    line = stream.getvalue()
+    assert line.endswith("\n")
+    assert line.count("\n") == 1
+    written = json.loads(line)
+    expected = access_fields(
+        0.0,
+        sink.pid,
+        method="GET",
+        path=path,
+        status=304,
+        length=123,
+        seconds=0.0123456,
+        remote=remote,
+        user_agent=user_agent,
+        request_id=request_id,
+    )
+    # Byte for byte, after the timestamp: same keys, order and escaping as json.dumps.
+    assert line.rstrip("\n").split(", ", 1)[1] == render_json(expected).split(", ", 1)[1]
+    assert written.pop("ts")[-6:] == "+00:00"
+    expected.pop("ts")
+    assert written == expected
+
+
+async def test_lines_are_written_in_batches_within_the_flush_interval() -> None:
+    stream = io.StringIO()
+    sink = AccessSink(stream, render_text)
+    for number in range(3):
+        sink.request(
+            method="GET",
+            path=f"/index/{number}",
+            status=200,
+            length=1,
+            seconds=0.001,
+            remote=None,
+            user_agent=None,
+            request_id="-",
+        )
+    assert stream.getvalue() == ""  # buffered
+    await asyncio.sleep(AccessSink.FLUSH_SECONDS * 2)
+    lines = stream.getvalue().splitlines()
+    assert [line.split("ghostcrate.access: ")[1].split(" pid=")[0] for line in lines] == [
+        f"GET /index/{number} 200" for number in range(3)
+    ]
