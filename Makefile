@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint check-config clean
+.PHONY: run test lint check-config bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 ## run: serve with the defaults (127.0.0.1:8080, ./ghostcrate-data); extra options via ARGS=
 run: $(VENV)/.run-deps
 	$(BIN)/ghostcrate serve $(ARGS)
+
+## bench: GhostCrate vs nginx side by side (installs nginx and wrk once); ARGS="--quick" for ~2 min
+bench: $(VENV)/.test-deps
+	benchmarks/setup.sh
+	$(BIN)/python benchmarks/bench.py $(ARGS)
 
 ## check-config: validate the configuration ($$GHOSTCRATE_CONFIG or ARGS="--config FILE")
 check-config: $(VENV)/.run-deps

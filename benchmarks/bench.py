@@ -386,6 +386,21 @@ def write_etag_list(path: Path, paths: list[str], etags: dict[str, str]) -> Path
     return path
 
 
+@contextlib.contextmanager
+def scratch(prefix: str, *, keep: bool) -> Iterator[Path]:
+    """A temporary directory for one run, deleted afterwards unless `keep`; logs the run's time."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    started_at = time.monotonic()
+    try:
+        yield tmp
+    finally:
+        if keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log(f"total {time.monotonic() - started_at:.0f} s")
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -592,17 +607,9 @@ def main() -> None:
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not on PATH: run benchmarks/setup.sh (apt) first")
-    tmp = Path(tempfile.mkdtemp(prefix="ghostcrate-bench-"))
-    args.tmp = str(tmp)
-    started_at = time.monotonic()
-    try:
+    with scratch("ghostcrate-bench-", keep=args.keep) as tmp:
+        args.tmp = str(tmp)
         run_all(tmp, args)
-    finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-        log(f"total {time.monotonic() - started_at:.0f} s")
 
 
 def generate(data: Path, args: argparse.Namespace) -> None:

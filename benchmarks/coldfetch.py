@@ -38,13 +38,22 @@ import shutil
 import socket
 import statistics
 import subprocess
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import PYTHON, REPO, free_port, log, origin_stats, stop, wait_http, wait_listening
+from bench import (
+    PYTHON,
+    REPO,
+    free_port,
+    log,
+    origin_stats,
+    scratch,
+    stop,
+    wait_http,
+    wait_listening,
+)
 from registry import dependency_tree, read_manifest, write_registry
 
 from tests.support.cargo import CargoEnv, read_lockfile
@@ -324,16 +333,8 @@ def main() -> None:
     for tool in ["cargo"] + ([] if args.plain else ["nginx"]):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not on PATH (nginx: benchmarks/setup.sh, or --plain)")
-    tmp = Path(tempfile.mkdtemp(prefix="ghostcrate-coldfetch-"))
-    started_at = time.monotonic()
-    try:
+    with scratch("ghostcrate-coldfetch-", keep=args.keep) as tmp:
         run(tmp, args)
-    finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-        log(f"total {time.monotonic() - started_at:.0f} s")
 
 
 def run(tmp: Path, args: argparse.Namespace) -> None:

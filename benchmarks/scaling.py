@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from bench import (
     log,
     read_list,
     refresh,
+    scratch,
     started,
     warm,
     wrk,
@@ -105,16 +105,8 @@ def main() -> None:
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not on PATH: run benchmarks/setup.sh (apt) first")
-    tmp = Path(tempfile.mkdtemp(prefix="ghostcrate-scaling-"))
-    started_at = time.monotonic()
-    try:
+    with scratch("ghostcrate-scaling-", keep=args.keep) as tmp:
         run(tmp, args)
-    finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-        log(f"total {time.monotonic() - started_at:.0f} s")
 
 
 def run(tmp: Path, args: argparse.Namespace) -> None:

@@ -32,11 +32,9 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import socket
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -52,6 +50,7 @@ from bench import (
     log,
     origin_stats,
     parse_size,
+    scratch,
     stop,
     wait_http,
     wait_listening,
@@ -469,16 +468,8 @@ def main() -> None:
     if args.client is not None:
         client_main(args.client)
         return
-    tmp = Path(tempfile.mkdtemp(prefix="ghostcrate-storm-"))
-    started_at = time.monotonic()
-    try:
+    with scratch("ghostcrate-storm-", keep=args.keep) as tmp:
         run(tmp, args)
-    finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-        log(f"total {time.monotonic() - started_at:.0f} s")
 
 
 def run(tmp: Path, args: argparse.Namespace) -> None:
