@@ -348,3 +348,21 @@ async def test_while_an_expired_index_file_is_renewed_others_get_the_previous_on
     assert b'"2.0.0"' in renewed  # the request that renewed it got the new file
     assert b'"2.0.0"' in await body()
     assert await metric(client, "ghostcrate_fast_lane_requests_total", result="updating") == 1
+
+
+async def test_an_index_file_in_use_is_renewed_before_it_expires(
+    make_mirror: MakeMirror, upstream: FakeUpstream
+) -> None:
+    client: MirrorClient = await make_mirror(index_ttl=1.0)
+    path = f"/index/{index_path('multi')}"
+    assert (await client.get(path)).status == 200  # fills: fresh for 1 s
+    upstream.publish(CrateSpec("multi", "3.0.0"))
+    await asyncio.sleep(0.85)  # in the last fifth of its life
+    ahead = await client.get(path)
+    assert b'"3.0.0"' not in await ahead.read()  # answered at once, from the hot set...
+    await asyncio.sleep(0.2)  # ...while it is revalidated behind the scenes
+    assert upstream.index_count("multi") == 2
+    later = await client.get(path)  # past the first ttl: no request waits for a renewal
+    assert b'"3.0.0"' in await later.read()
+    assert await metric(client, "ghostcrate_fast_lane_requests_total", result="fill") == 1
+    assert await metric(client, "ghostcrate_fast_lane_requests_total", result="renewed_ahead") == 1

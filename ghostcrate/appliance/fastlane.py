@@ -108,7 +108,7 @@ class Lane:
         self.upgrade = upgrade if settings.server.http2 else None
         self.connections: set[LaneConnection] = set()
         self._relay_session: aiohttp.ClientSession | None = None
-        #: Targets whose expired reply a request is renewing now.
+        #: Targets whose reply a request (or a renewal ahead of expiry) is renewing now.
         self._renewing: set[bytes] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._date_second = -1
@@ -130,6 +130,9 @@ class Lane:
     def find(self, request: Request) -> Prepared | None:
         """The kept reply to `request` if it is fresh, or expired while being renewed.
 
+        A hit in the last fifth of a reply's life starts renewing it in the
+        background (`RENEW_AT`), so an index file that is asked for all the time
+        is revalidated before it expires and no request waits for the upstream.
         Like nginx's `proxy_cache_use_stale updating`: while one request renews an
         expired reply (and waits for the upstream's answer), the others that come
         meanwhile get the reply that was fresh until a moment ago, instead of
@@ -137,8 +140,11 @@ class Lane:
         """
         prepared = self.hot.get(request.target)
         if prepared is not None:
-            if prepared.expires > self.loop.time():
+            now = self.loop.time()
+            if prepared.expires > now:
                 self.count("hit")
+                if prepared.renew_at <= now and request.target not in self._renewing:
+                    self.spawn(self._renew_ahead(request))
                 return prepared
             if request.target in self._renewing:
                 self.count("updating")
@@ -146,12 +152,17 @@ class Lane:
         self.count("fill")
         return None
 
-    async def prepare(self, request: Request) -> Prepared:
+    async def _renew_ahead(self, request: Request) -> None:
+        """Renew a reply that is still asked for before it expires: nobody waits for it."""
+        self.count("renewed_ahead")
+        await self.prepare(request, renew_ahead=True)
+
+    async def prepare(self, request: Request, *, renew_ahead: bool = False) -> Prepared:
         """Ask the mirror, and keep the reply for as long as it says."""
         REQUEST_ID.set(request.request_id)
         self._renewing.add(request.target)
         try:
-            reply = await self._reply(request)
+            reply = await self._reply(request, renew_ahead=renew_ahead)
             expires = self.loop.time() + reply.keep_for
             size = (await asyncio.to_thread(os.stat, reply.file)).st_size if reply.file else 0
             prepared = Prepared(reply, expires, size)
@@ -165,12 +176,13 @@ class Lane:
             self._renewing.discard(request.target)
         return prepared
 
-    async def _reply(self, request: Request) -> Reply:
+    async def _reply(self, request: Request, *, renew_ahead: bool) -> Reply:
         target = request.target.decode()
         if request.route == CONFIG_ROUTE:
             return self.replies.config
         if request.route == INDEX_ROUTE:
-            return await self.replies.index_file(target.removeprefix("/index/"))
+            path = target.removeprefix("/index/")
+            return await self.replies.index_file(path, renew_ahead=renew_ahead)
         _, _, _, _, name, version, _ = target.split("/")
         return await self.replies.download(name, version)
 

@@ -12,10 +12,11 @@ memory still streams from disk without churning the memory.
 from __future__ import annotations
 
 import gzip
+import math
 from collections import OrderedDict
 from http import HTTPStatus
 
-from ghostcrate.appliance.replies import Reply
+from ghostcrate.appliance.replies import RENEW_AT, Reply
 
 #: Bodies smaller than this are not worth compressing (headers dominate).
 GZIP_MIN_BYTES = 1024
@@ -55,6 +56,7 @@ class Prepared:
         "hits",
         "not_modified_fields",
         "not_modified_head",
+        "renew_at",
         "reply",
         "used_at",
     )
@@ -62,6 +64,10 @@ class Prepared:
     def __init__(self, reply: Reply, expires: float, file_size: int = 0) -> None:
         self.reply = reply
         self.expires = expires
+        #: When a hit should start renewing it in the background (loop time).
+        self.renew_at = (
+            expires - reply.keep_for * (1 - RENEW_AT) if reply.keep_for < math.inf else math.inf
+        )
         self.body = reply.body
         self.file = reply.file
         self.file_size = file_size

@@ -119,7 +119,8 @@ class AppMetrics:
             "ghostcrate_fast_lane_requests",
             "Requests met by the fast lane: answered from the hot set (hit), from an expired "
             "entry while another request renews it (updating), after asking the mirror "
-            "(fill), or handed to aiohttp with their connection (handover)",
+            "(fill), or handed to aiohttp with their connection (handover); renewed_ahead "
+            "counts hits that also started renewing their entry before it expires",
             ["result"],
             registry=registry,
         )

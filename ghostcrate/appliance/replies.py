@@ -27,6 +27,9 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 #: Index files change: clients revalidate every time (cargo sends If-None-Match).
 REVALIDATE = "no-cache"
 
+#: The share of `index_ttl` after which a file still being asked for is renewed ahead.
+RENEW_AT = 0.8
+
 #: Route names, as the metrics label them.
 CONFIG_ROUTE = "/index/config.json"
 INDEX_ROUTE = "/index/{path}"
@@ -105,13 +108,15 @@ class MirrorReplies:
             keep_for=float("inf"),
         )
 
-    async def index_file(self, path: str) -> Reply:
+    async def index_file(self, path: str, *, renew_ahead: bool = False) -> Reply:
+        """An index file; `renew_ahead`: revalidate it once it is past `RENEW_AT` of its ttl."""
         try:
             name = parse_index_path(path)
         except InvalidName as error:
             return error_reply(404, f"no index file here: {error}")
         try:
-            offer = await self._index.offered(name)
+            max_age = self._settings.index_ttl * RENEW_AT if renew_ahead else None
+            offer = await self._index.offered(name, max_age=max_age)
         except ProxyError as error:
             return error_reply(status_of(error), str(error))
         if offer is None:

@@ -62,14 +62,14 @@ class MirrorIndex:
         """The index file of a crate, or None if the upstream has no such crate."""
         return await self._get(index_path(name), max_age, functools.partial(check_index_body, name))
 
-    async def offered(self, name: CrateName) -> Offer | None:
+    async def offered(self, name: CrateName, *, max_age: float | None = None) -> Offer | None:
         """The index file as clients see it; None for "no such crate".
 
         Offline or with `only_cached`, only versions whose .crate is in the cache
         are offered, so cargo resolves to what it can download; such a view has
         its own ETag and no Last-Modified (adding a crate changes it).
         """
-        index = await self.get(name)
+        index = await self.get(name, max_age=max_age)
         if index is None:
             return None
         if not (self._settings.offline or self._settings.only_cached):
