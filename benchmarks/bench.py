@@ -190,6 +190,16 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float
     raise SystemExit(f"{what} did not answer {url} within {timeout} s")
 
 
+def launch_ghostcrate(toml: Path, log_file: Path) -> subprocess.Popen[bytes]:
+    """`ghostcrate serve` with this configuration, logging to `log_file` (not waited for)."""
+    return subprocess.Popen(
+        [str(PYTHON), "-m", "ghostcrate", "serve", "--config", str(toml)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=log_file.open("wb"),
+    )
+
+
 def wait_listening(log_file: Path, proc: subprocess.Popen[bytes], workers: int) -> None:
     """Wait until each of GhostCrate's `workers` has logged "listening" in `log_file`.
 
@@ -418,12 +428,7 @@ def started(tmp: Path, args: argparse.Namespace, data: Path) -> Iterator[tuple[i
         procs.append(origin)
         wait_http(f"http://127.0.0.1:{origin_port}/__stats", origin, "the origin")
         toml = ghostcrate_toml(tmp, gc_port, origin_port, args)
-        gc = subprocess.Popen(
-            [str(PYTHON), "-m", "ghostcrate", "serve", "--config", str(toml)],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp / "ghostcrate.log").open("wb"),
-        )
+        gc = launch_ghostcrate(toml, tmp / "ghostcrate.log")
         procs.append(gc)
         prefix = tmp / "nginx"
         conf = nginx_conf(prefix, ngx_port, origin_port, args)

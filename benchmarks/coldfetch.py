@@ -45,8 +45,8 @@ from pathlib import Path
 
 from bench import (
     PYTHON,
-    REPO,
     free_port,
+    launch_ghostcrate,
     log,
     origin_stats,
     scratch,
@@ -118,12 +118,7 @@ def start_ghostcrate(
         f'memory_bytes = "{args.memory_bytes}"\n'
     )
     log_file = workdir / "ghostcrate.log"
-    proc = subprocess.Popen(
-        [str(PYTHON), "-m", "ghostcrate", "serve", "--config", str(toml)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=log_file.open("wb"),
-    )
+    proc = launch_ghostcrate(toml, log_file)
     try:
         wait_http(f"http://127.0.0.1:{net.gc_port}/health", proc, "GhostCrate")
         wait_listening(log_file, proc, args.workers)

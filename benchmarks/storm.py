@@ -45,8 +45,8 @@ from typing import Any
 import aiohttp
 from bench import (
     PYTHON,
-    REPO,
     free_port,
+    launch_ghostcrate,
     log,
     origin_stats,
     parse_size,
@@ -520,12 +520,7 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
             "[cache]\n"
             f'memory_bytes = "{args.memory_raw}"\n'
         )
-        gc = subprocess.Popen(
-            [str(PYTHON), "-m", "ghostcrate", "serve", "--config", str(toml)],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp / "ghostcrate.log").open("wb"),
-        )
+        gc = launch_ghostcrate(toml, tmp / "ghostcrate.log")
         procs.append(gc)
         wait_http(f"http://127.0.0.1:{gc_port}/health", gc, "GhostCrate")
         wait_listening(tmp / "ghostcrate.log", gc, args.workers)

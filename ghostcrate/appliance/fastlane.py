@@ -112,17 +112,48 @@ class Lane:
         self._renewing: set[bytes] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._date_second = -1
-        self._date_line = b""
+        self._date = self._date_line = b""
         self._sent: dict[str, Counter] = {}
         self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)
         self._flusher = self.loop.call_later(METRICS_FLUSH_SECONDS, self._flush_metrics)
 
-    def date_line(self) -> bytes:
+    def date(self) -> bytes:
+        """The Date header's value, made once a second."""
         now = int(time.time())
         if now != self._date_second:
             self._date_second = now
-            self._date_line = f"Date: {formatdate(now, usegmt=True)}\r\n".encode()
+            self._date = formatdate(now, usegmt=True).encode()
+            self._date_line = b"Date: " + self._date + b"\r\n"
+        return self._date
+
+    def date_line(self) -> bytes:
+        self.date()
         return self._date_line
+
+    def open_crate(self, target: bytes, prepared: Prepared) -> int | None:
+        """A descriptor of the kept crate file, or None (and forgotten) if it is gone or changed.
+
+        Marks the file as used for the disk tier's LRU (at most every `MARK_USED_SECONDS`)
+        and reads it into memory in the background once it is asked for repeatedly.
+        """
+        assert prepared.file is not None
+        try:
+            fd = os.open(prepared.file, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # evicted from the disk tier
+            self.hot.discard(target)
+            return None
+        stat = os.fstat(fd)
+        if stat.st_size != prepared.file_size:  # never for a crate; never send a wrong length
+            os.close(fd)
+            self.hot.discard(target)
+            return None
+        now = self.loop.time()
+        if now - prepared.used_at > MARK_USED_SECONDS:
+            prepared.used_at = now
+            os.utime(fd, ns=(time.time_ns(), stat.st_mtime_ns))
+        if self.hot.should_hold(prepared):
+            self.hold_in_background(target, prepared)
+        return fd
 
     def count(self, result: str) -> None:
         self.metrics.batches.fast_lane_result(result)
@@ -535,26 +566,12 @@ class FastLane(asyncio.Protocol):
         """Send a crate file after `head`: bytes sent or to be sent; -1 if it is gone."""
         transport = self._transport
         assert transport is not None
-        assert prepared.file is not None
         lane = self._lane
-        try:
-            fd = os.open(prepared.file, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:  # evicted from the disk tier: fill it again
-            lane.hot.discard(request.target)
+        fd = lane.open_crate(request.target, prepared)
+        if fd is None:  # gone from the disk tier: fill it again
             self._wait(self._fill(request))
             return -1
-        size = os.fstat(fd).st_size
-        if size != prepared.file_size:  # never for a crate; but never send a wrong length
-            os.close(fd)
-            lane.hot.discard(request.target)
-            self._wait(self._fill(request))
-            return -1
-        now = lane.loop.time()
-        if now - prepared.used_at > MARK_USED_SECONDS:
-            prepared.used_at = now
-            os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))
-        if lane.hot.should_hold(prepared):
-            lane.hold_in_background(request.target, prepared)
+        size = prepared.file_size
         transport.write(head)
         sent = 0
         if self._fd >= 0 and not transport.get_write_buffer_size():

@@ -204,19 +204,17 @@ class H2Lane(asyncio.Protocol):
             await self._send_data(stream_id, body, end=True)
             self._finish(request, prepared, status, len(body))
             return
-        try:
-            fd = os.open(prepared.file, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:  # evicted from the disk tier meanwhile: ask the mirror again
-            self._lane.hot.discard(request.target)
+        fd = self._lane.open_crate(request.target, prepared)
+        if fd is None:  # gone from the disk tier meanwhile: ask the mirror again
             prepared = await self._lane.prepare(request)
-            fd = os.open(prepared.file, os.O_RDONLY | os.O_CLOEXEC) if prepared.file else -1
-            if fd < 0:
+            if prepared.file is None:  # the mirror answered with an error
                 await self._answer(stream_id, request, prepared)
                 return
+            fd = self._lane.open_crate(request.target, prepared)
+            if fd is None:
+                raise FileNotFoundError(f"{prepared.file} vanished as soon as it was filled")
         try:
-            size = os.fstat(fd).st_size
-            if self._lane.hot.should_hold(prepared):
-                self._lane.hold_in_background(request.target, prepared)
+            size = prepared.file_size
             self._send_head(stream_id, request, prepared, status, gzip, end=size == 0)
             offset = 0
             while offset < size:
@@ -293,7 +291,7 @@ class H2Lane(asyncio.Protocol):
             fields = prepared.gzip_fields if gzip else prepared.fields
         headers = [(b":status", b"%d" % status)]
         headers += [(name.lower(), value) for name, value in fields]
-        headers.append((b"date", self._lane.date_line()[6:-2]))
+        headers.append((b"date", self._lane.date()))
         headers.append((b"x-request-id", request.request_id.encode()))
         self._h2.send_headers(stream_id, headers, end_stream=end)
         self._flush()

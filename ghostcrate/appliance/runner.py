@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import web
 
@@ -20,14 +20,6 @@ class FastLaneServer:
 
     def __call__(self) -> FastLane:
         return FastLane(self._lane)
-
-    @property
-    def connections(self) -> list[Any]:
-        return [*self._lane.connections, *self._inner.connections]
-
-    @property
-    def requests_count(self) -> int:
-        return self._inner.requests_count
 
     def pre_shutdown(self) -> None:
         self._lane.close_idle()
