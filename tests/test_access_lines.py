@@ -78,3 +78,43 @@ async def test_lines_are_written_in_batches_within_the_flush_interval() -> None:
     assert [line.split("ghostcrate.access: ")[1].split(" pid=")[0] for line in lines] == [
         f"GET /index/{number} 200" for number in range(3)
     ]
+
+
+def test_repeated_requests_reuse_pieces_and_still_say_what_each_was() -> None:
+    stream = io.StringIO()
+    sink = AccessSink(stream, render_json)
+    asked = [
+        ("GET", "/index/se/rd/serde", 200, 900, "127.0.0.1", "cargo/1", "a1"),
+        ("GET", "/index/se/rd/serde", 200, 350, "127.0.0.1", "cargo/1", "a2"),  # gzip
+        ("GET", "/index/se/rd/serde", 304, 0, "127.0.0.1", "cargo/1", "a3"),
+        ("HEAD", "/index/se/rd/serde", 200, 0, "::1", None, "-"),
+        ("GET", "/index/se/rd/serde", 200, 900, "::1", None, "a5"),
+    ]
+    for method, path, status, length, remote, agent, rid in asked:
+        sink.request(
+            method=method,
+            path=path,
+            status=status,
+            length=length,
+            seconds=length / 1e6,
+            remote=remote,
+            user_agent=agent,
+            request_id=rid,
+        )
+    sink.flush()
+    for line, (method, path, status, length, remote, agent, rid) in zip(
+        stream.getvalue().splitlines(), asked, strict=True
+    ):
+        expected = access_fields(
+            0.0,
+            sink.pid,
+            method=method,
+            path=path,
+            status=status,
+            length=length,
+            seconds=length / 1e6,
+            remote=remote,
+            user_agent=agent,
+            request_id=rid,
+        )
+        assert line.split(", ", 1)[1] == render_json(expected).split(", ", 1)[1]

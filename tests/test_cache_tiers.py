@@ -90,6 +90,23 @@ async def test_a_key_lock_excludes_other_processes(tmp_path: Path) -> None:
     assert waited >= 0.3
 
 
+async def test_a_released_lock_kept_open_is_free_for_others_and_excludes_them_again(
+    tmp_path: Path,
+) -> None:
+    locks = KeyLocks(tmp_path)
+    key = "index/se/rd/serde"
+    async with locks.hold(key):
+        assert not locks.is_free(key)
+    assert locks.is_free(key)  # released, though its descriptor stays open here
+    holder = await hold_elsewhere(locks.path(key), 0.5)  # another process can take it
+    started = time.monotonic()
+    async with locks.hold(key):  # and taking it again (on the kept descriptor) waits for it
+        waited = time.monotonic() - started
+    await holder.wait()
+    assert waited >= 0.3
+    locks.close()
+
+
 async def test_a_killed_holder_releases_its_lock(tmp_path: Path) -> None:
     locks = KeyLocks(tmp_path)
     holder = await hold_elsewhere(locks.path("k"), 60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ghostcrate.appliance.hotset import OVERHEAD_BYTES, HotSet, Prepared
-from ghostcrate.appliance.replies import Reply
+from ghostcrate.appliance.replies import RENEW_WINDOW, Reply
 
 
 def index_reply(size: int) -> Prepared:
@@ -68,3 +68,30 @@ def test_a_changed_file_is_not_held(tmp_path: Path) -> None:
     hot.put(b"/crate", crate)
     hot.hold(b"/crate", crate, b"c" * 2999)  # not the size it had when it was kept
     assert crate.file is not None
+
+
+def test_renewal_points_are_spread_over_the_window() -> None:
+    keep_for = 60.0
+    points = [
+        Prepared(Reply(200, "text/plain", b"x", keep_for=keep_for), expires=1000.0).renew_at
+        for _ in range(200)
+    ]
+    low, high = RENEW_WINDOW
+    assert all(1000.0 - keep_for * (1 - low) <= p <= 1000.0 - keep_for * (1 - high) for p in points)
+    assert max(points) - min(points) > keep_for * (high - low) / 2  # not all in one second
+
+
+def test_an_unchanged_renewal_keeps_the_rendered_reply() -> None:
+    body = b'{"name":"a","vers":"1.0.0"}\n' * 100
+    reply = Reply(200, "text/plain", body, etag='"e1"', last_modified="x", keep_for=60.0)
+    kept = Prepared(reply, expires=100.0)
+    gzip_body = kept.gzip_body
+    assert gzip_body is not None
+    same = Reply(200, "text/plain", bytes(body), etag='"e1"', last_modified="x", keep_for=59.0)
+    assert kept.renew(same, expires=200.0)
+    assert (kept.expires, kept.reply.keep_for) == (200.0, 59.0)
+    assert 200.0 - 59.0 * 0.3 <= kept.renew_at <= 200.0 - 59.0 * 0.1
+    assert kept.gzip_body is gzip_body  # not compressed again
+    changed = Reply(200, "text/plain", body + b"\n", etag='"e2"', keep_for=60.0)
+    assert not kept.renew(changed, expires=300.0)
+    assert kept.expires == 200.0  # a changed reply is a new Prepared, not this one

@@ -64,6 +64,8 @@ METRICS_FLUSH_SECONDS = 1.0
 MARK_USED_SECONDS = 60.0
 #: Bodies larger than this are written without first joining them to their head.
 JOIN_LIMIT = 16 * 1024
+#: Request targets whose route is remembered (`Lane.route`); forgotten all at once when full.
+MAX_ROUTES = 65536
 #: Request headers that only aiohttp handles.
 HANDED_OVER = frozenset({b"range", b"if-range", b"expect"})
 
@@ -111,6 +113,7 @@ class Lane:
         #: Targets whose reply a request (or a renewal ahead of expiry) is renewing now.
         self._renewing: set[bytes] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self._routes: dict[bytes, str | None] = {}
         self._date_second = -1
         self._date = self._date_line = b""
         self._sent: dict[str, Counter] = {}
@@ -155,15 +158,25 @@ class Lane:
             self.hold_in_background(target, prepared)
         return fd
 
+    def route(self, target: bytes) -> str | None:
+        """`route_of(target)`, remembered: most requests are for targets asked for before."""
+        try:
+            return self._routes[target]
+        except KeyError:
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()
+            route = self._routes[target] = route_of(target)
+            return route
+
     def count(self, result: str) -> None:
         self.metrics.batches.fast_lane_result(result)
 
     def find(self, request: Request) -> Prepared | None:
         """The kept reply to `request` if it is fresh, or expired while being renewed.
 
-        A hit in the last fifth of a reply's life starts renewing it in the
-        background (`RENEW_AT`), so an index file that is asked for all the time
-        is revalidated before it expires and no request waits for the upstream.
+        A hit late in a reply's life (`RENEW_WINDOW`) starts renewing it in the
+        background, so an index file that is asked for all the time is
+        revalidated before it expires and no request waits for the upstream.
         Like nginx's `proxy_cache_use_stale updating`: while one request renews an
         expired reply (and waits for the upstream's answer), the others that come
         meanwhile get the reply that was fresh until a moment ago, instead of
@@ -195,6 +208,9 @@ class Lane:
         try:
             reply = await self._reply(request, renew_ahead=renew_ahead)
             expires = self.loop.time() + reply.keep_for
+            kept = self.hot.get(request.target)
+            if kept is not None and reply.keep_for > 0 and kept.renew(reply, expires):
+                return kept  # unchanged: no new heads, no compression
             size = (await asyncio.to_thread(os.stat, reply.file)).st_size if reply.file else 0
             prepared = Prepared(reply, expires, size)
             if reply.keep_for > 0:
@@ -329,6 +345,8 @@ class Request:
         """The status to answer with (200/404/... or 304), and whether in gzip."""
         headers = self.headers
         gzip = prepared.gzip_body is not None and _accepts_gzip(headers.get(b"accept-encoding"))
+        if headers.get(b"if-none-match") in prepared.matching_tags:  # what cargo sends
+            return 304, gzip
         if (b"if-none-match" in headers or b"if-modified-since" in headers) and _not_modified(
             prepared, headers
         ):
@@ -488,7 +506,7 @@ class FastLane(asyncio.Protocol):
             or not HANDED_OVER.isdisjoint(headers)
         ):
             return None
-        route = route_of(self._url)
+        route = self._lane.route(self._url)
         if route is None:
             return None
         return Request(
@@ -532,12 +550,17 @@ class FastLane(asyncio.Protocol):
             head, body = prepared.gzip_head, cast(bytes, prepared.gzip_body)
         else:
             head, body = prepared.head, prepared.body
-        head += self._lane.date_line() + b"X-Request-Id: " + request.request_id.encode() + b"\r\n"
         if not request.keep_alive:
             self._close_after = True
-        if self._close_after:
-            head += b"Connection: close\r\n"
-        head += b"\r\n"
+        head = b"".join(
+            (
+                head,
+                self._lane.date_line(),
+                b"X-Request-Id: ",
+                request.request_id.encode(),
+                b"\r\nConnection: close\r\n\r\n" if self._close_after else b"\r\n\r\n",
+            )
+        )
         if request.head_only:
             body = b""
         length = len(head) + len(body)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import gzip
 import math
+import random
 from collections import OrderedDict
+from dataclasses import replace
 from http import HTTPStatus
 
-from ghostcrate.appliance.replies import RENEW_AT, Reply
+from ghostcrate.appliance.replies import RENEW_WINDOW, Reply
 
 #: Bodies smaller than this are not worth compressing (headers dominate).
 GZIP_MIN_BYTES = 1024
@@ -54,6 +56,7 @@ class Prepared:
         "gzip_not_modified_head",
         "head",
         "hits",
+        "matching_tags",
         "not_modified_fields",
         "not_modified_head",
         "renew_at",
@@ -65,9 +68,7 @@ class Prepared:
         self.reply = reply
         self.expires = expires
         #: When a hit should start renewing it in the background (loop time).
-        self.renew_at = (
-            expires - reply.keep_for * (1 - RENEW_AT) if reply.keep_for < math.inf else math.inf
-        )
+        self.renew_at = _renew_at(expires, reply.keep_for)
         self.body = reply.body
         self.file = reply.file
         self.file_size = file_size
@@ -83,6 +84,12 @@ class Prepared:
         )
         vary = [(b"Vary", b"Accept-Encoding")] if compress else []
         validators = _validators(reply, reply.etag) + vary
+        #: If-None-Match values that are exactly this reply's ETag, strong or weak: a 304
+        #: without parsing the header.
+        self.matching_tags: frozenset[bytes] = frozenset()
+        if reply.status == 200 and reply.etag is not None:
+            tag = reply.etag.removeprefix("W/").encode("latin-1")
+            self.matching_tags = frozenset({tag, b"W/" + tag})
         self.fields = _entity(reply, length) + validators
         self.not_modified_fields = validators
         self.head = _render(reply.status, self.fields)
@@ -106,6 +113,19 @@ class Prepared:
                 self.gzip_head = _render(reply.status, self.gzip_fields)
                 self.gzip_not_modified_head = _render(304, gz_validators)
         self.cost = self._cost()
+
+    def renew(self, reply: Reply, expires: float) -> bool:
+        """Take the lifetime of `reply` if it says the same as this one; False if it differs.
+
+        A revalidated index file that did not change keeps its rendered heads and
+        gzip body: renewing it costs no compression.
+        """
+        if replace(reply, keep_for=self.reply.keep_for) != self.reply:
+            return False
+        self.reply = reply
+        self.expires = expires
+        self.renew_at = _renew_at(expires, reply.keep_for)
+        return True
 
     def _cost(self) -> int:
         held = len(self.body) + len(self.gzip_body or b"")
@@ -174,6 +194,12 @@ class HotSet:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _renew_at(expires: float, keep_for: float) -> float:
+    if keep_for == math.inf:
+        return math.inf
+    return expires - keep_for * (1 - random.uniform(*RENEW_WINDOW))
 
 
 def _render(status: int, fields: list[Field]) -> bytes:

@@ -27,8 +27,10 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 #: Index files change: clients revalidate every time (cargo sends If-None-Match).
 REVALIDATE = "no-cache"
 
-#: The share of `index_ttl` after which a file still being asked for is renewed ahead.
-RENEW_AT = 0.8
+#: The share of its freshness after which a reply still being asked for is renewed ahead:
+#: a random point in this window for each reply, so files fetched together (a cold start,
+#: a `cargo update`) are not all renewed in the same second.
+RENEW_WINDOW = (0.7, 0.9)
 
 #: Route names, as the metrics label them.
 CONFIG_ROUTE = "/index/config.json"
@@ -109,13 +111,13 @@ class MirrorReplies:
         )
 
     async def index_file(self, path: str, *, renew_ahead: bool = False) -> Reply:
-        """An index file; `renew_ahead`: revalidate it once it is past `RENEW_AT` of its ttl."""
+        """An index file; `renew_ahead`: revalidate it if it is in its `RENEW_WINDOW`."""
         try:
             name = parse_index_path(path)
         except InvalidName as error:
             return error_reply(404, f"no index file here: {error}")
         try:
-            max_age = self._settings.index_ttl * RENEW_AT if renew_ahead else None
+            max_age = self._settings.index_ttl * RENEW_WINDOW[0] if renew_ahead else None
             offer = await self._index.offered(name, max_age=max_age)
         except ProxyError as error:
             return error_reply(status_of(error), str(error))

@@ -8,6 +8,10 @@ Within one process a stripe is taken once and counted: holding it again (a
 nested hold, or another key of the same stripe) does not wait, so nesting can
 never deadlock. Exclusion inside a process is the single-flight's job; these
 locks exclude the other processes.
+
+Lock files are never deleted, so the descriptors of recently released stripes
+stay open (unlocked) for the next hold: taking a lock is then one non-blocking
+`flock` instead of a trip to the executor to open the file.
 """
 
 from __future__ import annotations
@@ -17,16 +21,20 @@ import contextlib
 import fcntl
 import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 STRIPES_HEX_DIGITS = 4  # 65,536 lock files at most
+#: Descriptors of released stripes kept open for their next hold.
+KEEP_OPEN = 1024
 
 
 class KeyLocks:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._held: dict[Path, list[int]] = {}  # stripe -> [descriptor, holders]
+        self._released: OrderedDict[Path, int] = OrderedDict()  # open, unlocked
 
     def path(self, key: str) -> Path:
         digest = hashlib.sha256(key.encode()).hexdigest()[:STRIPES_HEX_DIGITS]
@@ -38,7 +46,9 @@ class KeyLocks:
         path = self.path(key)
         held = self._held.get(path)
         if held is None:
-            fd = await asyncio.get_running_loop().run_in_executor(None, _open, path)
+            fd = self._released.pop(path, None)
+            if fd is None:
+                fd = await asyncio.get_running_loop().run_in_executor(None, _open, path)
             try:
                 await _flock(fd)
             except BaseException:
@@ -52,7 +62,22 @@ class KeyLocks:
             held[1] -= 1
             if held[1] == 0:
                 del self._held[path]
-                os.close(held[0])  # releases the lock
+                self._release(path, held[0])
+
+    def _release(self, path: Path, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            os.close(fd)  # closing releases it too
+            return
+        self._released[path] = fd
+        if len(self._released) > KEEP_OPEN:
+            os.close(self._released.popitem(last=False)[1])
+
+    def close(self) -> None:
+        """Close the descriptors kept open (locks still held stay held)."""
+        while self._released:
+            os.close(self._released.popitem()[1])
 
     def is_free(self, key: str) -> bool:
         """Whether no process holds the key's stripe now (blocking; for sweeps)."""

@@ -152,6 +152,7 @@ class TieredCache:
             if still_running:  # let cancelled multipart uploads send their abort
                 await asyncio.wait(still_running)
         await self.disk.close()
+        self._locks.close()
 
     async def _share_file(self, shared: SharedTier, key: str, path: Path) -> None:
         if await asyncio.get_running_loop().run_in_executor(None, path.is_file):

@@ -63,6 +63,10 @@ class UpstreamClient:
         self._session = session
         self._metrics = metrics
         self._breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown)
+        #: HTTPS_PROXY / HTTP_PROXY, read once; NO_PROXY once per host. aiohttp's `trust_env`
+        #: read them, and ~/.netrc, for every request (a tenth of a worker's time renewing).
+        self._environment = urllib.request.getproxies()
+        self._proxies: dict[tuple[str, str], str | None] = {}
 
     @classmethod
     @asynccontextmanager
@@ -78,8 +82,7 @@ class UpstreamClient:
             headers={"User-Agent": USER_AGENT},
             auto_decompress=True,
             raise_for_status=False,
-            # HTTP(S)_PROXY / NO_PROXY from the environment when [upstream] proxy is unset.
-            trust_env=True,
+            trust_env=False,  # the environment's proxy settings are applied by `_proxy_for`
         ) as session:
             yield cls(settings, session, metrics)
 
@@ -87,10 +90,18 @@ class UpstreamClient:
         return self.settings.index + path
 
     def _proxy_for(self, url: str) -> str | None:
-        """[upstream] proxy, unless NO_PROXY exempts the host (then the environment's rules)."""
-        proxy = self.settings.proxy
-        if proxy is None or urllib.request.proxy_bypass(URL(url).host or ""):
-            return None
+        """[upstream] proxy, else the environment's for the URL's scheme; none if NO_PROXY
+        exempts the host."""
+        parsed = URL(url)
+        key = (parsed.scheme, parsed.host or "")
+        try:
+            return self._proxies[key]
+        except KeyError:
+            pass
+        proxy = self.settings.proxy or self._environment.get(parsed.scheme)
+        if proxy is not None and urllib.request.proxy_bypass(key[1]):
+            proxy = None
+        self._proxies[key] = proxy
         return proxy
 
     async def get_index(
