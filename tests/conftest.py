@@ -74,10 +74,9 @@ def make_mirror(
         cache: dict[str, Any] | None = None,
         **upstream_settings: Any,
     ) -> MirrorClient:
-        """Behind the fast lane, as `ghostcrate serve` runs it."""
-        settings = mirror_settings(
-            tmp_path / "data", upstream.url, server, cache, **upstream_settings
-        )
+        """Behind the fast lane, as `ghostcrate serve` runs it; `index` defaults to `upstream`."""
+        index = upstream_settings.pop("index", upstream.url)
+        settings = mirror_settings(tmp_path / "data", index, server, cache, **upstream_settings)
         client: MirrorClient = await aiohttp_client(FastLaneTestServer(create_app(settings)))
         return client
 

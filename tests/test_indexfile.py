@@ -46,3 +46,12 @@ def test_stored_form_round_trips_and_keeps_last_modified_for_the_same_body() -> 
     changed = IndexFile.from_upstream(b'{"a":2}\n', 2000.0, '"up3"', None, previous=first)
     assert changed.etag != first.etag
     assert changed.last_modified != first.last_modified
+
+
+@pytest.mark.parametrize("cut", [0, 1, 10, -1])
+def test_a_stored_file_cut_short_does_not_decode(cut: int) -> None:
+    stored = IndexFile.from_upstream(b'{"a":1}\n{"a":2}\n', 1000.0, '"up"', None).encode()
+    header_end = stored.index(b"\n") + 1
+    damaged = stored[: header_end + cut] if cut >= 0 else stored[:-1]
+    with pytest.raises(ValueError, match="damaged"):
+        IndexFile.decode(damaged, 1000.0)

@@ -114,6 +114,23 @@ async def test_fresh_files_are_served_without_asking_upstream(
     assert await metric(client, "ghostcrate_fast_lane_requests_total", result="hit") == 4
 
 
+async def test_a_cached_file_a_crash_left_short_is_fetched_again(
+    make_mirror: MakeMirror, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    client: MirrorClient = await make_mirror(cache={"memory_bytes": 0})
+    path = f"/index/{index_path('multi')}"
+    expected = upstream.registry.index_file("multi")
+    assert await (await client.get(path)).read() == expected
+    stored = tmp_path / "data" / "cache" / "index" / index_path("multi")
+    for _ in range(100):  # stored after the answer
+        if stored.exists():
+            break
+        await asyncio.sleep(0.02)
+    stored.write_bytes(stored.read_bytes()[:-20])  # written without a flush, then a crash
+    assert await (await client.get(path)).read() == expected
+    assert upstream.index_count("multi") == 2
+
+
 async def test_stale_files_are_revalidated_conditionally(
     make_mirror: MakeMirror, upstream: FakeUpstream
 ) -> None:

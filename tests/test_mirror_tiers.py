@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -30,11 +31,17 @@ async def test_hot_index_files_are_served_from_memory(
 
 
 async def test_without_memory_the_disk_answers(
-    make_mirror: MakeMirror, upstream: FakeUpstream
+    make_mirror: MakeMirror, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     client: MirrorClient = await make_mirror(cache={"memory_bytes": 0})
     path = f"/index/{index_path('featly')}"
-    for _ in range(3):
+    assert (await client.get(path)).status == 200
+    stored = tmp_path / "data" / "cache" / "index" / index_path("featly")
+    for _ in range(100):  # answered before it is stored: wait for the file
+        if stored.exists():
+            break
+        await asyncio.sleep(0.02)
+    for _ in range(2):
         assert (await client.get(path)).status == 200
     assert await metric(client, "ghostcrate_fast_lane_requests_total", result="hit") == 0
     assert await metric(client, "ghostcrate_cache_hits_total", tier="disk") == 2

@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -155,7 +155,7 @@ class DiskStore:
     async def pending(self, key: str) -> AsyncIterator[PendingFile]:
         """A temporary file for `key`; unless committed, it is removed on exit."""
         final = self.path(key)
-        temp = final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex}")
+        temp = _temp_name(final)
         fd = await self._run(_create, temp)
         pending = PendingFile(fd, temp, final, self._committed)
         try:
@@ -168,11 +168,16 @@ class DiskStore:
         size = await self._run(_adopt, source, self.path(key), mtime)
         await self._committed(size)
 
-    async def write(self, key: str, data: bytes, mtime: float | None = None) -> None:
-        """Write a small file whole, in one trip to the executor."""
+    async def write(
+        self, key: str, data: bytes, mtime: float | None = None, *, durable: bool = True
+    ) -> None:
+        """Write a small file whole, in one trip to the executor.
+
+        `durable=False` skips the flush to the disk before the rename: for data
+        that is checked when read (a crash may leave such a file empty or short).
+        """
         final = self.path(key)
-        temp = final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex}")
-        await self._run(_write_whole, temp, final, data, mtime)
+        await self._run(_write_whole, _temp_name(final), final, data, mtime, durable)
         await self._committed(len(data))
 
     async def start(self) -> ScanResult:
@@ -304,13 +309,25 @@ def _adopt(source: Path, final: Path, mtime: float | None) -> int:
     return size
 
 
+_temp_numbers = itertools.count()
+
+
+def _temp_name(final: Path) -> Path:
+    """A temporary file's name beside `final`, unique among processes (pid) and in this one."""
+    return final.with_name(f"{TEMP_PREFIX}{final.name}.{os.getpid()}-{next(_temp_numbers)}")
+
+
 async def _in_executor(func: Callable[..., _T], *args: object) -> _T:
     return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
 
 def _create(temp: Path) -> int:
-    temp.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(temp, flags, 0o644)
+    except FileNotFoundError:  # a new directory: one mkdir per directory, not per file
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(temp, flags, 0o644)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -319,11 +336,12 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _commit(fd: int, temp: Path, final: Path, mtime: float | None) -> None:
+def _commit(fd: int, temp: Path, final: Path, mtime: float | None, durable: bool = True) -> None:
     try:
         if mtime is not None:
             os.utime(fd, (time.time(), mtime))
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     temp.replace(final)
@@ -335,7 +353,7 @@ def _discard(fd: int, temp: Path) -> None:
     temp.unlink(missing_ok=True)
 
 
-def _write_whole(temp: Path, final: Path, data: bytes, mtime: float | None) -> None:
+def _write_whole(temp: Path, final: Path, data: bytes, mtime: float | None, durable: bool) -> None:
     fd = _create(temp)
     try:
         _write_all(fd, data)
@@ -343,7 +361,7 @@ def _write_whole(temp: Path, final: Path, data: bytes, mtime: float | None) -> N
         _discard(fd, temp)
         raise
     try:
-        _commit(fd, temp, final, mtime)
+        _commit(fd, temp, final, mtime, durable)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

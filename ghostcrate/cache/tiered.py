@@ -76,13 +76,15 @@ class TieredCache:
             await self.disk.write(key, data, mtime=entry.mtime)
         return entry
 
-    async def write(self, key: str, data: bytes) -> Entry:
+    async def write(self, key: str, data: bytes, *, durable: bool = True) -> Entry:
         """Store a small verified object in every tier (the shared one in the background).
 
         The caller holds the key (`hold`), as every writer of the disk tier does.
+        `durable=False`: not flushed to the disk first (`DiskStore.write`), for data
+        its reader checks.
         """
         entry = Entry(data, time.time())
-        await self.disk.write(key, data, mtime=entry.mtime)
+        await self.disk.write(key, data, mtime=entry.mtime, durable=durable)
         if self.shared is not None:
             self._background(self.shared.put_bytes(key, data))
         return entry

@@ -139,6 +139,9 @@ class UpstreamSettings(_Section):
     proxy: HttpUrl | None = None
     #: A PEM file of extra CA certificates to trust (a corporate TLS-inspecting proxy's).
     ca_bundle: ExistingFile | None = None
+    #: Ask an https:// upstream reached without a proxy over HTTP/2 (one connection per
+    #: origin and worker); false, or an upstream without HTTP/2: HTTP/1.1.
+    http2: bool = True
     #: Consecutive unreachability failures (refused, timed out, 5xx) that open the breaker.
     breaker_failures: PositiveInt = 3
     #: Seconds the breaker stays open (misses fail at once) before one request probes again.

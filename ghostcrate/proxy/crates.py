@@ -21,7 +21,6 @@ from ghostcrate.proxy.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 64 * 1024
 _MARKERS = ("{crate}", "{version}", "{prefix}", "{lowerprefix}", "{sha256-checksum}")
 
 
@@ -116,7 +115,7 @@ class MirrorCrates:
     async def _download(self, key: str, url: str, name: str, version: str, cksum: str) -> Path:
         what = f"crate {name} {version}"
         async with self._upstream.stream(url, what) as response, self._cache.pending(key) as file:
-            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+            async for chunk in response.chunks():
                 await file.write(chunk)
             expected_length = response.content_length
             if expected_length is not None and file.size != expected_length:

@@ -4,14 +4,21 @@ A fresh cached file is served as is. A stale one is revalidated with a
 conditional GET; when the upstream fails, the stale copy is served and
 counted (stale beats down). "No such crate" answers are remembered for
 `negative_ttl`. Concurrent misses for one file share one upstream request.
+
+A new or revalidated file is answered as soon as it is checked, and stored
+(written, or its date touched) afterwards, still under the key's lock: the
+other workers wait for the stored file, this one reads it from memory until
+then. Under a burst of misses the disk's flushes queue behind each other;
+nobody waits for them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +64,9 @@ class MirrorIndex:
         self._metrics = metrics
         self._flights: SingleFlight[str, IndexFile | None] = SingleFlight()
         self._missing = ExpiringSet()
+        #: Files answered and still being stored, by key: what the disk will say.
+        self._storing: dict[str, IndexFile] = {}
+        self._stores: set[asyncio.Task[None]] = set()
 
     async def get(self, name: CrateName, *, max_age: float | None = None) -> IndexFile | None:
         """The index file of a crate, or None if the upstream has no such crate."""
@@ -88,6 +98,7 @@ class MirrorIndex:
 
     async def close(self) -> None:
         await self._flights.close()
+        await asyncio.gather(*self._stores, return_exceptions=True)
 
     async def _get(
         self, path: str, max_age: float | None, check: Callable[[bytes], object]
@@ -107,6 +118,9 @@ class MirrorIndex:
         return await self._flights.run(key, lambda: self._refresh(key, path, ttl, check))
 
     async def _read(self, key: str) -> IndexFile | None:
+        storing = self._storing.get(key)
+        if storing is not None:
+            return storing
         found = await self._cache.read(key)
         if found is None:
             return None
@@ -120,16 +134,51 @@ class MirrorIndex:
     async def _refresh(
         self, key: str, path: str, ttl: float, check: Callable[[bytes], object]
     ) -> IndexFile | None:
-        async with self._cache.hold(key):
-            # Another worker may have refreshed it while we waited for the lock.
-            cached = await self._read(key)
-            if cached is not None and time.time() - cached.checked_at < ttl:
-                return cached
-            return await self._revalidate(key, path, cached, check)
+        answer: asyncio.Future[IndexFile | None] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._refresh_holding(key, path, ttl, check, answer))
+        self._stores.add(task)
+        task.add_done_callback(self._stores.discard)
+        return await asyncio.shield(answer)
+
+    async def _refresh_holding(
+        self,
+        key: str,
+        path: str,
+        ttl: float,
+        check: Callable[[bytes], object],
+        answer: asyncio.Future[IndexFile | None],
+    ) -> None:
+        """Revalidate under the key's lock, `answer`, then store what changed and unlock."""
+        try:
+            async with self._cache.hold(key):
+                # Another worker may have refreshed it while we waited for the lock.
+                cached = await self._read(key)
+                if cached is not None and time.time() - cached.checked_at < ttl:
+                    answer.set_result(cached)
+                    return
+                index, store = await self._revalidate(key, path, cached, check)
+                answer.set_result(index)
+                if store is not None and index is not None:
+                    self._storing[key] = index
+                    try:
+                        await store()
+                    finally:
+                        if self._storing.get(key) is index:
+                            del self._storing[key]
+        except Exception as error:
+            if not answer.done():
+                answer.set_exception(error)
+            else:  # answered already: the next request revalidates again
+                log.exception("storing an index file failed", extra={"key": key})
+        except BaseException:
+            if not answer.done():
+                answer.cancel()
+            raise
 
     async def _revalidate(
         self, key: str, path: str, cached: IndexFile | None, check: Callable[[bytes], object]
-    ) -> IndexFile | None:
+    ) -> tuple[IndexFile | None, Callable[[], Awaitable[object]] | None]:
+        """The index file now, and how to store it (None: nothing to store)."""
         try:
             answer = await self._upstream.get_index(
                 path,
@@ -146,23 +195,23 @@ class MirrorIndex:
             self._metrics.index_results.labels("stale").inc()
             self._metrics.stale_served.inc()
             log.warning("serving a stale index file: %s", error, extra={"key": key})
-            return cached
+            return cached, None
         now = time.time()
         match answer:
             case NotModified() if cached is not None:
-                checked_at = await self._cache.touch(key)
                 self._metrics.index_results.labels("revalidated").inc()
-                return cached.checked(checked_at)
+                return cached.checked(now), functools.partial(self._cache.touch, key)
             case NotModified():
                 raise UpstreamError(f"the upstream answered 304 for {path} to an unconditional GET")
             case Missing():
                 await self._cache.delete(key)
                 self._missing.add(key, self._settings.negative_ttl)
                 self._metrics.index_results.labels("not_found").inc()
-                return None
+                return None, None
             case Modified(body, etag, last_modified):
                 fresh = IndexFile.from_upstream(body, now, etag, last_modified, cached)
-                await self._cache.write(key, fresh.encode())
                 self._missing.discard(key)
                 self._metrics.index_results.labels("miss" if cached is None else "updated").inc()
-                return fresh
+                # Not flushed: a file a crash damaged fails its check when read (decode).
+                store = functools.partial(self._cache.write, key, fresh.encode(), durable=False)
+                return fresh, store

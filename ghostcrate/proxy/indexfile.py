@@ -2,7 +2,10 @@
 
 On disk it is one file, a JSON header line then the body, so the body and its
 validators are always replaced together by one atomic rename. The file's
-modification time is when the upstream last confirmed it.
+modification time is when the upstream last confirmed it. The header's ETag
+is the body's hash, so a file a crash left short or empty fails to decode
+(and is fetched again) instead of being served: index files are written
+without waiting for the disk.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class IndexFile:
     def decode(cls, data: bytes, mtime: float) -> IndexFile:
         header_line, _, body = data.partition(b"\n")
         header = json.loads(header_line)
+        if header["etag"] != body_etag(body):
+            raise ValueError("the body does not match its ETag: damaged")
         return cls(
             body,
             mtime,

@@ -1,7 +1,10 @@
 """The HTTP client for the upstream registry: conditional index GETs and crate streams.
 
-Every request has connect and read timeouts, and every failure becomes an
-`UpstreamError` (or `NotFound`) whose message says what failed.
+An `https://` upstream reached without a proxy is asked over HTTP/2
+(`h2client`, one connection per origin and worker, `[upstream] http2`);
+anything else, and an upstream that does not offer HTTP/2, goes through
+aiohttp over HTTP/1.1. Every request has connect and read timeouts, and every
+failure becomes an `UpstreamError` (or `NotFound`) whose message says what failed.
 """
 
 from __future__ import annotations
@@ -13,15 +16,24 @@ import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final, Protocol
 
 import aiohttp
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from ghostcrate import __version__
 from ghostcrate.config import UpstreamSettings
 from ghostcrate.proxy.breaker import CircuitBreaker
 from ghostcrate.proxy.errors import NotFound, UpstreamError
+from ghostcrate.proxy.h2client import (
+    H2Client,
+    H2ConnectError,
+    H2Disconnected,
+    H2Error,
+    H2Timeout,
+    h2_tls_context,
+)
 from ghostcrate.proxy.metrics import ProxyMetrics
 
 log = logging.getLogger(__name__)
@@ -51,16 +63,49 @@ class Missing:
 
 
 IndexAnswer = Modified | NotModified | Missing
+#: Bytes per body chunk read from an HTTP/1.1 response.
+CHUNK_BYTES: Final = 64 * 1024
+
+
+class UpstreamResponse(Protocol):
+    """An upstream's answer, whichever protocol brought it."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+class _Http1Response:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = response.headers
+
+    @property
+    def content_length(self) -> int | None:
+        return self._response.content_length
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._response.content.iter_chunked(CHUNK_BYTES)
 
 
 class UpstreamClient:
     """Owns one `aiohttp.ClientSession` for all upstream traffic."""
 
     def __init__(
-        self, settings: UpstreamSettings, session: aiohttp.ClientSession, metrics: ProxyMetrics
+        self,
+        settings: UpstreamSettings,
+        session: aiohttp.ClientSession,
+        metrics: ProxyMetrics,
+        http2: H2Client | None = None,
     ) -> None:
         self.settings = settings
         self._session = session
+        self._http2 = http2
         self._metrics = metrics
         self._breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown)
         #: HTTPS_PROXY / HTTP_PROXY, read once; NO_PROXY once per host. aiohttp's `trust_env`
@@ -84,7 +129,18 @@ class UpstreamClient:
             raise_for_status=False,
             trust_env=False,  # the environment's proxy settings are applied by `_proxy_for`
         ) as session:
-            yield cls(settings, session, metrics)
+            http2 = None
+            if settings.http2:
+                http2 = H2Client(
+                    h2_tls_context(tls_context(settings)),
+                    settings.connect_timeout,
+                    settings.read_timeout,
+                )
+            try:
+                yield cls(settings, session, metrics, http2)
+            finally:
+                if http2 is not None:
+                    await http2.close()
 
     def url(self, path: str) -> str:
         return self.settings.index + path
@@ -114,7 +170,7 @@ class UpstreamClient:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         what = f"index file {path}"
-        async with self._get(self.url(path), what, headers=headers) as response:
+        async with self._get(self.url(path), what, headers, decode=True) as response:
             if response.status == 304:
                 return NotModified()
             if response.status in MISSING_STATUSES:
@@ -129,9 +185,9 @@ class UpstreamClient:
             )
 
     @asynccontextmanager
-    async def stream(self, url: str, what: str) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def stream(self, url: str, what: str) -> AsyncIterator[UpstreamResponse]:
         """A 200 response whose body the caller streams; errors raise `UpstreamError`."""
-        async with self._get(url, what, auto_decompress=False) as response:
+        async with self._get(url, what, {}, decode=False) as response:
             if response.status in MISSING_STATUSES:
                 raise NotFound(f"{what} does not exist upstream ({response.status})")
             if response.status != 200:
@@ -140,9 +196,12 @@ class UpstreamClient:
 
     @asynccontextmanager
     async def _get(
-        self, url: str, what: str, **options: Any
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """One GET through the breaker; transport failures become `UpstreamError`."""
+        self, url: str, what: str, headers: dict[str, str], *, decode: bool
+    ) -> AsyncIterator[UpstreamResponse]:
+        """One GET through the breaker; transport failures become `UpstreamError`.
+
+        `decode`: accept a compressed body and decode it (index files, not crates).
+        """
         if self.settings.offline:
             raise UpstreamError(
                 f"{what} is not cached, and in offline mode ([upstream] offline = true) "
@@ -150,7 +209,7 @@ class UpstreamClient:
             )
         self._breaker.admit()
         try:
-            async with self._session.get(url, proxy=self._proxy_for(url), **options) as response:
+            async with self._send(url, headers, decode) as response:
                 # 407: a proxy in front of a plain-HTTP upstream wants credentials.
                 proxy_refused = response.status == 407
                 server_failure = response.status >= 500
@@ -158,11 +217,10 @@ class UpstreamClient:
                     self._reachable()
                 if not (server_failure or proxy_refused):
                     yield response
-        except aiohttp.ClientPayloadError as error:  # bad content, not unreachability
-            raise UpstreamError(describe_failure(what, self.settings, error)) from error
-        except (aiohttp.ClientError, TimeoutError) as error:
+        except (aiohttp.ClientError, H2Error, TimeoutError) as error:
             message = describe_failure(what, self.settings, error)
-            self._unreachable(message)
+            if not _cut_short(error):  # bad content is not unreachability
+                self._unreachable(message)
             raise UpstreamError(message) from error
         if proxy_refused:  # configuration, not unreachability: the breaker is not told
             raise UpstreamError(
@@ -173,6 +231,22 @@ class UpstreamClient:
             message = f"the upstream answered {response.status} for {what}"
             self._unreachable(message)
             raise UpstreamError(message)
+
+    @asynccontextmanager
+    async def _send(
+        self, url: str, headers: dict[str, str], decode: bool
+    ) -> AsyncIterator[UpstreamResponse]:
+        proxy = self._proxy_for(url)
+        if self._http2 is not None and proxy is None and url.startswith("https://"):
+            sent = {"User-Agent": USER_AGENT, **headers}
+            async with self._http2.get(url, sent, decode=decode) as response:
+                if response is not None:
+                    yield response
+                    return
+        async with self._session.get(
+            url, proxy=proxy, headers=headers, auto_decompress=decode
+        ) as http1:
+            yield _Http1Response(http1)
 
     def _reachable(self) -> None:
         if self._breaker.open:
@@ -197,10 +271,17 @@ def tls_context(settings: UpstreamSettings) -> ssl.SSLContext:
     return context
 
 
-async def _read_bounded(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+def _cut_short(error: BaseException) -> bool:
+    """Whether the upstream answered but its body broke off or was damaged."""
+    return isinstance(error, aiohttp.ClientPayloadError) or (
+        isinstance(error, H2Disconnected) and error.answered
+    )
+
+
+async def _read_bounded(response: UpstreamResponse, limit: int, what: str) -> bytes:
     chunks = []
     size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
+    async for chunk in response.chunks():
         size += len(chunk)
         if size > limit:
             raise UpstreamError(f"the upstream sent an oversized {what}")
@@ -214,42 +295,9 @@ def describe_failure(what: str, settings: UpstreamSettings, error: BaseException
     TLS and outbound-proxy failures also name the setting that fixes them. A proxy's
     URL is never repeated as given: it may carry user:password.
     """
-
-    def untrusted_certificate(error: aiohttp.ClientConnectorCertificateError) -> str:
-        cause = error.certificate_error
-        detail = getattr(cause, "verify_message", None) or str(cause)
-        where = f"{error.host}:{error.port}"
-        # OpenSSL's X509_V_ERR_*: not yet valid / expired, hostname / IP address mismatch.
-        # The certificate itself is wrong there, and trusting another CA would not help.
-        if getattr(cause, "verify_code", None) in (9, 10, 62, 64):
-            return f"the upstream's TLS certificate ({where}) was rejected: {detail}"
-        trusted = "the system's trusted CAs"
-        if settings.ca_bundle is not None:
-            trusted += f" nor those in [upstream] ca_bundle ({settings.ca_bundle})"
-        return (
-            f"the upstream's TLS certificate ({where}) is not trusted ({detail}): "
-            f"it is signed by none of {trusted}; set [upstream] ca_bundle to a PEM file "
-            "with the CA certificate that signed it (a TLS-inspecting proxy's own CA, "
-            "for instance)"
-        )
-
-    def proxy_answer(error: aiohttp.ClientHttpProxyError) -> str:
-        # The proxy answered CONNECT with something other than 200.
-        info = error.request_info
-        proxy = f"{info.real_url.host}:{info.real_url.port}"
-        # 407 is the standard answer; some proxies (tinyproxy up to 1.11) send 401.
-        if error.status in (401, 407):
-            sent = "" if "Proxy-Authorization" in info.headers else ": none were sent"
-            return (
-                f"the outbound proxy {proxy} refused the credentials ({error.status}){sent}; "
-                "put user:password in [upstream] proxy (http://user:password@host:port)"
-            )
-        return (
-            f"the outbound proxy {proxy} did not open a tunnel to "
-            f"{info.url.host}:{info.url.port}: it answered {error.status} {error.message}"
-        )
-
-    if isinstance(error, aiohttp.ConnectionTimeoutError):
+    if isinstance(error, H2Error):
+        reason = _http2_failure(error, settings)
+    elif isinstance(error, aiohttp.ConnectionTimeoutError):
         reason = f"connecting timed out after {settings.connect_timeout:g} s"
     elif isinstance(error, (aiohttp.SocketTimeoutError, asyncio.TimeoutError)):
         reason = f"no data for {settings.read_timeout:g} s (read timeout)"
@@ -258,22 +306,82 @@ def describe_failure(what: str, settings: UpstreamSettings, error: BaseException
     elif isinstance(error, aiohttp.ServerDisconnectedError):
         reason = "the upstream closed the connection without answering"
     elif isinstance(error, aiohttp.ClientConnectorCertificateError):
-        reason = untrusted_certificate(error)
+        where = f"{error.host}:{error.port}"
+        reason = _untrusted_certificate(error.certificate_error, where, settings)
     elif isinstance(error, aiohttp.ClientSSLError):
-        reason = (
-            f"the TLS handshake with {error.host}:{error.port} failed "
-            f"({error.strerror or error}); check that it speaks HTTPS there, and if a proxy "
-            "inspects TLS, set [upstream] ca_bundle to that proxy's CA"
-        )
+        reason = _tls_failed(f"{error.host}:{error.port}", error.strerror or error)
     elif isinstance(error, aiohttp.ClientProxyConnectionError):
         reason = (
             f"cannot connect to the outbound proxy {error.host}:{error.port} "
             f"({error.strerror or error}); check [upstream] proxy / HTTPS_PROXY"
         )
     elif isinstance(error, aiohttp.ClientHttpProxyError):
-        reason = proxy_answer(error)
+        reason = _proxy_answer(error)
     elif isinstance(error, aiohttp.ClientConnectorError):
         reason = f"cannot connect to {error.host}:{error.port} ({error.strerror or error})"
     else:
         reason = str(error) or type(error).__name__
     return f"fetching {what} from the upstream failed: {reason}"
+
+
+def _http2_failure(error: H2Error, settings: UpstreamSettings) -> str:
+    if isinstance(error, H2Timeout):
+        if error.connecting:
+            return f"connecting timed out after {settings.connect_timeout:g} s"
+        return f"no data for {settings.read_timeout:g} s (read timeout)"
+    if isinstance(error, H2ConnectError):
+        return _connect_failure(error, settings)
+    if isinstance(error, H2Disconnected) and error.answered:
+        return f"the connection closed before the whole body arrived ({error})"
+    return f"the upstream closed the connection without answering ({error})"
+
+
+def _connect_failure(error: H2ConnectError, settings: UpstreamSettings) -> str:
+    where = f"{error.host}:{error.port}"
+    if isinstance(error.cause, ssl.SSLCertVerificationError):
+        return _untrusted_certificate(error.cause, where, settings)
+    if isinstance(error.cause, ssl.SSLError):
+        return _tls_failed(where, error.cause)
+    detail = getattr(error.cause, "strerror", None) or error.cause
+    return f"cannot connect to {where} ({detail})"
+
+
+def _untrusted_certificate(cause: BaseException, where: str, settings: UpstreamSettings) -> str:
+    detail = getattr(cause, "verify_message", None) or str(cause)
+    # OpenSSL's X509_V_ERR_*: not yet valid / expired, hostname / IP address mismatch.
+    # The certificate itself is wrong there, and trusting another CA would not help.
+    if getattr(cause, "verify_code", None) in (9, 10, 62, 64):
+        return f"the upstream's TLS certificate ({where}) was rejected: {detail}"
+    trusted = "the system's trusted CAs"
+    if settings.ca_bundle is not None:
+        trusted += f" nor those in [upstream] ca_bundle ({settings.ca_bundle})"
+    return (
+        f"the upstream's TLS certificate ({where}) is not trusted ({detail}): "
+        f"it is signed by none of {trusted}; set [upstream] ca_bundle to a PEM file "
+        "with the CA certificate that signed it (a TLS-inspecting proxy's own CA, "
+        "for instance)"
+    )
+
+
+def _tls_failed(where: str, detail: object) -> str:
+    return (
+        f"the TLS handshake with {where} failed ({detail}); check that it speaks HTTPS "
+        "there, and if a proxy inspects TLS, set [upstream] ca_bundle to that proxy's CA"
+    )
+
+
+def _proxy_answer(error: aiohttp.ClientHttpProxyError) -> str:
+    """The proxy answered CONNECT with something other than 200."""
+    info = error.request_info
+    proxy = f"{info.real_url.host}:{info.real_url.port}"
+    # 407 is the standard answer; some proxies (tinyproxy up to 1.11) send 401.
+    if error.status in (401, 407):
+        sent = "" if "Proxy-Authorization" in info.headers else ": none were sent"
+        return (
+            f"the outbound proxy {proxy} refused the credentials ({error.status}){sent}; "
+            "put user:password in [upstream] proxy (http://user:password@host:port)"
+        )
+    return (
+        f"the outbound proxy {proxy} did not open a tunnel to "
+        f"{info.url.host}:{info.url.port}: it answered {error.status} {error.message}"
+    )

@@ -144,6 +144,8 @@ class FakeUpstream(ThreadedServer):
         start = float(int(time.time()))
         self._mtimes: dict[str, float] = {c.spec.lower: start for c in self.registry}
         self._default_mtime = start
+        #: The address clients are told to download from, when a front relays to this one.
+        self.advertised_url: str | None = None
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -156,8 +158,9 @@ class FakeUpstream(ThreadedServer):
 
     @property
     def dl(self) -> str:
-        """The `dl` value advertised in config.json."""
-        return self.url + (self._dl_template if self._dl_template else "crates")
+        """The `dl` value advertised in config.json (on `advertised_url` when set)."""
+        base = self.advertised_url or self.url
+        return base + (self._dl_template if self._dl_template else "crates")
 
     def application(self) -> web.Application:
         app = web.Application()
