@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
 
 from ghostcrate.cache import DiskStore, ExpiringSet, SingleFlight
-from ghostcrate.cache.disk import TEMP_PREFIX
+from ghostcrate.cache.disk import TEMP_PREFIX, PendingFile
 
 
 def temporaries(root: Path) -> list[Path]:
@@ -20,9 +21,25 @@ async def test_a_write_is_invisible_until_committed(tmp_path: Path) -> None:
     async with store.pending("crates/a/a-1.0.0.crate") as pending:
         await pending.write(b"half")
         assert not await store.exists("crates/a/a-1.0.0.crate")
-        assert len(temporaries(tmp_path)) == 1
+        assert temporaries(tmp_path) == []  # small: still in memory
         await pending.commit()
     assert await store.read("crates/a/a-1.0.0.crate") is not None
+    assert temporaries(tmp_path) == []
+
+
+async def test_a_large_write_goes_to_a_temporary_file_as_it_comes(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path)
+    chunk = os.urandom(100_000)
+    async with store.pending("crates/b/b-1.0.0.crate") as pending:
+        for _ in range(8):
+            await pending.write(chunk)
+        (temporary,) = temporaries(tmp_path)  # not held in memory whole
+        assert temporary.stat().st_size >= 8 * len(chunk) - PendingFile.BUFFER_BYTES
+        assert not await store.exists("crates/b/b-1.0.0.crate")
+        await pending.commit()
+    found = await store.read("crates/b/b-1.0.0.crate")
+    assert found is not None
+    assert found[0] == chunk * 8
     assert temporaries(tmp_path) == []
 
 

@@ -55,3 +55,19 @@ def test_a_stored_file_cut_short_does_not_decode(cut: int) -> None:
     damaged = stored[: header_end + cut] if cut >= 0 else stored[:-1]
     with pytest.raises(ValueError, match="damaged"):
         IndexFile.decode(damaged, 1000.0)
+
+
+def test_an_entry_is_found_with_or_without_parsing_every_line() -> None:
+    lines = [
+        {"name": "a", "vers": "1.0.0", "deps": [{"name": "b", "req": "1.0.1"}], "cksum": "0" * 64},
+        {"name": "a", "vers": "1.0.1", "deps": [], "cksum": "1" * 64},
+        {"name": "a", "vers": "2.0.0", "deps": [], "cksum": "2" * 64},
+    ]
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines) + b"not json\n"
+    index = IndexFile.from_upstream(body, 0.0, None, None)
+    assert index.entry("1.0.1") == lines[1]  # "1.0.1" also appears in 1.0.0's dependency
+    assert index.entry("2.0.0") == lines[2]
+    assert index.entry("3.0.0") is None
+    escaped = IndexFile.from_upstream(body.replace(b'"2.0.0"', b'"\\u0032.0.0"'), 0.0, None, None)
+    assert escaped.entry("2.0.0") == lines[2]  # written another way: found by the full parse
+    assert index.versions() == {"1.0.0", "1.0.1", "2.0.0"}

@@ -46,18 +46,22 @@ class PendingFile:
     """A temporary file that becomes `final` on `commit()`, or vanishes.
 
     It hashes what is written, so a caller can check the sha256 before committing.
-    Each call is one trip to the executor: under concurrent fills, every extra hop
-    waits behind the others for the GIL (benchmarks/RESULTS.md).
+    Writes gather in memory up to `BUFFER_BYTES`, and the file is created by the
+    first write that reaches the disk: a crate smaller than that (most are) costs
+    one trip to the executor in all, at `commit()` (create, write, flush, rename).
+    Every trip waits its turn for the GIL under concurrent fills (benchmarks/RESULTS.md).
     """
+
+    BUFFER_BYTES = 256 * 1024
 
     def __init__(
         self,
-        fd: int,
         temp: Path,
         final: Path,
         on_commit: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
-        self._fd = fd
+        self._fd = -1
+        self._buffer = bytearray()
         self._digest = hashlib.sha256()
         self._on_commit = on_commit
         self.temp = temp
@@ -67,8 +71,12 @@ class PendingFile:
 
     async def write(self, chunk: bytes) -> None:
         self._digest.update(chunk)
-        await _in_executor(_write_all, self._fd, chunk)
         self.size += len(chunk)
+        self._buffer += chunk
+        if len(self._buffer) >= self.BUFFER_BYTES:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            self._fd = await _in_executor(_append, self._fd, self.temp, data)
 
     def sha256(self) -> str:
         """Hex sha256 of everything written so far."""
@@ -77,13 +85,16 @@ class PendingFile:
     async def commit(self, mtime: float | None = None) -> None:
         """Flush to disk and rename into place (atomic on POSIX), optionally dated `mtime`."""
         fd, self._fd = self._fd, -1
-        await _in_executor(_commit, fd, self.temp, self.final, mtime)
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        await _in_executor(_finish, fd, self.temp, self.final, data, mtime)
         self.committed = True
         if self._on_commit is not None:
             await self._on_commit(self.size)
 
     async def discard(self) -> None:
-        if not self.committed:
+        self._buffer.clear()
+        if not self.committed and self._fd >= 0:
             fd, self._fd = self._fd, -1
             await _in_executor(_discard, fd, self.temp)
 
@@ -118,6 +129,9 @@ class DiskStore:
         self._metrics = metrics
         self._counter = counter
         self._evicting: asyncio.Task[None] | None = None
+        #: Bytes committed here and not yet added to the shared usage figure.
+        self._unshared = 0
+        self._sharing: asyncio.Task[None] | None = None
 
     def path(self, key: str) -> Path:
         """The file for a key. Keys are built by the program from validated parts."""
@@ -155,9 +169,7 @@ class DiskStore:
     async def pending(self, key: str) -> AsyncIterator[PendingFile]:
         """A temporary file for `key`; unless committed, it is removed on exit."""
         final = self.path(key)
-        temp = _temp_name(final)
-        fd = await self._run(_create, temp)
-        pending = PendingFile(fd, temp, final, self._committed)
+        pending = PendingFile(_temp_name(final), final, self._committed)
         try:
             yield pending
         finally:
@@ -188,6 +200,8 @@ class DiskStore:
         return result
 
     async def close(self) -> None:
+        if self._sharing is not None:
+            await self._sharing
         if self._evicting is not None:
             await self._evicting
 
@@ -278,7 +292,28 @@ class DiskStore:
                     yield path, path.stat()
 
     async def _committed(self, size: int) -> None:
-        await self._account(size)
+        if self._counter is None:
+            await self._account(size)
+            self._evict_if_over()
+            return
+        # The shared figure takes a locked update in a thread: done after the fill, and
+        # once for all the commits that happened meanwhile.
+        self._unshared += size
+        if self._sharing is None:
+            self._sharing = asyncio.ensure_future(self._share_usage())
+
+    async def _share_usage(self) -> None:
+        try:
+            while self._unshared:
+                delta, self._unshared = self._unshared, 0
+                await self._account(delta)
+            self._evict_if_over()
+        except OSError:  # the next start measures the disk again
+            log.exception("updating the disk tier's shared usage failed")
+        finally:
+            self._sharing = None
+
+    def _evict_if_over(self) -> None:
         if self.max_bytes and self.usage > self.max_bytes and self._evicting is None:
             self._evicting = asyncio.ensure_future(self._evict_once())
 
@@ -347,6 +382,28 @@ def _commit(fd: int, temp: Path, final: Path, mtime: float | None, durable: bool
     temp.replace(final)
 
 
+def _append(fd: int, temp: Path, data: bytes) -> int:
+    """Write `data` to the temporary file, creating it first if `fd` is -1; its descriptor."""
+    if fd < 0:
+        fd = _create(temp)
+    try:
+        _write_all(fd, data)
+    except BaseException:
+        _discard(fd, temp)
+        raise
+    return fd
+
+
+def _finish(fd: int, temp: Path, final: Path, data: bytes, mtime: float | None) -> None:
+    """Write the last of the data, flush, and rename into place."""
+    fd = _append(fd, temp, data)
+    try:
+        _commit(fd, temp, final, mtime)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 def _discard(fd: int, temp: Path) -> None:
     if fd >= 0:
         os.close(fd)
@@ -354,12 +411,7 @@ def _discard(fd: int, temp: Path) -> None:
 
 
 def _write_whole(temp: Path, final: Path, data: bytes, mtime: float | None, durable: bool) -> None:
-    fd = _create(temp)
-    try:
-        _write_all(fd, data)
-    except BaseException:
-        _discard(fd, temp)
-        raise
+    fd = _append(-1, temp, data)
     try:
         _commit(fd, temp, final, mtime, durable)
     except BaseException:

@@ -73,7 +73,7 @@ class MirrorCrates:
         await self._flights.close()
 
     async def _entry(self, name: CrateName, version: str) -> dict[str, Any]:
-        index = await self._index.get(name)
+        index = await self._index.get(name, recent=True)
         entry = index.entry(version) if index is not None else None
         if entry is None and index is not None:
             # Perhaps published since we last looked: ask the upstream once more.

@@ -18,6 +18,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,13 @@ from ghostcrate.proxy.metrics import ProxyMetrics
 from ghostcrate.proxy.upstream import Missing, Modified, NotModified, UpstreamClient
 
 log = logging.getLogger(__name__)
+
+#: Seconds a decoded index file is used again without reading the disk: long enough for
+#: the downloads cargo sends right after reading it, short enough that a file another
+#: worker or an import replaced is seen almost at once.
+RECENT_SECONDS = 5.0
+#: Bytes of index file bodies kept decoded that way.
+RECENT_MAX_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -67,10 +75,20 @@ class MirrorIndex:
         #: Files answered and still being stored, by key: what the disk will say.
         self._storing: dict[str, IndexFile] = {}
         self._stores: set[asyncio.Task[None]] = set()
+        #: Files read or fetched in the last `RECENT_SECONDS`, decoded: (file, until when).
+        self._recent: OrderedDict[str, tuple[IndexFile, float]] = OrderedDict()
+        self._recent_bytes = 0
 
-    async def get(self, name: CrateName, *, max_age: float | None = None) -> IndexFile | None:
-        """The index file of a crate, or None if the upstream has no such crate."""
-        return await self._get(index_path(name), max_age, functools.partial(check_index_body, name))
+    async def get(
+        self, name: CrateName, *, max_age: float | None = None, recent: bool = False
+    ) -> IndexFile | None:
+        """The index file of a crate, or None if the upstream has no such crate.
+
+        `recent`: a copy decoded in the last `RECENT_SECONDS` will do (a download
+        looking up its checksum), instead of what the disk says now.
+        """
+        check = functools.partial(check_index_body, name)
+        return await self._get(index_path(name), max_age, check, recent=recent)
 
     async def offered(self, name: CrateName, *, max_age: float | None = None) -> Offer | None:
         """The index file as clients see it; None for "no such crate".
@@ -91,7 +109,7 @@ class MirrorIndex:
 
     async def upstream_config(self) -> dict[str, Any]:
         """The upstream's config.json (it gives the download URL)."""
-        config = await self._get(CONFIG_PATH, None, parse_upstream_config)
+        config = await self._get(CONFIG_PATH, None, parse_upstream_config, recent=True)
         if config is None:
             raise UpstreamError("the upstream has no config.json; is [upstream] index right?")
         return parse_upstream_config(config.body)
@@ -101,11 +119,11 @@ class MirrorIndex:
         await asyncio.gather(*self._stores, return_exceptions=True)
 
     async def _get(
-        self, path: str, max_age: float | None, check: Callable[[bytes], object]
+        self, path: str, max_age: float | None, check: Callable[[bytes], object], *, recent: bool
     ) -> IndexFile | None:
         ttl = self._settings.index_ttl if max_age is None else max_age
         key = index_key(path)
-        cached = await self._read(key)
+        cached = await self._read(key, recent=recent)
         if self._settings.offline:  # whatever is cached is what there is
             return cached
         now = time.time()
@@ -117,19 +135,53 @@ class MirrorIndex:
             return None
         return await self._flights.run(key, lambda: self._refresh(key, path, ttl, check))
 
-    async def _read(self, key: str) -> IndexFile | None:
+    async def _read(self, key: str, *, recent: bool) -> IndexFile | None:
+        """The cached file; `recent=False` reads what the disk says now (other workers)."""
         storing = self._storing.get(key)
         if storing is not None:
             return storing
+        if recent:
+            remembered = self._recall(key)
+            if remembered is not None:
+                return remembered
         found = await self._cache.read(key)
         if found is None:
+            self._forget(key)
             return None
         try:
-            return IndexFile.decode(found.data, found.mtime)
+            index = IndexFile.decode(found.data, found.mtime)
         except (ValueError, KeyError):
             log.warning("discarding unreadable cached index file", extra={"key": key})
             await self._cache.delete(key)
             return None
+        self._remember(key, index)
+        return index
+
+    def _recall(self, key: str) -> IndexFile | None:
+        item = self._recent.get(key)
+        if item is None:
+            return None
+        if item[1] < time.monotonic():
+            self._forget(key)
+            return None
+        return item[0]
+
+    def _remember(self, key: str, index: IndexFile) -> None:
+        """Keep a decoded file for a few seconds: cargo downloads right after reading it."""
+        self._forget(key)
+        size = len(index.body)
+        if size > RECENT_MAX_BYTES // 16:
+            return
+        self._recent[key] = (index, time.monotonic() + RECENT_SECONDS)
+        self._recent_bytes += size
+        while self._recent_bytes > RECENT_MAX_BYTES:
+            _, (evicted, _) = self._recent.popitem(last=False)
+            self._recent_bytes -= len(evicted.body)
+
+    def _forget(self, key: str) -> None:
+        item = self._recent.pop(key, None)
+        if item is not None:
+            self._recent_bytes -= len(item[0].body)
 
     async def _refresh(
         self, key: str, path: str, ttl: float, check: Callable[[bytes], object]
@@ -152,11 +204,15 @@ class MirrorIndex:
         try:
             async with self._cache.hold(key):
                 # Another worker may have refreshed it while we waited for the lock.
-                cached = await self._read(key)
+                cached = await self._read(key, recent=False)
                 if cached is not None and time.time() - cached.checked_at < ttl:
                     answer.set_result(cached)
                     return
                 index, store = await self._revalidate(key, path, cached, check)
+                if index is None:
+                    self._forget(key)
+                else:
+                    self._remember(key, index)
                 answer.set_result(index)
                 if store is not None and index is not None:
                     self._storing[key] = index

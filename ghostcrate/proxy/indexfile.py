@@ -10,6 +10,7 @@ without waiting for the disk.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -97,7 +98,23 @@ class IndexFile:
         return self._parsed()
 
     def entry(self, version: str) -> dict[str, Any] | None:
-        """The index entry of one version, or None."""
+        """The index entry of one version, or None.
+
+        Only lines that contain the version in quotes are parsed (a download looks
+        up one version of a file that may list hundreds); the whole file only if
+        none of them is the entry.
+        """
+        if self._entries is None:
+            needle = json.dumps(version).encode()
+            found = None
+            for line in self.body.splitlines():
+                if needle in line:
+                    with contextlib.suppress(ValueError):
+                        record = json.loads(line)
+                        if isinstance(record, dict) and record.get("vers") == version:
+                            found = record  # the last line for a version wins, as in _parsed
+            if found is not None:
+                return found
         return self._parsed().get(version)
 
     def _parsed(self) -> dict[str, dict[str, Any]]:
