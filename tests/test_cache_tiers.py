@@ -58,20 +58,21 @@ async def test_start_measures_usage_and_removes_leftovers(tmp_path: Path) -> Non
 HOLD_IN_OTHER_PROCESS = """
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-fcntl.flock(fd, fcntl.LOCK_EX)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, int(sys.argv[2]))
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+time.sleep(float(sys.argv[3]))
 """
 
 
-async def hold_elsewhere(path: Path, seconds: float) -> asyncio.subprocess.Process:
-    """Another process that holds the lock file at `path` for `seconds`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+async def hold_elsewhere(locks: KeyLocks, key: str, seconds: float) -> asyncio.subprocess.Process:
+    """Another process that holds `key`'s stripe of `locks` for `seconds`."""
+    locks.path.parent.mkdir(parents=True, exist_ok=True)
     holder = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         HOLD_IN_OTHER_PROCESS,
-        str(path),
+        str(locks.path),
+        str(locks.stripe(key)),
         str(seconds),
         stdout=asyncio.subprocess.PIPE,
     )
@@ -82,7 +83,7 @@ async def hold_elsewhere(path: Path, seconds: float) -> asyncio.subprocess.Proce
 
 async def test_a_key_lock_excludes_other_processes(tmp_path: Path) -> None:
     locks = KeyLocks(tmp_path)
-    holder = await hold_elsewhere(locks.path("crates/serde/serde-1.0.0.crate"), 0.5)
+    holder = await hold_elsewhere(locks, "crates/serde/serde-1.0.0.crate", 0.5)
     started = time.monotonic()
     async with locks.hold("crates/serde/serde-1.0.0.crate"):
         waited = time.monotonic() - started
@@ -97,8 +98,8 @@ async def test_a_released_lock_kept_open_is_free_for_others_and_excludes_them_ag
     key = "index/se/rd/serde"
     async with locks.hold(key):
         assert not locks.is_free(key)
-    assert locks.is_free(key)  # released, though its descriptor stays open here
-    holder = await hold_elsewhere(locks.path(key), 0.5)  # another process can take it
+    assert locks.is_free(key)  # released, though the lock file stays open here
+    holder = await hold_elsewhere(locks, key, 0.5)  # another process can take it
     started = time.monotonic()
     async with locks.hold(key):  # and taking it again (on the kept descriptor) waits for it
         waited = time.monotonic() - started
@@ -109,7 +110,7 @@ async def test_a_released_lock_kept_open_is_free_for_others_and_excludes_them_ag
 
 async def test_a_killed_holder_releases_its_lock(tmp_path: Path) -> None:
     locks = KeyLocks(tmp_path)
-    holder = await hold_elsewhere(locks.path("k"), 60)
+    holder = await hold_elsewhere(locks, "k", 60)
     holder.kill()
     await holder.wait()
     started = time.monotonic()
@@ -127,8 +128,8 @@ async def test_start_keeps_the_temporary_files_of_live_fills_in_other_processes(
     dead = crates / f"{TEMP_PREFIX}a-2.0.0.crate.2222"
     live.write_bytes(b"being written")
     dead.write_bytes(b"abandoned")
-    assert locks.path("crates/a/a-1.0.0.crate") != locks.path("crates/a/a-2.0.0.crate")
-    holder = await hold_elsewhere(locks.path("crates/a/a-1.0.0.crate"), 60)
+    assert locks.stripe("crates/a/a-1.0.0.crate") != locks.stripe("crates/a/a-2.0.0.crate")
+    holder = await hold_elsewhere(locks, "crates/a/a-1.0.0.crate", 60)
     try:
         result = await DiskStore(tmp_path / "cache", locks=locks).start()
     finally:
