@@ -211,8 +211,7 @@ class Lane:
             kept = self.hot.get(request.target)
             if kept is not None and reply.keep_for > 0 and kept.renew(reply, expires):
                 return kept  # unchanged: no new heads, no compression
-            size = (await asyncio.to_thread(os.stat, reply.file)).st_size if reply.file else 0
-            prepared = Prepared(reply, expires, size)
+            prepared = Prepared(reply, expires, reply.file_size)
             if reply.keep_for > 0:
                 self.hot.put(request.target, prepared)
         except Exception:

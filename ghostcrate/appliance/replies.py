@@ -44,8 +44,9 @@ class Reply:
     content_type: str
     #: The body, unless `file` is set.
     body: bytes = b""
-    #: A verified cached file whose bytes are the body.
+    #: A verified cached file whose bytes are the body, and its size.
     file: Path | None = None
+    file_size: int = 0
     etag: str | None = None
     last_modified: str | None = None
     cache_control: str | None = None
@@ -149,11 +150,16 @@ class MirrorReplies:
                 404, f"invalid version {version!r}: crate versions are SemVer, like 1.2.3"
             )
         try:
-            path = await self._crates.cached(crate, version) or await self._crates.fetch(
+            found = await self._crates.cached(crate, version) or await self._crates.fetch(
                 crate, version
             )
         except ProxyError as error:
             return error_reply(status_of(error), str(error))
         return Reply(
-            200, CRATE_CONTENT_TYPE, file=path, cache_control=IMMUTABLE, keep_for=float("inf")
+            200,
+            CRATE_CONTENT_TYPE,
+            file=found.path,
+            file_size=found.size,
+            cache_control=IMMUTABLE,
+            keep_for=float("inf"),
         )

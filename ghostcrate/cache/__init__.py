@@ -1,6 +1,6 @@
 """The cache: where mirrored bytes live, written atomically, filled once per miss."""
 
-from ghostcrate.cache.disk import DiskStore, PendingFile
+from ghostcrate.cache.disk import CachedFile, DiskStore, PendingFile
 from ghostcrate.cache.expiring import ExpiringSet
 from ghostcrate.cache.locks import KeyLocks
 from ghostcrate.cache.metrics import CacheMetrics
@@ -10,6 +10,7 @@ from ghostcrate.cache.tiers import SharedTier
 
 __all__ = [
     "CacheMetrics",
+    "CachedFile",
     "DiskStore",
     "Entry",
     "ExpiringSet",

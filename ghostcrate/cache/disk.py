@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from ghostcrate.cache.counter import SharedCounter
 from ghostcrate.cache.locks import KeyLocks
@@ -99,6 +99,13 @@ class PendingFile:
             await _in_executor(_discard, fd, self.temp)
 
 
+class CachedFile(NamedTuple):
+    """A verified file in the cache, and its size (for the Content-Length)."""
+
+    path: Path
+    size: int
+
+
 @dataclass(frozen=True)
 class ScanResult:
     files: int
@@ -146,10 +153,11 @@ class DiskStore:
         """The file's bytes and modification time, or None if absent."""
         return await self._run(_read_and_mark_used, self.path(key))
 
-    async def file(self, key: str) -> Path | None:
-        """The path of a present file (marked as just used), or None."""
+    async def file(self, key: str) -> CachedFile | None:
+        """A present file (marked as just used), or None."""
         path = self.path(key)
-        return path if await self._run(_mark_used, path) else None
+        size = await self._run(_mark_used, path)
+        return None if size is None else CachedFile(path, size)
 
     async def exists(self, key: str) -> bool:
         return await self._run(self.path(key).is_file)
@@ -431,16 +439,18 @@ def _read_and_mark_used(path: Path) -> tuple[bytes, float] | None:
     return data, stat.st_mtime
 
 
-def _mark_used(path: Path) -> bool:
+def _mark_used(path: Path) -> int | None:
+    """Set the access time of a present file to now; its size, or None if absent."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return False
+        return None
     try:
-        os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))
+        stat = os.fstat(fd)
+        os.utime(fd, ns=(time.time_ns(), stat.st_mtime_ns))
     finally:
         os.close(fd)
-    return True
+    return stat.st_size
 
 
 def _unlink(path: Path) -> int:

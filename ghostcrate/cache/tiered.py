@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ghostcrate.cache.disk import DiskStore, PendingFile
+from ghostcrate.cache.disk import CachedFile, DiskStore, PendingFile
 from ghostcrate.cache.locks import KeyLocks
 from ghostcrate.cache.metrics import CacheMetrics
 from ghostcrate.cache.tiers import SharedTier
@@ -98,17 +98,17 @@ class TieredCache:
         if self.shared is not None:
             await self.shared.delete(key)
 
-    async def file(self, key: str, sha256: str | None = None) -> Path | None:
+    async def file(self, key: str, sha256: str | None = None) -> CachedFile | None:
         """A local file for `key`: on disk, or fetched from the shared tier.
 
         A file from the shared tier is accepted only if its sha256 equals `sha256`
         (without one the shared tier is not asked): what another node wrote is
         re-verified before it is served.
         """
-        path = await self.disk.file(key)
-        if path is not None:
+        found = await self.disk.file(key)
+        if found is not None:
             self._hit("disk")
-            return path
+            return found
         self._miss("disk")
         if self.shared is None or sha256 is None:
             return None
@@ -126,7 +126,7 @@ class TieredCache:
                 return None
             await pending.commit()
         self._hit(self.shared.name)
-        return pending.final
+        return CachedFile(pending.final, pending.size)
 
     async def names_below(self, prefix: str) -> set[str]:
         """Names of the objects directly below `prefix` (a directory key), in any tier."""

@@ -8,10 +8,9 @@ entry) is it renamed into the cache. Unverified bytes never reach a client.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from ghostcrate.cache import SingleFlight, TieredCache
+from ghostcrate.cache import CachedFile, SingleFlight, TieredCache
 from ghostcrate.cargo.names import CrateName, index_prefix, is_checksum
 from ghostcrate.proxy.errors import ChecksumMismatch, NotFound, UpstreamError
 from ghostcrate.proxy.index import MirrorIndex
@@ -50,16 +49,16 @@ class MirrorCrates:
         self._index = index
         self._upstream = upstream
         self._metrics = metrics
-        self._flights: SingleFlight[str, Path] = SingleFlight()
+        self._flights: SingleFlight[str, CachedFile] = SingleFlight()
 
-    async def cached(self, name: CrateName, version: str) -> Path | None:
+    async def cached(self, name: CrateName, version: str) -> CachedFile | None:
         """The cached file, if present (everything in the cache was verified on the way in)."""
         path = await self._cache.file(crate_key(name, version))
         if path is not None:
             self._metrics.crate_results.labels("hit").inc()
         return path
 
-    async def fetch(self, name: CrateName, version: str) -> Path:
+    async def fetch(self, name: CrateName, version: str) -> CachedFile:
         """Fill the cache from the upstream (once, however many ask) and return the file."""
         if self._only_cached:
             raise NotFound(
@@ -85,7 +84,7 @@ class MirrorCrates:
             raise NotFound(f"crate '{name}' has no version {version} upstream")
         return entry
 
-    async def _fill(self, key: str, name: CrateName, version: str) -> Path:
+    async def _fill(self, key: str, name: CrateName, version: str) -> CachedFile:
         self._metrics.crate_results.labels("miss").inc()
         entry = await self._entry(name, version)
         cksum = entry.get("cksum")
@@ -103,7 +102,9 @@ class MirrorCrates:
                 return path
             return await self._from_upstream(key, url, real_name, version, cksum)
 
-    async def _from_upstream(self, key: str, url: str, name: str, version: str, cksum: str) -> Path:
+    async def _from_upstream(
+        self, key: str, url: str, name: str, version: str, cksum: str
+    ) -> CachedFile:
         try:
             path = await self._download(key, url, name, version, cksum)
         except UpstreamError:
@@ -112,7 +113,9 @@ class MirrorCrates:
         self._metrics.upstream_requests.labels("download", "ok").inc()
         return path
 
-    async def _download(self, key: str, url: str, name: str, version: str, cksum: str) -> Path:
+    async def _download(
+        self, key: str, url: str, name: str, version: str, cksum: str
+    ) -> CachedFile:
         what = f"crate {name} {version}"
         async with self._upstream.stream(url, what) as response, self._cache.pending(key) as file:
             async for chunk in response.chunks():
@@ -137,4 +140,4 @@ class MirrorCrates:
                 raise ChecksumMismatch(name, version, cksum, file.sha256())
             await self._cache.commit(key, file)
         log.info("cached crate", extra={"crate": name, "version": version, "bytes": file.size})
-        return file.final
+        return CachedFile(file.final, file.size)
