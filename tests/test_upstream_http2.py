@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ghostcrate.proxy.h2client import STREAM_WINDOW
+from ghostcrate.proxy.h2client import STREAM_WINDOW, H2Client, h2_tls_context
 from tests.conftest import MirrorClient
 from tests.support.crates import corpus_registry, index_path
 from tests.support.h2front import H2Front
@@ -152,3 +152,29 @@ async def test_http2_can_be_switched_off(
     assert front.protocols
     assert None in front.protocols
     assert "h2" not in front.protocols
+
+
+async def test_abandoned_bodies_give_their_window_back(
+    upstream: FakeUpstream, front: H2Front, pki: TestPKI
+) -> None:
+    big = upstream.registry.crate("bigdata", "0.1.0")
+    assert big is not None
+    url = f"{front.url}crates/bigdata/0.1.0/download"
+    client = H2Client(h2_tls_context(pki.client_context()), connect_timeout=5, read_timeout=5)
+    try:
+        # Each abandoned download leaves up to a stream window of received, unread data;
+        # 24 of them would exhaust the connection's window if it were not given back.
+        for _ in range(24):
+            async with client.get(url, {}, decode=False) as response:
+                assert response is not None
+                assert response.status == 200
+                async for _chunk in response.chunks():
+                    await asyncio.sleep(0.05)  # let the rest of the window arrive
+                    break
+        async with client.get(url, {}, decode=False) as response:
+            assert response is not None
+            body = b"".join([chunk async for chunk in response.chunks()])
+        assert hashlib.sha256(body).hexdigest() == big.cksum
+        assert front.connections == 1
+    finally:
+        await client.close()

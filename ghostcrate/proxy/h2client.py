@@ -47,6 +47,8 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 IDLE_SECONDS = 60.0
 #: Tries of a request that servers keep leaving unprocessed (GOAWAY while it was sent).
 ATTEMPTS = 3
+#: How long closing the client waits for its connections' TLS shutdowns.
+CLOSE_SECONDS = 2.0
 
 
 class H2Error(Exception):
@@ -162,6 +164,8 @@ class H2Client:
         self._connecting: dict[tuple[str, int], asyncio.Future[_Connection | None]] = {}
         #: Origins that chose HTTP/1.1 when offered both.
         self._http1: set[tuple[str, int]] = set()
+        #: Every connection not yet lost, in use or closing.
+        self._live: set[_Connection] = set()
 
     @contextlib.asynccontextmanager
     async def get(
@@ -193,9 +197,16 @@ class H2Client:
             return
 
     async def close(self) -> None:
-        for connection in list(self._connections.values()):
-            connection.close()
+        """Close every connection, and wait (a moment) until they are closed."""
         self._connections.clear()
+        live = list(self._live)
+        for connection in live:
+            connection.close()
+        if live:
+            await asyncio.wait([c.lost for c in live], timeout=CLOSE_SECONDS)
+            for connection in live:
+                if not connection.lost.done():
+                    connection.abort()
 
     async def _connection(self, origin: tuple[str, int]) -> _Connection | None:
         connection = self._connections.get(origin)
@@ -244,6 +255,8 @@ class H2Client:
             log.info("the upstream does not speak HTTP/2; using HTTP/1.1", extra={"host": host})
             return None
         self._connections[origin] = connection
+        self._live.add(connection)
+        connection.lost.add_done_callback(lambda _: self._live.discard(connection))
         return connection
 
     def _forget(self, connection: _Connection) -> None:
@@ -279,6 +292,8 @@ class _Connection(asyncio.Protocol):
         self._capacity = asyncio.Event()
         self._capacity.set()
         self._idle: asyncio.TimerHandle | None = None
+        #: Done once the transport is gone.
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
     def usable(self) -> bool:
@@ -303,6 +318,12 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._end("the upstream closed the connection", retry=True)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -491,8 +512,13 @@ class _Connection(asyncio.Protocol):
         self._forget(self)
 
     def _discard(self, stream_id: int) -> bool:
-        if self._streams.pop(stream_id, None) is None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
             return False
+        unread = sum(len(data) for data in stream.data)
+        if unread and self._transport is not None:  # the connection's window, given back
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self._h2.acknowledge_received_data(unread, stream_id)
         self._capacity.set()
         if not self._streams:
             if self._closing:
