@@ -17,7 +17,9 @@ import pytest
 
 from ghostcrate.proxy.h2client import STREAM_WINDOW, H2Client, h2_tls_context
 from tests.conftest import MirrorClient
-from tests.support.crates import corpus_registry, index_path
+from tests.support.appliance import Appliance
+from tests.support.cargo import CargoEnv, read_lockfile
+from tests.support.crates import CORPUS_APP_DEPS, corpus_registry, index_path, make_workspace
 from tests.support.h2front import H2Front
 from tests.support.metrics import client_metric as metric
 from tests.support.tls import TestPKI, make_pki
@@ -178,3 +180,44 @@ async def test_abandoned_bodies_give_their_window_back(
         assert front.connections == 1
     finally:
         await client.close()
+
+
+async def test_an_untrusted_certificate_names_ca_bundle_over_http2_too(
+    make_mirror: MakeMirror, upstream: FakeUpstream, front: H2Front
+) -> None:
+    client: MirrorClient = await make_mirror(index=front.url)  # no ca_bundle
+    response = await client.get(f"/index/{index_path('multi')}")
+    assert response.status == 502
+    detail = (await response.json())["errors"][0]["detail"]
+    assert f"TLS certificate (127.0.0.1:{front.port}) is not trusted" in detail
+    assert "[upstream] ca_bundle" in detail
+    assert upstream.index_count("multi") == 0
+
+
+@pytest.mark.e2e
+def test_cargo_builds_through_ghostcrate_from_an_http2_upstream(
+    upstream: FakeUpstream, front: H2Front, pki: TestPKI, tmp_path: Path
+) -> None:
+    appliance = Appliance(
+        tmp_path / "appliance",
+        front.url,
+        server={"workers": 2},
+        ca_bundle=str(pki.ca_path),
+    ).start()
+    try:
+        app = make_workspace(tmp_path / "app", CORPUS_APP_DEPS)
+        with CargoEnv(tmp_path / "cargo") as cargo:
+            cargo.configure_replacement(appliance.index_url)
+            cargo.run(["generate-lockfile"], app)
+            cargo.run(["build"], app)
+    finally:
+        appliance.stop()
+    locked = [p for p in read_lockfile(app) if p.source is not None]
+    assert len(locked) >= len(CORPUS_APP_DEPS)
+    for package in locked:
+        crate = upstream.registry.crate(package.name, package.version)
+        assert crate is not None, package.name
+        assert package.checksum == crate.cksum, package.name
+    assert set(front.protocols) == {"h2"}
+    assert front.connections <= 2  # one per worker, whatever cargo asked for at once
+    assert front.streams >= len(locked) * 2  # every index file and crate went over HTTP/2
