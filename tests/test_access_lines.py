@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from typing import Any
 
 import pytest
 
@@ -90,31 +91,22 @@ def test_repeated_requests_reuse_pieces_and_still_say_what_each_was() -> None:
         ("HEAD", "/index/se/rd/serde", 200, 0, "::1", None, "-"),
         ("GET", "/index/se/rd/serde", 200, 900, "::1", None, "a5"),
     ]
-    for method, path, status, length, remote, agent, rid in asked:
-        sink.request(
-            method=method,
-            path=path,
-            status=status,
-            length=length,
-            seconds=length / 1e6,
-            remote=remote,
-            user_agent=agent,
-            request_id=rid,
-        )
+    fields: list[dict[str, Any]] = [
+        {
+            "method": method,
+            "path": path,
+            "status": status,
+            "length": length,
+            "seconds": length / 1e6,
+            "remote": remote,
+            "user_agent": agent,
+            "request_id": rid,
+        }
+        for method, path, status, length, remote, agent, rid in asked
+    ]
+    for request in fields:
+        sink.request(**request)
     sink.flush()
-    for line, (method, path, status, length, remote, agent, rid) in zip(
-        stream.getvalue().splitlines(), asked, strict=True
-    ):
-        expected = access_fields(
-            0.0,
-            sink.pid,
-            method=method,
-            path=path,
-            status=status,
-            length=length,
-            seconds=length / 1e6,
-            remote=remote,
-            user_agent=agent,
-            request_id=rid,
-        )
+    for line, request in zip(stream.getvalue().splitlines(), fields, strict=True):
+        expected = access_fields(0.0, sink.pid, **request)
         assert line.split(", ", 1)[1] == render_json(expected).split(", ", 1)[1]
