@@ -116,7 +116,8 @@ def test_workers_killed_mid_fill_are_replaced_and_their_leftovers_swept(
     upstream.clear_faults()
 
     deadline = time.monotonic() + 15
-    while len([e for e in appliance.events() if e["msg"] == "disk tier ready"]) < 4:
+    # Replaced once both new workers listen (and swept their dead predecessors' files).
+    while len([e for e in appliance.events() if e["msg"] == "listening"]) < 4:
         assert time.monotonic() < deadline, "the workers were not replaced"
         time.sleep(0.1)
     assert list(appliance.data_dir.rglob(".tmp-*")) == []
