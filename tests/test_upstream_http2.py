@@ -87,7 +87,9 @@ async def test_after_a_goaway_requests_go_to_a_new_connection(
     for name, answer in zip(names[4:], answers, strict=True):
         assert await answer.read() == upstream.registry.index_file(name)
     assert front.connections >= 3
-    assert sum(upstream.index_count(name) for name in names) == len(names)
+    # A request whose connection ends before it is answered is sent again (a GET may be):
+    # the upstream may see one twice, never more.
+    assert all(1 <= upstream.index_count(name) <= 2 for name in names)
 
 
 async def test_index_files_the_upstream_compresses_are_decoded(

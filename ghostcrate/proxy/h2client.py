@@ -400,7 +400,7 @@ class _Connection(asyncio.Protocol):
                 self._flush()
             return chunk
         self._discard(stream_id)
-        if stream.error is not None:
+        if stream.error is not None and not stream.ended:  # a body that ended is whole
             raise stream.error
         return None
 
