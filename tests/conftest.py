@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from ghostcrate.appliance.runner import FastLaneRunner
 from ghostcrate.config import CacheSettings, ServerSettings, Settings, UpstreamSettings
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv
-from tests.support.crates import corpus_registry
+from tests.support.crates import corpus_registry, index_path
 from tests.support.s3 import MotoServer, S3FaultProxy
 from tests.support.upstream import FakeUpstream
 
@@ -61,6 +62,16 @@ def mirror_settings(
         upstream=UpstreamSettings(index=upstream_url, **values),
         cache=CacheSettings(**(cache or {})),
     )
+
+
+async def stored_index_file(data_dir: Path, name: str) -> Path:
+    """The disk tier's copy of `name`'s index file, once stored (the mirror answers first)."""
+    stored = data_dir / "cache" / "index" / index_path(name)
+    for _ in range(100):
+        if stored.exists():
+            return stored
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{stored} was never stored")
 
 
 @pytest.fixture

@@ -25,33 +25,23 @@ def test_json_access_lines_equal_rendered_fields(
 ) -> None:
     stream = io.StringIO()
     sink = AccessSink(stream, render_json)
-    sink.request(
-        method="GET",
-        path=path,
-        status=304,
-        length=123,
-        seconds=0.0123456,
-        remote=remote,
-        user_agent=user_agent,
-        request_id=request_id,
-    )
+    request: dict[str, Any] = {
+        "method": "GET",
+        "path": path,
+        "status": 304,
+        "length": 123,
+        "seconds": 0.0123456,
+        "remote": remote,
+        "user_agent": user_agent,
+        "request_id": request_id,
+    }
+    sink.request(**request)
     sink.flush()
     line = stream.getvalue()
     assert line.endswith("\n")
     assert line.count("\n") == 1
     written = json.loads(line)
-    expected = access_fields(
-        0.0,
-        sink.pid,
-        method="GET",
-        path=path,
-        status=304,
-        length=123,
-        seconds=0.0123456,
-        remote=remote,
-        user_agent=user_agent,
-        request_id=request_id,
-    )
+    expected = access_fields(0.0, sink.pid, **request)
     # Byte for byte, after the timestamp: same keys, order and escaping as json.dumps.
     assert line.rstrip("\n").split(", ", 1)[1] == render_json(expected).split(", ", 1)[1]
     assert written.pop("ts")[-6:] == "+00:00"

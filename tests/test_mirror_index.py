@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MirrorClient
+from tests.conftest import MirrorClient, stored_index_file
 from tests.support.crates import CrateSpec, index_path
 from tests.support.metrics import client_metric as metric
 from tests.support.upstream import FakeUpstream
@@ -121,11 +121,7 @@ async def test_a_cached_file_a_crash_left_short_is_fetched_again(
     path = f"/index/{index_path('multi')}"
     expected = upstream.registry.index_file("multi")
     assert await (await client.get(path)).read() == expected
-    stored = tmp_path / "data" / "cache" / "index" / index_path("multi")
-    for _ in range(100):  # stored after the answer
-        if stored.exists():
-            break
-        await asyncio.sleep(0.02)
+    stored = await stored_index_file(tmp_path / "data", "multi")
     stored.write_bytes(stored.read_bytes()[:-20])  # written without a flush, then a crash
     assert await (await client.get(path)).read() == expected
     assert upstream.index_count("multi") == 2

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ghostcrate.appliance.keys import CACHE
-from tests.conftest import MirrorClient
+from tests.conftest import MirrorClient, stored_index_file
 from tests.support.crates import index_path
 from tests.support.metrics import client_metric as metric
 from tests.support.upstream import FakeUpstream
@@ -36,11 +35,7 @@ async def test_without_memory_the_disk_answers(
     client: MirrorClient = await make_mirror(cache={"memory_bytes": 0})
     path = f"/index/{index_path('featly')}"
     assert (await client.get(path)).status == 200
-    stored = tmp_path / "data" / "cache" / "index" / index_path("featly")
-    for _ in range(100):  # answered before it is stored: wait for the file
-        if stored.exists():
-            break
-        await asyncio.sleep(0.02)
+    await stored_index_file(tmp_path / "data", "featly")  # answered before it is stored
     for _ in range(2):
         assert (await client.get(path)).status == 200
     assert await metric(client, "ghostcrate_fast_lane_requests_total", result="hit") == 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import itertools
 import logging
@@ -147,7 +148,7 @@ class DiskStore:
         return self.root / key
 
     async def _run(self, func: Callable[..., _T], *args: object) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(None, func, *args)
+        return await _in_executor(func, *args)
 
     async def read(self, key: str) -> tuple[bytes, float] | None:
         """The file's bytes and modification time, or None if absent."""
@@ -197,7 +198,8 @@ class DiskStore:
         that is checked when read (a crash may leave such a file empty or short).
         """
         final = self.path(key)
-        await self._run(_write_whole, _temp_name(final), final, data, mtime, durable)
+        finish = functools.partial(_finish, durable=durable)
+        await self._run(finish, -1, _temp_name(final), final, data, mtime)
         await self._committed(len(data))
 
     async def start(self) -> ScanResult:
@@ -379,7 +381,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _commit(fd: int, temp: Path, final: Path, mtime: float | None, durable: bool = True) -> None:
+def _commit(fd: int, temp: Path, final: Path, mtime: float | None, durable: bool) -> None:
     try:
         if mtime is not None:
             os.utime(fd, (time.time(), mtime))
@@ -402,11 +404,14 @@ def _append(fd: int, temp: Path, data: bytes) -> int:
     return fd
 
 
-def _finish(fd: int, temp: Path, final: Path, data: bytes, mtime: float | None) -> None:
-    """Write the last of the data, flush, and rename into place."""
+def _finish(
+    fd: int, temp: Path, final: Path, data: bytes, mtime: float | None, *, durable: bool = True
+) -> None:
+    """Write the last of the data (creating the file if `fd` is -1), flush unless not
+    `durable`, and rename into place."""
     fd = _append(fd, temp, data)
     try:
-        _commit(fd, temp, final, mtime)
+        _commit(fd, temp, final, mtime, durable)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -416,15 +421,6 @@ def _discard(fd: int, temp: Path) -> None:
     if fd >= 0:
         os.close(fd)
     temp.unlink(missing_ok=True)
-
-
-def _write_whole(temp: Path, final: Path, data: bytes, mtime: float | None, durable: bool) -> None:
-    fd = _append(-1, temp, data)
-    try:
-        _commit(fd, temp, final, mtime, durable)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _read_and_mark_used(path: Path) -> tuple[bytes, float] | None:

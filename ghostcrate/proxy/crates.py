@@ -53,10 +53,10 @@ class MirrorCrates:
 
     async def cached(self, name: CrateName, version: str) -> CachedFile | None:
         """The cached file, if present (everything in the cache was verified on the way in)."""
-        path = await self._cache.file(crate_key(name, version))
-        if path is not None:
+        found = await self._cache.file(crate_key(name, version))
+        if found is not None:
             self._metrics.crate_results.labels("hit").inc()
-        return path
+        return found
 
     async def fetch(self, name: CrateName, version: str) -> CachedFile:
         """Fill the cache from the upstream (once, however many ask) and return the file."""
@@ -94,24 +94,23 @@ class MirrorCrates:
         # Resolved before taking the crate's lock: holding two locks could deadlock.
         url = download_url((await self._index.upstream_config())["dl"], real_name, version, cksum)
         async with self._cache.hold(key):  # one fill across worker processes too
-            path = await self._cache.file(key)
-            if path is not None:  # another worker filled it while we waited
-                return path
-            path = await self._cache.file(key, sha256=cksum)  # the shared tier, re-verified
-            if path is not None:
-                return path
+            # Another worker may have filled it while we waited; else the shared tier
+            # may have it (re-verified against the checksum).
+            found = await self._cache.file(key, sha256=cksum)
+            if found is not None:
+                return found
             return await self._from_upstream(key, url, real_name, version, cksum)
 
     async def _from_upstream(
         self, key: str, url: str, name: str, version: str, cksum: str
     ) -> CachedFile:
         try:
-            path = await self._download(key, url, name, version, cksum)
+            found = await self._download(key, url, name, version, cksum)
         except UpstreamError:
             self._metrics.upstream_requests.labels("download", "error").inc()
             raise
         self._metrics.upstream_requests.labels("download", "ok").inc()
-        return path
+        return found
 
     async def _download(
         self, key: str, url: str, name: str, version: str, cksum: str
