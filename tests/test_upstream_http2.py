@@ -92,6 +92,23 @@ async def test_after_a_goaway_requests_go_to_a_new_connection(
     assert all(1 <= upstream.index_count(name) <= 2 for name in names)
 
 
+async def test_a_goaway_read_together_with_the_answers_it_covers_lets_them_finish(
+    make_mirror: MakeMirror, upstream: FakeUpstream, front: H2Front, pki: TestPKI
+) -> None:
+    # The GOAWAY and the last covered stream's answer arrive in one read: the answer
+    # is still accepted (h2 alone would refuse frames after the GOAWAY).
+    front.goaway_after = 2
+    front.goaway_with_answer = True
+    client: MirrorClient = await mirror_via(make_mirror, front, pki)
+    names = sorted({c.name for c in upstream.registry})[:5]
+    for name in names:
+        response = await client.get(f"/index/{index_path(name)}")
+        assert response.status == 200, await response.text()
+        assert await response.read() == upstream.registry.index_file(name)
+    assert front.connections == 3
+    assert all(upstream.index_count(name) == 1 for name in names)
+
+
 async def test_index_files_the_upstream_compresses_are_decoded(
     make_mirror: MakeMirror, upstream: FakeUpstream, front: H2Front, pki: TestPKI
 ) -> None:

@@ -270,6 +270,25 @@ def h2_tls_context(base: ssl.SSLContext) -> ssl.SSLContext:
     return base
 
 
+class _DrainingStateMachine(h2.connection.H2ConnectionStateMachine):
+    """h2's connection states, except that a received GOAWAY leaves the connection open.
+
+    h2 closes the connection at any GOAWAY, and then refuses the frames that finish
+    the streams the GOAWAY covers, even those that arrived in the same read. Those
+    streams may finish (RFC 9113 6.8); `_Connection` stops opening new ones itself.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._transitions = {
+            **self._transitions,
+            (
+                h2.connection.ConnectionState.CLIENT_OPEN,
+                h2.connection.ConnectionInputs.RECV_GOAWAY,
+            ): (None, h2.connection.ConnectionState.CLIENT_OPEN),
+        }
+
+
 class _Connection(asyncio.Protocol):
     """One HTTP/2 client connection and its streams."""
 
@@ -285,6 +304,7 @@ class _Connection(asyncio.Protocol):
         self._h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
+        self._h2.state_machine = _DrainingStateMachine()
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
         #: No new streams: the server said GOAWAY, or the connection is gone.
@@ -471,16 +491,13 @@ class _Connection(asyncio.Protocol):
         """No new streams here; those the server never saw are failed, to be sent again.
 
         A graceful GOAWAY (a server draining the connection, as nginx does after
-        `keepalive_requests`) lets the streams it covers finish (RFC 9113 6.8); h2
-        ends the connection at any GOAWAY, so its state is put back to receive them.
+        `keepalive_requests`) lets the streams it covers finish (RFC 9113 6.8).
         """
         self._closing = True
         last = event.last_stream_id or 0
         for stream_id in [s for s in self._streams if s > last]:
             self._fail(stream_id, "the upstream went away before the request", retry=True)
-        if event.error_code == h2.errors.ErrorCodes.NO_ERROR and self._streams:
-            self._h2.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
-        else:
+        if event.error_code != h2.errors.ErrorCodes.NO_ERROR:
             for stream_id in list(self._streams):
                 self._fail(stream_id, f"the upstream ended the connection ({event.error_code!r})")
         self._capacity.set()

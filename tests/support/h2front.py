@@ -31,6 +31,8 @@ class H2Front:
         self._context.set_alpn_protocols(["h2"])
         #: GOAWAY after this many streams on a connection (the later ones are refused).
         self.goaway_after: int | None = None
+        #: Hold that GOAWAY back and send it in one write with the last stream's answer.
+        self.goaway_with_answer = False
         #: Compress bodies itself for clients that accept gzip.
         self.gzip = False
         #: Close the connection after this many body bytes of a response.
@@ -100,6 +102,8 @@ class _FrontConnection(asyncio.Protocol):
         self._window_opened = asyncio.Event()
         self._streams = 0
         self._going_away = False
+        #: The stream whose answer carries the held-back GOAWAY.
+        self._goaway_held: int | None = None
         self._relays: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -147,13 +151,19 @@ class _FrontConnection(asyncio.Protocol):
         self._front.user_agents.add(headers.get("user-agent", ""))
         limit = self._front.goaway_after
         if limit is not None and self._streams >= limit:
-            # Drain as nginx does: GOAWAY now, finish the streams it covers, then close.
             self._going_away = True
-            self._h2.close_connection(last_stream_id=stream_id)
-            self._h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
+            if self._front.goaway_with_answer:
+                self._goaway_held = stream_id
+            else:
+                self._goaway(stream_id)
         task = asyncio.ensure_future(self._relay(stream_id, headers))
         self._relays.add(task)
         task.add_done_callback(self._relayed)
+
+    def _goaway(self, last_stream_id: int) -> None:
+        """Drain as nginx does: GOAWAY now, finish the streams it covers, then close."""
+        self._h2.close_connection(last_stream_id=last_stream_id)
+        self._h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
 
     def _relayed(self, task: asyncio.Task[None]) -> None:
         self._relays.discard(task)
@@ -179,6 +189,8 @@ class _FrontConnection(asyncio.Protocol):
         fields.append(("content-length", str(len(body))))
         if self._transport is None:
             return
+        if self._goaway_held == stream_id:
+            self._goaway(stream_id)
         self._h2.send_headers(stream_id, fields, end_stream=not body)
         self._flush()
         await self._send_body(stream_id, body)
