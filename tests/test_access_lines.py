@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from ghostcrate.appliance.logs import AccessSink, access_fields, render_json, render_text
+from ghostcrate.appliance.logs import (
+    AccessRecord,
+    AccessSink,
+    access_fields,
+    render_json,
+    render_text,
+)
 
 
 @pytest.mark.parametrize(
@@ -100,3 +106,32 @@ def test_repeated_requests_reuse_pieces_and_still_say_what_each_was() -> None:
     for line, request in zip(stream.getvalue().splitlines(), fields, strict=True):
         expected = access_fields(0.0, sink.pid, **request)
         assert line.split(", ", 1)[1] == render_json(expected).split(", ", 1)[1]
+
+
+def test_a_batch_of_requests_gives_the_lines_of_each_in_order() -> None:
+    records: list[AccessRecord] = [
+        ("GET", "/index/se/rd/serde", 200, 900, 0.001, "127.0.0.1", "cargo/1", "a1"),
+        ("HEAD", "/index/3/f/foo", 404, 0, 0.0025, "::1", None, "-"),
+        ("GET", "/index/se/rd/serde", 304, 0, 0.0001, "127.0.0.1", "cargo/1", "a3"),
+    ]
+    for render in (render_json, render_text):
+        batched, single = io.StringIO(), io.StringIO()
+        AccessSink(batched, render).requests(records)  # no running loop: written at once
+        one_by_one = AccessSink(single, render)
+        for method, path, status, length, seconds, remote, agent, rid in records:
+            one_by_one.request(
+                method=method,
+                path=path,
+                status=status,
+                length=length,
+                seconds=seconds,
+                remote=remote,
+                user_agent=agent,
+                request_id=rid,
+            )
+        lines, expected = batched.getvalue().splitlines(), single.getvalue().splitlines()
+        assert len(lines) == len(records)
+        # The same lines but for the timestamp, which comes first in both formats.
+        assert [line.split(" ", 1)[1] for line in lines] == [
+            line.split(" ", 1)[1] for line in expected
+        ]
