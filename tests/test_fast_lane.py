@@ -194,6 +194,31 @@ async def test_connection_close_and_http_1_0_end_the_connection(client: MirrorCl
         await conn.close()
 
 
+async def test_a_repeated_head_is_answered_like_the_first_with_its_own_request_id(
+    client: MirrorClient, upstream: FakeUpstream
+) -> None:
+    # Heads seen before are not parsed again (`Lane.heads`): what each asked still holds.
+    path = f"/index/{index_path('multi')}"
+    conn = await RawConnection.open(client)
+    ids = []
+    for _ in range(3):
+        await conn.send(get(path))
+        answer = await conn.answer()
+        assert answer.body == upstream.registry.index_file("multi")
+        ids.append(answer.headers["x-request-id"])
+    for _ in range(2):
+        await conn.send(get(path, "X-Request-Id: trace-me-7"))
+        assert (await conn.answer()).headers["x-request-id"] == "trace-me-7"
+    await conn.close()
+    assert len(set(ids)) == 3
+    for _ in range(2):  # the same closing head, on two connections: both are closed
+        conn = await RawConnection.open(client)
+        await conn.send(get(path, "Connection: close"))
+        assert (await conn.answer()).headers["connection"] == "close"
+        assert await conn.closed()
+        await conn.close()
+
+
 async def test_other_routes_hand_the_connection_to_aiohttp(
     conn: RawConnection, client: MirrorClient, upstream: FakeUpstream
 ) -> None:

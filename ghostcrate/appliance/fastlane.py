@@ -66,6 +66,8 @@ MARK_USED_SECONDS = 60.0
 JOIN_LIMIT = 16 * 1024
 #: Request targets whose route is remembered (`Lane.route`); forgotten all at once when full.
 MAX_ROUTES = 65536
+#: Request heads whose parsed request is remembered (`Lane.heads`); forgotten at once when full.
+MAX_HEADS = 4096
 #: Request headers that only aiohttp handles.
 HANDED_OVER = frozenset({b"range", b"if-range", b"expect"})
 
@@ -116,6 +118,10 @@ class Lane:
         self._renewing: set[bytes] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._routes: dict[bytes, str | None] = {}
+        #: Request heads seen before, and what they asked: cargo sends the same head for a
+        #: file each time (same user agent, same If-None-Match until the file changes), so
+        #: most heads need no parsing.
+        self.heads: dict[bytes, Request] = {}
         #: Requests answered in this loop turn, for `_book`: request, status, length,
         #: remote address, seconds taken.
         self._answered: list[tuple[Request, int, int, str | None, float]] = []
@@ -358,6 +364,16 @@ class Request:
             offered.decode() if offered and _CLIENT_ID.fullmatch(offered) else new_request_id()
         )
 
+    def again(self) -> Request:
+        """The same request asked again (the same head): its own start time and request id."""
+        return Request(
+            self.target,
+            self.route,
+            self.headers,
+            head_only=self.head_only,
+            keep_alive=self.keep_alive,
+        )
+
     def user_agent(self) -> str | None:
         user_agent = self.headers.get(b"user-agent")
         return user_agent.decode("latin-1") if user_agent is not None else None
@@ -525,6 +541,18 @@ class FastLane(asyncio.Protocol):
 
     def _parse(self, head: bytes) -> Request | None:
         """The request in `head` if the fast lane answers it, else None."""
+        heads = self._lane.heads
+        known = heads.get(head)
+        if known is not None:
+            return known.again()
+        request = self._parse_new(head)
+        if request is not None:
+            if len(heads) >= MAX_HEADS:
+                heads.clear()
+            heads[head] = request
+        return request
+
+    def _parse_new(self, head: bytes) -> Request | None:
         self._url = b""
         self._headers = {}
         self._complete = False
