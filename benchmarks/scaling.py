@@ -52,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--index-files", type=int, help="default 3000 (quick 1000)")
     parser.add_argument("--memory-bytes", default="64MiB", help="GhostCrate [cache] memory_bytes")
+    parser.add_argument(
+        "--index-ttl", type=int, default=600, help="seconds index files are kept (bench.py's)"
+    )
     parser.add_argument("--no-access-log", action="store_true", help="both servers, no log")
     parser.add_argument("--data", type=Path, help="a bench.py/datagen.py data directory to reuse")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from ghostcrate.appliance.hotset import OVERHEAD_BYTES, HotSet, Prepared
@@ -85,6 +86,8 @@ def test_an_unchanged_renewal_keeps_the_rendered_reply() -> None:
     body = b'{"name":"a","vers":"1.0.0"}\n' * 100
     reply = Reply(200, "text/plain", body, etag='"e1"', last_modified="x", keep_for=60.0)
     kept = Prepared(reply, expires=100.0)
+    assert kept.gzip_wanted
+    kept.add_gzip(kept.compress())
     gzip_body = kept.gzip_body
     assert gzip_body is not None
     same = Reply(200, "text/plain", bytes(body), etag='"e1"', last_modified="x", keep_for=59.0)
@@ -95,3 +98,34 @@ def test_an_unchanged_renewal_keeps_the_rendered_reply() -> None:
     changed = Reply(200, "text/plain", body + b"\n", etag='"e2"', keep_for=60.0)
     assert not kept.renew(changed, expires=300.0)
     assert kept.expires == 200.0  # a changed reply is a new Prepared, not this one
+
+
+def test_a_gzip_variant_is_counted_in_the_budget_and_only_for_the_reply_it_was_made_of() -> None:
+    hot = HotSet(max_bytes=1 << 20)
+    first = index_reply(20_000)
+    hot.put(b"/i/a", first)
+    assert first.gzip_wanted  # nothing made until a client asks for gzip
+    assert first.gzip_body is None
+    before = hot.size
+    packed = first.compress()
+    hot.add_gzip(b"/i/a", first, packed)
+    assert first.gzip_body == packed
+    assert hot.size == before + len(packed) + 2 * len(first.gzip_head)
+    assert first.gzip_head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b'ETag: W/"e"\r\n' in first.gzip_head
+    replaced = index_reply(20_000)
+    hot.put(b"/i/b", replaced)
+    hot.put(b"/i/b", index_reply(30_000))  # renewed with a changed file meanwhile
+    size = hot.size
+    hot.add_gzip(b"/i/b", replaced, replaced.compress())
+    assert replaced.gzip_body is None
+    assert hot.size == size
+
+
+def test_a_body_that_hardly_compresses_gets_no_gzip_variant() -> None:
+    noise = random.Random(5).randbytes(8000)  # random bytes do not compress
+    kept = Prepared(Reply(200, "text/plain", noise, etag='"n"'), expires=1e9)
+    assert kept.gzip_wanted
+    kept.add_gzip(kept.compress())
+    assert kept.gzip_body is None
+    assert kept.gzip_head == b""

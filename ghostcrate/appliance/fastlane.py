@@ -192,6 +192,8 @@ class Lane:
         """
         prepared = self.hot.get(request.target)
         if prepared is not None:
+            if prepared.gzip_wanted:
+                self.compress_if_accepted(request, prepared)
             now = self.loop.time()
             if prepared.expires > now:
                 self.count("hit")
@@ -203,6 +205,24 @@ class Lane:
                 return prepared
         self.count("fill")
         return None
+
+    def compress_if_accepted(self, request: Request, prepared: Prepared) -> None:
+        """Make a kept reply's gzip variant in a thread, once a client accepts gzip.
+
+        This client and those that come before it is ready get the identity body;
+        compressing a large index file on the event loop held every connection up.
+        """
+        if not _accepts_gzip(request.headers.get(b"accept-encoding")):
+            return
+        prepared.gzip_wanted = False
+        target = request.target
+        future = self.loop.run_in_executor(None, prepared.compress)
+
+        def done(future: asyncio.Future[bytes]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self.hot.add_gzip(target, prepared, future.result())
+
+        future.add_done_callback(done)
 
     async def _renew_ahead(self, request: Request) -> None:
         """Renew a reply that is still asked for before it expires: nobody waits for it."""
@@ -222,6 +242,8 @@ class Lane:
             prepared = Prepared(reply, expires, reply.file_size)
             if reply.keep_for > 0:
                 self.hot.put(request.target, prepared)
+                if prepared.gzip_wanted:
+                    self.compress_if_accepted(request, prepared)
         except Exception:
             log.exception("unhandled error", extra={"path": request.target.decode()})
             detail = f"internal error in GhostCrate (request id {request.request_id}); see its log"

@@ -2,7 +2,9 @@
 
 Each `Prepared` holds the bytes of its status line and headers (and of its
 gzip variant and its 304), so serving it costs no header building, no ETag
-computation and no compression. Index files are held in memory until their
+computation and no compression. The gzip variant is made off the event loop
+the first time a client accepts gzip; until it is ready, clients get the
+identity body. Index files are held in memory until their
 `index_ttl` runs out. Crates are kept as a path (sent with sendfile) and their
 bodies are read into memory once they are asked for repeatedly and fit the
 budget, so the hot crates come from memory while a working set larger than
@@ -31,6 +33,7 @@ OVERHEAD_BYTES = 512
 
 #: A header field as sent: name (HTTP/1.1 capitalisation) and value.
 Field = tuple[bytes, bytes]
+VARY: Field = (b"Vary", b"Accept-Encoding")
 
 
 class Prepared:
@@ -54,6 +57,7 @@ class Prepared:
         "gzip_head",
         "gzip_not_modified_fields",
         "gzip_not_modified_head",
+        "gzip_wanted",
         "head",
         "hits",
         "matching_tags",
@@ -82,7 +86,7 @@ class Prepared:
             and reply.content_type in GZIPPED_TYPES
             and len(reply.body) >= GZIP_MIN_BYTES
         )
-        vary = [(b"Vary", b"Accept-Encoding")] if compress else []
+        vary = [VARY] if compress else []
         validators = _validators(reply, reply.etag) + vary
         #: If-None-Match values that are exactly this reply's ETag, strong or weak: a 304
         #: without parsing the header.
@@ -98,20 +102,31 @@ class Prepared:
         self.gzip_fields: list[Field] = []
         self.gzip_not_modified_fields: list[Field] = []
         self.gzip_head = self.gzip_not_modified_head = b""
-        if compress:
-            packed = gzip.compress(reply.body, compresslevel=6, mtime=0)
-            if len(packed) < len(reply.body) * 0.9:
-                weak = f"W/{reply.etag}" if reply.etag is not None else None
-                gz_validators = _validators(reply, weak) + vary
-                self.gzip_body = packed
-                self.gzip_fields = [
-                    *_entity(reply, len(packed)),
-                    (b"Content-Encoding", b"gzip"),
-                    *gz_validators,
-                ]
-                self.gzip_not_modified_fields = gz_validators
-                self.gzip_head = _render(reply.status, self.gzip_fields)
-                self.gzip_not_modified_head = _render(304, gz_validators)
+        #: A gzip variant is worth making and nobody has asked for it yet: it is made in
+        #: the background once a client accepts gzip, never for clients that do not.
+        self.gzip_wanted = compress
+        self.cost = self._cost()
+
+    def compress(self) -> bytes:
+        """The body in gzip (slow for large bodies: run it off the event loop)."""
+        return gzip.compress(self.body, compresslevel=6, mtime=0)
+
+    def add_gzip(self, packed: bytes) -> None:
+        """Take the gzip variant `compress` made, unless it saves too little."""
+        reply = self.reply
+        if len(packed) >= len(self.body) * 0.9:
+            return
+        weak = f"W/{reply.etag}" if reply.etag is not None else None
+        gz_validators = [*_validators(reply, weak), VARY]
+        self.gzip_body = packed
+        self.gzip_fields = [
+            *_entity(reply, len(packed)),
+            (b"Content-Encoding", b"gzip"),
+            *gz_validators,
+        ]
+        self.gzip_not_modified_fields = gz_validators
+        self.gzip_head = _render(reply.status, self.gzip_fields)
+        self.gzip_not_modified_head = _render(304, gz_validators)
         self.cost = self._cost()
 
     def renew(self, reply: Reply, expires: float) -> bool:
@@ -191,6 +206,17 @@ class HotSet:
         before = prepared.cost
         prepared.hold(body)
         self.size += prepared.cost - before
+
+    def add_gzip(self, target: bytes, prepared: Prepared, packed: bytes) -> None:
+        """Give a kept reply its gzip variant, unless it was replaced or evicted meanwhile."""
+        if self._entries.get(target) is not prepared:
+            return
+        before = prepared.cost
+        prepared.add_gzip(packed)
+        self.size += prepared.cost - before
+        while self.size > self.max_bytes and len(self._entries) > 1:
+            _, evicted = self._entries.popitem(last=False)
+            self.size -= evicted.cost
 
     def __len__(self) -> int:
         return len(self._entries)
