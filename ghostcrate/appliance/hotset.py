@@ -86,21 +86,22 @@ class Prepared:
             and reply.content_type in GZIPPED_TYPES
             and len(reply.body) >= GZIP_MIN_BYTES
         )
-        vary = [VARY] if compress else []
-        validators = _validators(reply, reply.etag) + vary
+        # Tuples, not lists: tuples of bytes leave the garbage collector's tracking, so
+        # thousands of kept replies do not lengthen its full collections.
+        validators = (*_validators(reply, reply.etag), *((VARY,) if compress else ()))
         #: If-None-Match values that are exactly this reply's ETag, strong or weak: a 304
         #: without parsing the header.
-        self.matching_tags: frozenset[bytes] = frozenset()
+        self.matching_tags: tuple[bytes, ...] = ()
         if reply.status == 200 and reply.etag is not None:
             tag = reply.etag.removeprefix("W/").encode("latin-1")
-            self.matching_tags = frozenset({tag, b"W/" + tag})
-        self.fields = _entity(reply, length) + validators
+            self.matching_tags = (tag, b"W/" + tag)
+        self.fields = (*_entity(reply, length), *validators)
         self.not_modified_fields = validators
         self.head = _render(reply.status, self.fields)
         self.not_modified_head = _render(304, validators)
         self.gzip_body: bytes | None = None
-        self.gzip_fields: list[Field] = []
-        self.gzip_not_modified_fields: list[Field] = []
+        self.gzip_fields: tuple[Field, ...] = ()
+        self.gzip_not_modified_fields: tuple[Field, ...] = ()
         self.gzip_head = self.gzip_not_modified_head = b""
         #: A gzip variant is worth making and nobody has asked for it yet: it is made in
         #: the background once a client accepts gzip, never for clients that do not.
@@ -117,13 +118,13 @@ class Prepared:
         if len(packed) >= len(self.body) * 0.9:
             return
         weak = f"W/{reply.etag}" if reply.etag is not None else None
-        gz_validators = [*_validators(reply, weak), VARY]
+        gz_validators = (*_validators(reply, weak), VARY)
         self.gzip_body = packed
-        self.gzip_fields = [
+        self.gzip_fields = (
             *_entity(reply, len(packed)),
             (b"Content-Encoding", b"gzip"),
             *gz_validators,
-        ]
+        )
         self.gzip_not_modified_fields = gz_validators
         self.gzip_head = _render(reply.status, self.gzip_fields)
         self.gzip_not_modified_head = _render(304, gz_validators)
@@ -228,7 +229,7 @@ def _renew_at(expires: float, keep_for: float) -> float:
     return expires - keep_for * (1 - random.uniform(*RENEW_WINDOW))
 
 
-def _render(status: int, fields: list[Field]) -> bytes:
+def _render(status: int, fields: tuple[Field, ...]) -> bytes:
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
     lines.extend(name + b": " + value + b"\r\n" for name, value in fields)
     return b"".join(lines)

@@ -9,6 +9,7 @@ restarts a worker that dies on its own.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -89,6 +90,10 @@ async def _serve_until_stopped(settings: Settings, *, reuse_port: bool) -> None:
             runner, settings.server.host, settings.server.port, reuse_port=reuse_port
         )
         await site.start()
+        # What exists now (modules, the app) lives as long as the process: out of the
+        # garbage collector's full collections, which it made 50-100 ms pauses.
+        gc.collect()
+        gc.freeze()
         log.info("listening", extra={"url": settings.server.base_url})
         await stop.wait()
         log.info("stopping", extra={"timeout": settings.server.shutdown_timeout})
