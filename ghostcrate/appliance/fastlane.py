@@ -141,7 +141,9 @@ class Lane:
         return self._date
 
     def date_line(self) -> bytes:
-        self.date()
+        """The Date header line (`date` inlined: this is called for every answer)."""
+        if int(time.time()) != self._date_second:
+            self.date()
         return self._date_line
 
     def open_crate(self, target: bytes, prepared: Prepared) -> int | None:
@@ -604,7 +606,12 @@ class FastLane(asyncio.Protocol):
 
     def _serve(self, request: Request) -> None:
         upgrade = self._lane.upgrade
-        if upgrade is not None and self._transport is not None and wants_h2c(request.headers):
+        if (
+            upgrade is not None
+            and b"http2-settings" in request.headers  # as `wants_h2c` asks first, inlined
+            and self._transport is not None
+            and wants_h2c(request.headers)
+        ):
             transport, self._transport = self._transport, None
             self._lane.connections.discard(self)
             if self._reading_paused:
