@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,28 @@ async def test_upstream_faults_give_502_and_cache_nothing(
     big = upstream.registry.crate("bigdata", "0.1.0")
     assert big is not None
     assert await recovered.read() == big.data
+
+
+async def test_an_outbound_proxy_that_never_accepts_is_named_in_the_timeout(
+    make_mirror: MakeMirror, upstream: FakeUpstream
+) -> None:
+    # A listener whose accept queue is full: the kernel drops further SYNs, so a
+    # connection to it times out instead of being refused.
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(0)
+        port = blackhole.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            client: MirrorClient = await make_mirror(
+                proxy=f"http://someone:hunter2@127.0.0.1:{port}", connect_timeout=0.3
+            )
+            response = await client.get(download("z", "0.1.1"))
+            assert response.status == 502
+            detail = (await response.json())["errors"][0]["detail"]
+    assert f"connecting to the outbound proxy 127.0.0.1:{port} timed out after 0.3 s" in detail
+    assert "[upstream] proxy" in detail
+    assert "hunter2" not in detail  # credentials are never repeated
+    assert upstream.download_count("z", "0.1.1") == 0
 
 
 async def test_a_checksum_mismatch_is_counted(

@@ -218,7 +218,7 @@ class UpstreamClient:
                 if not (server_failure or proxy_refused):
                     yield response
         except (aiohttp.ClientError, H2Error, TimeoutError) as error:
-            message = describe_failure(what, self.settings, error)
+            message = describe_failure(what, self.settings, error, proxy=self._proxy_for(url))
             if not _cut_short(error):  # bad content is not unreachability
                 self._unreachable(message)
             raise UpstreamError(message) from error
@@ -289,14 +289,23 @@ async def _read_bounded(response: UpstreamResponse, limit: int, what: str) -> by
     return b"".join(chunks)
 
 
-def describe_failure(what: str, settings: UpstreamSettings, error: BaseException) -> str:
+def describe_failure(
+    what: str, settings: UpstreamSettings, error: BaseException, *, proxy: str | None = None
+) -> str:
     """One sentence for a failed upstream request, naming what and why.
 
-    TLS and outbound-proxy failures also name the setting that fixes them. A proxy's
-    URL is never repeated as given: it may carry user:password.
+    TLS and outbound-proxy failures also name the setting that fixes them; `proxy` is
+    the outbound proxy the request went through, if any. A proxy's URL is never
+    repeated as given: it may carry user:password.
     """
     if isinstance(error, H2Error):
         reason = _http2_failure(error, settings)
+    elif isinstance(error, aiohttp.ConnectionTimeoutError) and proxy is not None:
+        address = URL(proxy)
+        reason = (
+            f"connecting to the outbound proxy {address.host}:{address.port} timed out after "
+            f"{settings.connect_timeout:g} s; check [upstream] proxy / HTTPS_PROXY"
+        )
     elif isinstance(error, aiohttp.ConnectionTimeoutError):
         reason = f"connecting timed out after {settings.connect_timeout:g} s"
     elif isinstance(error, (aiohttp.SocketTimeoutError, asyncio.TimeoutError)):
