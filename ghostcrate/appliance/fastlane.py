@@ -64,8 +64,6 @@ METRICS_FLUSH_SECONDS = 1.0
 MARK_USED_SECONDS = 60.0
 #: Bodies larger than this are written without first joining them to their head.
 JOIN_LIMIT = 16 * 1024
-#: Request targets whose route is remembered (`Lane.route`); forgotten all at once when full.
-MAX_ROUTES = 65536
 #: Request heads whose parsed request is remembered (`Lane.heads`); forgotten at once when full.
 MAX_HEADS = 4096
 #: Request headers that only aiohttp handles.
@@ -117,7 +115,6 @@ class Lane:
         #: Targets whose reply a request (or a renewal ahead of expiry) is renewing now.
         self._renewing: set[bytes] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self._routes: dict[bytes, str | None] = {}
         #: Request heads seen before, and what they asked: cargo sends the same head for a
         #: file each time (same user agent, same If-None-Match until the file changes), so
         #: most heads need no parsing.
@@ -170,16 +167,6 @@ class Lane:
         if self.hot.should_hold(prepared):
             self.hold_in_background(target, prepared)
         return fd
-
-    def route(self, target: bytes) -> str | None:
-        """`route_of(target)`, remembered: most requests are for targets asked for before."""
-        try:
-            return self._routes[target]
-        except KeyError:
-            if len(self._routes) >= MAX_ROUTES:
-                self._routes.clear()
-            route = self._routes[target] = route_of(target)
-            return route
 
     def find(self, request: Request) -> Prepared | None:
         """The kept reply to `request` if it is fresh, or expired while being renewed.
@@ -597,7 +584,7 @@ class FastLane(asyncio.Protocol):
             or not HANDED_OVER.isdisjoint(headers)
         ):
             return None
-        route = self._lane.route(self._url)
+        route = route_of(self._url)
         if route is None:
             return None
         return Request(

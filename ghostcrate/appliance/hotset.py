@@ -181,9 +181,7 @@ class HotSet:
             return
         self._entries[target] = prepared
         self.size += prepared.cost
-        while self.size > self.max_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self.size -= evicted.cost
+        self._evict_over_budget()
 
     def discard(self, target: bytes) -> None:
         prepared = self._entries.pop(target, None)
@@ -215,12 +213,16 @@ class HotSet:
         before = prepared.cost
         prepared.add_gzip(packed)
         self.size += prepared.cost - before
-        while self.size > self.max_bytes and len(self._entries) > 1:
-            _, evicted = self._entries.popitem(last=False)
-            self.size -= evicted.cost
+        self._evict_over_budget()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def _evict_over_budget(self) -> None:
+        """Drop the least recently used until the budget holds (never the last entry)."""
+        while self.size > self.max_bytes and len(self._entries) > 1:
+            _, evicted = self._entries.popitem(last=False)
+            self.size -= evicted.cost
 
 
 def _renew_at(expires: float, keep_for: float) -> float:

@@ -298,18 +298,21 @@ def describe_failure(
     the outbound proxy the request went through, if any. A proxy's URL is never
     repeated as given: it may carry user:password.
     """
-    if isinstance(error, H2Error):
-        reason = _http2_failure(error, settings)
-    elif isinstance(error, aiohttp.ConnectionTimeoutError) and proxy is not None:
+    connecting = isinstance(error, aiohttp.ConnectionTimeoutError) or (
+        isinstance(error, H2Timeout) and error.connecting
+    )
+    if connecting and proxy is not None:
         address = URL(proxy)
         reason = (
             f"connecting to the outbound proxy {address.host}:{address.port} timed out after "
             f"{settings.connect_timeout:g} s; check [upstream] proxy / HTTPS_PROXY"
         )
-    elif isinstance(error, aiohttp.ConnectionTimeoutError):
+    elif connecting:
         reason = f"connecting timed out after {settings.connect_timeout:g} s"
-    elif isinstance(error, (aiohttp.SocketTimeoutError, asyncio.TimeoutError)):
+    elif isinstance(error, (aiohttp.SocketTimeoutError, asyncio.TimeoutError, H2Timeout)):
         reason = f"no data for {settings.read_timeout:g} s (read timeout)"
+    elif isinstance(error, H2Error):
+        reason = _http2_failure(error, settings)
     elif isinstance(error, aiohttp.ClientPayloadError):
         reason = "the connection closed before the whole body arrived"
     elif isinstance(error, aiohttp.ServerDisconnectedError):
@@ -334,10 +337,7 @@ def describe_failure(
 
 
 def _http2_failure(error: H2Error, settings: UpstreamSettings) -> str:
-    if isinstance(error, H2Timeout):
-        if error.connecting:
-            return f"connecting timed out after {settings.connect_timeout:g} s"
-        return f"no data for {settings.read_timeout:g} s (read timeout)"
+    """What went wrong with the HTTP/2 client, timeouts aside."""
     if isinstance(error, H2ConnectError):
         return _connect_failure(error, settings)
     if isinstance(error, H2Disconnected) and error.answered:
