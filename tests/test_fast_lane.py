@@ -227,6 +227,23 @@ async def test_a_repeated_head_is_answered_like_the_first_with_its_own_request_i
         await conn.close()
 
 
+async def test_heads_forgotten_when_the_memo_is_full_are_parsed_again(
+    client: MirrorClient, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full memo forgets its older half; every head, remembered or not, still gets what
+    # it asked (here: its own X-Request-Id echoed, and the file).
+    monkeypatch.setattr(fastlane, "MAX_HEADS", 4)
+    path = f"/index/{index_path('multi')}"
+    conn = await RawConnection.open(client)
+    for round_ in range(3):
+        for number in range(7):
+            await conn.send(get(path, f"X-Request-Id: head-{number}"))
+            answer = await conn.answer()
+            assert answer.headers["x-request-id"] == f"head-{number}", round_
+            assert answer.body == upstream.registry.index_file("multi")
+    await conn.close()
+
+
 async def test_other_routes_hand_the_connection_to_aiohttp(
     conn: RawConnection, client: MirrorClient, upstream: FakeUpstream
 ) -> None:

@@ -79,7 +79,9 @@ class AccessSink:
     was a tenth of a worker's time on small cache hits. The pieces that depend
     only on the method, path and status, or on the client, are kept and reused,
     so a repeated request formats only its time, id, length and duration. The
-    lines are the same text `render_json` would make of `access_fields`.
+    lines are the text `render_json` makes of `access_fields`, except that the
+    duration always has two decimals (`12.30`, not `12.3`: the same number,
+    formatted in a third of the time).
     """
 
     FLUSH_SECONDS = 0.1
@@ -153,7 +155,7 @@ class AccessSink:
             rid = "" if request_id == "-" else f', "request_id": {_quote(request_id)}'
             lines.append(
                 f'{{"ts": "{timestamp}{middle[0]}{rid}{middle[1]}{length}, '
-                f'"duration_ms": {round(seconds * 1000, 2)!r}{tail}'
+                f'"duration_ms": {seconds * 1000:.2f}{tail}'
             )
         self._added()
 

@@ -65,8 +65,8 @@ class RequestBatches:
         pending.total += seconds
         pending.buckets[bisect.bisect_left(self._bounds, seconds)] += 1
 
-    def fast_lane_result(self, result: str) -> None:
-        self._fast_lane_pending[result] = self._fast_lane_pending.get(result, 0) + 1
+    def fast_lane_result(self, result: str, count: int = 1) -> None:
+        self._fast_lane_pending[result] = self._fast_lane_pending.get(result, 0) + count
 
     def flush(self) -> None:
         for (route, status), pending in self._pending.items():
