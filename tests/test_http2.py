@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import h2.errors as h2errors
 import pytest
 
+from ghostcrate.appliance import h2lane
 from tests.conftest import MirrorClient
 from tests.support.crates import CrateSpec, index_path
 from tests.support.h2client import H2Client
@@ -60,6 +62,39 @@ async def test_requests_on_one_connection_are_filled_in_parallel(
             assert bytes(answer.body) == upstream.registry.index_file(name)
         # One after another this takes 8 x 0.5 s; at once, about one upstream round trip.
         assert elapsed < 2.5, f"{len(names)} misses took {elapsed:.1f} s: filled one by one?"
+    finally:
+        await h2.close()
+
+
+async def test_streams_over_the_limit_are_refused_and_the_connection_goes_on(
+    client: MirrorClient, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An h2c client sends its requests as soon as the upgrade is accepted, before it
+    # has read the server's SETTINGS_MAX_CONCURRENT_STREAMS: streams over the limit are
+    # refused one by one (REFUSED_STREAM, which clients retry), not the connection.
+    monkeypatch.setattr(h2lane, "MAX_CONCURRENT_STREAMS", 2)
+    upstream.set_latency(0.3)  # so that the first streams are still open
+    names = ["ab", "multi", "featly", "lazy", "optdep"]
+    h2, first = await H2Client.upgrade(
+        client.host,
+        client.port,
+        "/index/config.json",
+        early=tuple(f"/index/{index_path(name)}" for name in names),
+    )
+    try:
+        assert first.status == 200
+        early = await asyncio.wait_for(asyncio.gather(*h2.early_answers), 15)
+        refused = [answer for answer in early if answer.reset]
+        assert refused, "no stream was over the limit"
+        assert all(answer.error_code == h2errors.ErrorCodes.REFUSED_STREAM for answer in refused)
+        for name, answer in zip(names, early, strict=True):
+            if not answer.reset:
+                assert bytes(answer.body) == upstream.registry.index_file(name)
+        # The connection goes on: what was refused is answered when asked again.
+        retried = await h2.get_many(
+            [f"/index/{index_path(n)}" for n, a in zip(names, early, strict=True) if a.reset][:2]
+        )
+        assert all(answer.status == 200 for answer in retried)
     finally:
         await h2.close()
 

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Coroutine
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 import h2.config
@@ -28,13 +28,19 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 
 from ghostcrate.appliance.fastlane import HANDED_OVER, Lane, Request, route_of
 from ghostcrate.appliance.hotset import Field, Prepared
 
+if TYPE_CHECKING:
+    from hyperframe.frame import Frame, HeadersFrame  # h2's frame types
+
 log = logging.getLogger(__name__)
 
 SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+#: Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; curl's own cap).
+MAX_CONCURRENT_STREAMS = 100
 #: Bytes read from a crate file per DATA run.
 CHUNK_BYTES = 256 * 1024
 #: A relayed request body larger than this is refused (413).
@@ -54,6 +60,39 @@ def upgrade_to_h2c(
     connection.upgrade(transport, request.headers[b"http2-settings"], request, rest)
 
 
+class _RefusingConnection(h2.connection.H2Connection):
+    """h2's server side, but a stream over the advertised limit is refused, not fatal.
+
+    h2 answers a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS with a connection
+    error, which ends every stream of the connection. RFC 9113 5.1.2 lets a server
+    refuse just that stream (RST_STREAM REFUSED_STREAM), which clients retry; and an
+    h2c client may well go over before it has read the limit, since it sends its
+    requests as soon as the upgrade is accepted.
+    """
+
+    _refusing = False
+
+    @property
+    def open_inbound_streams(self) -> int:
+        return 0 if self._refusing else super().open_inbound_streams
+
+    def _receive_headers_frame(
+        self, frame: HeadersFrame
+    ) -> tuple[list[Frame], list[h2.events.Event]]:
+        limit = self.local_settings.max_concurrent_streams
+        if frame.stream_id in self.streams or super().open_inbound_streams < limit:
+            return super()._receive_headers_frame(frame)
+        # Taken as usual (its header block still has to be decoded: the HPACK state is
+        # the connection's), then reset at once; nobody above sees its events.
+        self._refusing = True
+        try:
+            frames, events = super()._receive_headers_frame(frame)
+        finally:
+            self._refusing = False
+        self.reset_stream(frame.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+        return frames, [e for e in events if getattr(e, "stream_id", None) != frame.stream_id]
+
+
 class H2Lane(asyncio.Protocol):
     """One HTTP/2 connection, upgraded from an HTTP/1.1 one."""
 
@@ -61,7 +100,16 @@ class H2Lane(asyncio.Protocol):
         self._lane = lane
         self._remote = remote
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        self._h2 = h2.connection.H2Connection(config=config)
+        self._h2 = _RefusingConnection(config=config)
+        self._h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: (
+                    self._h2.DEFAULT_MAX_HEADER_LIST_SIZE
+                ),
+            },
+        )
         self._transport: asyncio.Transport | None = None
         self._local: tuple[str, int] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}

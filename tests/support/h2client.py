@@ -17,6 +17,7 @@ class H2Answer:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytearray = field(default_factory=bytearray)
     reset: bool = False
+    error_code: int | None = None
 
 
 class H2Client:
@@ -31,12 +32,23 @@ class H2Client:
         self._reading: asyncio.Task[None] | None = None
         #: The status line of the answer to the upgrade request.
         self.switched = b""
+        self.early_answers: list[asyncio.Future[H2Answer]] = []
 
     @classmethod
     async def upgrade(
-        cls, host: str, port: int | None, path: str, headers: tuple[str, ...] = ()
+        cls,
+        host: str,
+        port: int | None,
+        path: str,
+        headers: tuple[str, ...] = (),
+        *,
+        early: tuple[str, ...] = (),
     ) -> tuple[H2Client, H2Answer]:
-        """Connect, ask for h2c with a GET of `path`, and return its answer (stream 1)."""
+        """Connect, ask for h2c with a GET of `path`, and return its answer (stream 1).
+
+        `early`: paths also asked for right after the 101, before any of the server's
+        frames is read (as curl does); their answers come in `early_answers`.
+        """
         reader, writer = await asyncio.open_connection(host, port)
         client = cls(reader, writer)
         settings = client._h2.initiate_upgrade_connection()
@@ -60,6 +72,7 @@ class H2Client:
             raise ConnectionError(f"no upgrade: {head!r}")
         client._done[1] = asyncio.get_running_loop().create_future()
         client._answers[1] = H2Answer()
+        client.early_answers = [client.send("GET", early_path) for early_path in early]
         client._flush()
         client._reading = asyncio.create_task(client._read())
         return client, await asyncio.wait_for(client._done[1], 15)
@@ -130,6 +143,7 @@ class H2Client:
             self._done[event.stream_id].set_result(self._answers[event.stream_id])
         elif isinstance(event, h2.events.StreamReset):
             self._answers[event.stream_id].reset = True
+            self._answers[event.stream_id].error_code = event.error_code
             self._done[event.stream_id].set_result(self._answers[event.stream_id])
 
     def _flush(self) -> None:
