@@ -71,3 +71,22 @@ def test_an_entry_is_found_with_or_without_parsing_every_line() -> None:
     escaped = IndexFile.from_upstream(body.replace(b'"2.0.0"', b'"\\u0032.0.0"'), 0.0, None, None)
     assert escaped.entry("2.0.0") == lines[2]  # written another way: found by the full parse
     assert index.versions() == {"1.0.0", "1.0.1", "2.0.0"}
+
+
+def test_lines_that_are_not_utf8_are_refused_or_skipped_one_by_one() -> None:
+    body = corpus_registry().index_file("multi")
+    assert body is not None
+    with pytest.raises(UpstreamError, match="damaged index file for multi: line 4"):
+        check_index_body(CrateName("multi"), body + b'{"name":"multi","vers":"\xff"}\n')
+    good = json.dumps({"name": "a", "vers": "1.0.0", "cksum": "0" * 64}).encode()
+    index = IndexFile.from_upstream(b'{"vers":"\xff1.0"}\n' + good + b"\n", 0.0, None, None)
+    assert index.versions() == {"1.0.0"}  # cargo skips a line it cannot read
+
+
+def test_lines_end_at_line_feeds_as_cargo_splits_them() -> None:
+    body = corpus_registry().index_file("multi")
+    assert body is not None
+    check_index_body(CrateName("multi"), body.replace(b"\n", b"\r\n"))  # CR is whitespace
+    # U+2028 inside a JSON string is not a line break (str.splitlines would split there).
+    entry = {"name": "multi", "vers": "9.0.0", "cksum": "0" * 64, "features": {"a\u2028b": []}}
+    check_index_body(CrateName("multi"), body + json.dumps(entry, ensure_ascii=False).encode())

@@ -23,7 +23,6 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
-import h2.config
 import h2.connection
 import h2.errors
 import h2.events
@@ -32,6 +31,7 @@ import h2.settings
 
 from ghostcrate.appliance.fastlane import HANDED_OVER, Lane, Request, route_of
 from ghostcrate.appliance.hotset import Field, Prepared
+from ghostcrate.proxy import h2tuning
 
 if TYPE_CHECKING:
     from hyperframe.frame import Frame, HeadersFrame  # h2's frame types
@@ -99,8 +99,8 @@ class H2Lane(asyncio.Protocol):
     def __init__(self, lane: Lane, remote: str | None) -> None:
         self._lane = lane
         self._remote = remote
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        self._h2 = _RefusingConnection(config=config)
+        self._h2 = _RefusingConnection(config=h2tuning.configuration(client_side=False))
+        h2tuning.tune(self._h2)
         self._h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -129,8 +129,8 @@ class H2Lane(asyncio.Protocol):
         transport.write(SWITCHING)
         self._h2.initiate_upgrade_connection(settings)
         self._lane.connections.add(self)
-        self._flush()
         self._serve(1, request)
+        self._flush()
         if rest:
             self.data_received(rest)
 
@@ -244,6 +244,7 @@ class H2Lane(asyncio.Protocol):
         status, gzip = request.choose(prepared)
         if request.head_only or status == 304:
             self._send_head(stream_id, request, prepared, status, gzip, end=True)
+            self._flush()
             self._finish(request, prepared, status, 0)
             return
         if prepared.file is None:
@@ -273,6 +274,7 @@ class H2Lane(asyncio.Protocol):
                     raise ConnectionResetError("the file ended before its stated size")
                 offset += len(chunk)
                 await self._send_data(stream_id, chunk, end=offset >= size)
+            self._flush()  # the head alone, if the file is empty
         finally:
             os.close(fd)
         self._lane.sent("copy", size)
@@ -333,6 +335,7 @@ class H2Lane(asyncio.Protocol):
         *,
         end: bool,
     ) -> None:
+        """Queue the head; the caller flushes (once per read for answers from memory)."""
         if status == 304:
             fields = prepared.gzip_not_modified_fields if gzip else prepared.not_modified_fields
         else:
@@ -342,35 +345,38 @@ class H2Lane(asyncio.Protocol):
         headers.append((b"date", self._lane.date()))
         headers.append((b"x-request-id", request.request_id.encode()))
         self._h2.send_headers(stream_id, headers, end_stream=end)
-        self._flush()
 
     def _send_all_now(self, stream_id: int, body: bytes) -> None:
-        """Send a body that fits the stream's window, in frames the peer accepts."""
+        """Queue a body that fits the stream's window, in frames the peer accepts."""
         frame = self._h2.max_outbound_frame_size
         for start in range(0, len(body), frame):
             end = start + frame >= len(body)
             self._h2.send_data(stream_id, body[start : start + frame], end_stream=end)
-        self._flush()
 
     async def _send_data(self, stream_id: int, data: bytes, *, end: bool) -> None:
         """Send `data` as the peer's flow-control windows allow."""
         view = memoryview(data)
         while True:
-            await self._writable.wait()
+            if not self._writable.is_set():
+                await self._writable.wait()
             if self._transport is None:
                 raise ConnectionResetError("connection lost")
-            window = min(
-                self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size
-            )
+            window = self._h2.local_flow_control_window(stream_id)
             if view and window <= 0:
                 self._window_open.clear()
                 await self._window_open.wait()
                 continue
-            part, view = view[:window], view[window:]
-            last = end and not len(view)
-            self._h2.send_data(stream_id, part.tobytes(), end_stream=last)
+            # As many frames as the window takes, written at once.
+            frame = self._h2.max_outbound_frame_size
+            while True:
+                size = min(window, frame)
+                part, view = view[:size], view[size:]
+                window -= size
+                self._h2.send_data(stream_id, part, end_stream=end and not view)
+                if not view or window <= 0:
+                    break
             self._flush()
-            if not len(view):
+            if not view:
                 return
 
     def _finish(self, request: Request, prepared: Prepared, status: int, length: int) -> None:

@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-import h2.config
 import h2.connection
 import h2.errors
 import h2.events
@@ -36,6 +35,8 @@ import h2.exceptions
 import h2.settings
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+from ghostcrate.proxy import h2tuning
 
 log = logging.getLogger(__name__)
 
@@ -301,9 +302,8 @@ class _Connection(asyncio.Protocol):
         self.origin = origin
         self._read_timeout = read_timeout
         self._forget = forget
-        self._h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
-        )
+        self._h2 = h2.connection.H2Connection(h2tuning.configuration(client_side=True))
+        h2tuning.tune(self._h2)
         self._h2.state_machine = _DrainingStateMachine()
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}

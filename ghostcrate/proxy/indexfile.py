@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from typing import Any
@@ -121,7 +121,7 @@ class IndexFile:
         """Entries by version, parsed once per object."""
         if self._entries is None:
             entries = {}
-            for line in self.body.splitlines():
+            for line in _lines(self.body):
                 try:
                     record = json.loads(line)
                 except ValueError:
@@ -140,7 +140,7 @@ def check_index_body(name: CrateName, body: bytes) -> None:
     and a sha256 `cksum`: a body damaged in transit or by a broken upstream
     is refused here rather than cached and handed to every client.
     """
-    for number, line in enumerate(body.splitlines(), start=1):
+    for number, line in enumerate(_lines(body), start=1):
         if not line.strip():
             continue
         try:
@@ -160,6 +160,19 @@ def check_index_body(name: CrateName, body: bytes) -> None:
                 f"the upstream sent a damaged index file for {name}: "
                 f"line {number} is not an index entry of this crate"
             )
+
+
+def _lines(body: bytes) -> Sequence[str | bytes]:
+    """The lines of an index file, as cargo splits them (at `\\n`).
+
+    Decoded once as a whole: `json.loads` of a `str` line takes half the time of
+    the same line as `bytes`, which it would decode itself. A body that is not
+    UTF-8 is split as bytes, so that only its bad lines fail.
+    """
+    try:
+        return body.decode().split("\n")
+    except UnicodeDecodeError:
+        return body.split(b"\n")
 
 
 def parse_upstream_config(body: bytes) -> dict[str, Any]:
