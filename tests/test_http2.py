@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import h2.errors as h2errors
@@ -168,3 +170,20 @@ async def test_http2_can_be_switched_off(make_mirror: MakeMirror) -> None:
     client: MirrorClient = await make_mirror(server={"http2": False})
     with pytest.raises(ConnectionError, match="no upgrade"):
         await H2Client.upgrade(client.host, client.port, "/index/config.json")
+
+
+def test_a_file_in_the_page_cache_is_read_without_a_thread(tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    path = tmp_path / "just-filled.crate"
+    path.write_bytes(data)  # its pages are in the page cache now
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        part = h2lane.read_if_cached(fd, 100_000, 50_000)
+        assert part is not None
+        assert bytes(part) == data[50_000:150_000]
+        tail = h2lane.read_if_cached(fd, 100_000, 250_000)
+        assert tail is not None
+        assert bytes(tail) == data[250_000:]  # short at the end of the file
+        assert h2lane.read_if_cached(fd, 10, len(data)) is None  # nothing there
+    finally:
+        os.close(fd)
