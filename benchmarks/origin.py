@@ -94,6 +94,8 @@ def answer(request: web.Request, path: Path, kind: str) -> web.Response:
 async def config_json(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.by_kind["config"] += 1
+    if state.latency:  # as far away as everything else (it was answered at once until 2026-11-26)
+        await asyncio.sleep(state.latency)
     config = json.loads((state.root / "config.json").read_text())
     config.update(dl=f"{state.base_url}/crates", api=state.base_url)
     return web.json_response(config)

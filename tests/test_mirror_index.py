@@ -110,8 +110,25 @@ async def test_fresh_files_are_served_without_asking_upstream(
     for _ in range(5):
         assert (await client.get(f"/index/{index_path('multi')}")).status == 200
     assert upstream.index_count("multi") == 1
-    assert await metric(client, "ghostcrate_index_lookups_total", result="miss") == 1
+    # Two misses: the file, and the upstream's config.json fetched alongside it.
+    assert await metric(client, "ghostcrate_index_lookups_total", result="miss") == 2
     assert await metric(client, "ghostcrate_fast_lane_requests_total", result="hit") == 4
+
+
+async def test_the_upstream_config_is_fetched_with_the_first_index_file_not_the_first_download(
+    make_mirror: MakeMirror, upstream: FakeUpstream
+) -> None:
+    client: MirrorClient = await make_mirror()
+    assert (await client.get(f"/index/{index_path('multi')}")).status == 200
+    for _ in range(100):  # fetched in the background
+        if upstream.config_count() == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert upstream.config_count() == 1
+    assert (await client.get(f"/index/{index_path('abc')}")).status == 200
+    response = await client.get("/api/v1/crates/multi/1.0.0/download")
+    assert response.status == 200
+    assert upstream.config_count() == 1  # the download did not wait for it
 
 
 async def test_a_cached_file_a_crash_left_short_is_fetched_again(

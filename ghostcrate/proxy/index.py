@@ -26,7 +26,7 @@ from typing import Any
 from ghostcrate.cache import ExpiringSet, SingleFlight, TieredCache
 from ghostcrate.cargo.names import CrateName, index_path
 from ghostcrate.config import UpstreamSettings
-from ghostcrate.proxy.errors import UpstreamError
+from ghostcrate.proxy.errors import ProxyError, UpstreamError
 from ghostcrate.proxy.indexfile import (
     IndexFile,
     body_etag,
@@ -78,6 +78,7 @@ class MirrorIndex:
         #: Files read or fetched in the last `RECENT_SECONDS`, decoded: (file, until when).
         self._recent: OrderedDict[str, tuple[IndexFile, float]] = OrderedDict()
         self._recent_bytes = 0
+        self._config_prefetched = False
 
     async def get(
         self, name: CrateName, *, max_age: float | None = None, recent: bool = False
@@ -133,7 +134,29 @@ class MirrorIndex:
         if cached is None and key in self._missing:
             self._metrics.index_results.labels("not_found").inc()
             return None
+        if path != CONFIG_PATH:
+            self._prefetch_upstream_config()
         return await self._flights.run(key, lambda: self._refresh(key, path, ttl, check))
+
+    def _prefetch_upstream_config(self) -> None:
+        """Fetch the upstream's config.json alongside the first index file from upstream.
+
+        Every download needs its `dl`, and cargo asks for crates right after their
+        index files: fetched only by the first download, it held that whole burst of
+        downloads back by one more round trip to the upstream.
+        """
+        if self._config_prefetched:
+            return
+        self._config_prefetched = True
+        task = asyncio.ensure_future(self._fetch_upstream_config())
+        self._stores.add(task)
+        task.add_done_callback(self._stores.discard)
+
+    async def _fetch_upstream_config(self) -> None:
+        try:
+            await self.upstream_config()
+        except ProxyError as error:  # the first download reports it, and tries again
+            log.debug("prefetching the upstream's config.json failed: %s", error)
 
     async def _read(self, key: str, *, recent: bool) -> IndexFile | None:
         """The cached file; `recent=False` reads what the disk says now (other workers)."""
