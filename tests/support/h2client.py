@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 
 
 @dataclass
@@ -76,6 +77,12 @@ class H2Client:
         client._flush()
         client._reading = asyncio.create_task(client._read())
         return client, await asyncio.wait_for(client._done[1], 15)
+
+    def widen_windows(self, stream: int, connection: int) -> None:
+        """Advertise flow-control windows as large as curl's (cargo's): per stream and in all."""
+        self._h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: stream})
+        self._h2.increment_flow_control_window(connection - self._h2.inbound_flow_control_window)
+        self._flush()
 
     async def get(self, path: str, *headers: tuple[str, str]) -> H2Answer:
         return (await self.get_many([path], *headers))[0]
