@@ -160,8 +160,13 @@ async def test_upstream_faults_give_502_and_cache_nothing(
     assert response.status == 502
     assert message in (await response.json())["errors"][0]["detail"]
     assert cached_files(tmp_path) == []
-    temporaries = list((tmp_path / "data").rglob(f"{TEMP_PREFIX}*"))
-    assert temporaries == []
+    data = tmp_path / "data"
+    assert list((data / "cache" / "crates").rglob(f"{TEMP_PREFIX}*")) == []  # gone before the 502
+    for _ in range(100):  # the index file is answered first and stored after: let it land
+        if not list(data.rglob(f"{TEMP_PREFIX}*")):
+            break
+        await asyncio.sleep(0.02)
+    assert list(data.rglob(f"{TEMP_PREFIX}*")) == []
 
     upstream.clear_faults()
     recovered = await client.get(download("bigdata", "0.1.0"))
