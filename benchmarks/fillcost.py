@@ -31,6 +31,8 @@ from pathlib import Path
 from bench import PYTHON, free_port, log, scratch, stop, wait_http
 from coldfetch import Net, nginx_tls_conf, wait_tls
 
+from ghostcrate.cargo.names import CrateName
+from ghostcrate.cargo.names import index_path as cargo_index_path
 from tests.support.h2client import H2Client
 from tests.support.tls import make_pki
 
@@ -44,12 +46,7 @@ CONNECTION_WINDOW = 100 * 2**20
 
 def index_path(download: str) -> str:
     """The sparse-index path of a download path `/api/v1/crates/NAME/VERSION/download`."""
-    name = download.split("/")[4].lower()
-    if len(name) <= 2:
-        return f"/index/{len(name)}/{name}"
-    if len(name) == 3:
-        return f"/index/3/{name[0]}/{name}"
-    return f"/index/{name[:2]}/{name[2:4]}/{name}"
+    return f"/index/{cargo_index_path(CrateName(download.split('/')[4]))}"
 
 
 def callgrind(pid: int, *args: str) -> None:

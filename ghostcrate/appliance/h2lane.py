@@ -233,7 +233,7 @@ class H2Lane(asyncio.Protocol):
             if len(body) <= self._h2.local_flow_control_window(stream_id):
                 self._send_head(stream_id, request, prepared, status, gzip, end=not body)
                 if body:
-                    self._send_all_now(stream_id, body)
+                    self._queue_frames(stream_id, memoryview(body), len(body), end=True)
                 self._finish(request, prepared, status, len(body))
                 return
         self._start(stream_id, self._answer(stream_id, request, prepared))
@@ -347,12 +347,18 @@ class H2Lane(asyncio.Protocol):
         headers.append((b"x-request-id", request.request_id.encode()))
         self._h2.send_headers(stream_id, headers, end_stream=end)
 
-    def _send_all_now(self, stream_id: int, body: bytes) -> None:
-        """Queue a body that fits the stream's window, in frames the peer accepts."""
+    def _queue_frames(
+        self, stream_id: int, view: memoryview, window: int, *, end: bool
+    ) -> memoryview:
+        """Queue as much of `view` as `window` takes, in frames the peer accepts; the rest."""
         frame = self._h2.max_outbound_frame_size
-        for start in range(0, len(body), frame):
-            end = start + frame >= len(body)
-            self._h2.send_data(stream_id, body[start : start + frame], end_stream=end)
+        while True:
+            size = min(window, frame)
+            part, view = view[:size], view[size:]
+            window -= size
+            self._h2.send_data(stream_id, part, end_stream=end and not view)
+            if not view or window <= 0:
+                return view
 
     async def _send_data(self, stream_id: int, data: bytes | memoryview, *, end: bool) -> None:
         """Send `data` as the peer's flow-control windows allow."""
@@ -367,15 +373,7 @@ class H2Lane(asyncio.Protocol):
                 self._window_open.clear()
                 await self._window_open.wait()
                 continue
-            # As many frames as the window takes, written at once.
-            frame = self._h2.max_outbound_frame_size
-            while True:
-                size = min(window, frame)
-                part, view = view[:size], view[size:]
-                window -= size
-                self._h2.send_data(stream_id, part, end_stream=end and not view)
-                if not view or window <= 0:
-                    break
+            view = self._queue_frames(stream_id, view, window, end=end)  # then one write
             self._flush()
             if not view:
                 return
