@@ -14,7 +14,7 @@ from typing import Any
 import h2.errors as h2errors
 import pytest
 
-from ghostcrate.appliance import h2lane
+from ghostcrate.appliance import h2lane, h2limits
 from tests.conftest import MirrorClient
 from tests.support.crates import CrateSpec, index_path
 from tests.support.h2client import H2Client
@@ -74,7 +74,7 @@ async def test_streams_over_the_limit_are_refused_and_the_connection_goes_on(
     # An h2c client sends its requests as soon as the upgrade is accepted, before it
     # has read the server's SETTINGS_MAX_CONCURRENT_STREAMS: streams over the limit are
     # refused one by one (REFUSED_STREAM, which clients retry), not the connection.
-    monkeypatch.setattr(h2lane, "MAX_CONCURRENT_STREAMS", 2)
+    monkeypatch.setattr(h2limits, "MAX_CONCURRENT_STREAMS", 2)
     upstream.set_latency(0.3)  # so that the first streams are still open
     names = ["ab", "multi", "featly", "lazy", "optdep"]
     h2, first = await H2Client.upgrade(
