@@ -30,7 +30,6 @@ from collections.abc import Callable, Coroutine
 from email.utils import formatdate
 from typing import Any, Protocol, cast
 
-import aiohttp
 import httptools
 from aiohttp import web
 from prometheus_client import Counter
@@ -114,7 +113,6 @@ class Lane:
         #: Set when HTTP/2 is on (`[server] http2`): how to take an h2c upgrade.
         self.upgrade = upgrade if settings.server.http2 else None
         self.connections: set[LaneConnection] = set()
-        self._relay_session: aiohttp.ClientSession | None = None
         #: Targets whose reply a request (or a renewal ahead of expiry) is renewing now.
         self._renewing: set[bytes] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -303,14 +301,6 @@ class Lane:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def relay_session(self) -> aiohttp.ClientSession:
-        """The client that relays HTTP/2 requests to this server's HTTP/1.1 side."""
-        if self._relay_session is None:
-            self._relay_session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
-            )
-        return self._relay_session
-
     def hold_in_background(self, target: bytes, prepared: Prepared) -> None:
         """Read a repeatedly asked-for crate into memory without delaying anyone."""
         path = prepared.file
@@ -340,8 +330,6 @@ class Lane:
             connection.abort()
         for task in list(self.tasks):
             task.cancel()
-        if self._relay_session is not None:
-            await self._relay_session.close()
         self._book()
         self.metrics.batches.flush()
 
