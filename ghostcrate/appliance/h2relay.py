@@ -22,7 +22,7 @@ import json
 import re
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httptools
 from h2.errors import ErrorCodes
@@ -231,9 +231,8 @@ class RelayedStream(asyncio.Protocol):
     # asyncio.Protocol (the pair)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.set_write_buffer_limits(high=UNTAKEN_BYTES)
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._transport.set_write_buffer_limits(high=UNTAKEN_BYTES)
 
     def data_received(self, data: bytes) -> None:
         self._active_at = self._loop.time()
