@@ -34,6 +34,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import (
     DataFrame,
     HeadersFrame,
@@ -303,7 +304,7 @@ class H2Lane(asyncio.Protocol):
         if self._backlog and writable and not self._continuing:
             self._continuing = True
             self._lane.loop.call_soon(self._continue)
-        pause = bool(self._backlog) or not writable
+        pause = not self._closing and (bool(self._backlog) or not writable)
         if pause != self._reading_paused:
             self._reading_paused = pause
             if pause:
@@ -316,12 +317,21 @@ class H2Lane(asyncio.Protocol):
         calm = isinstance(error, h2.exceptions.DenialOfServiceError)
         self._lane.count("h2_calm" if calm else "h2_protocol_error")
         quiet.error("ended an HTTP/2 connection", error, remote=self._remote)
-        self._closing = True
         self._flush()
+        self._closing = True
+        self._h2.incoming_buffer = FrameBuffer(server=True)  # what it held (a header block)
+        for task in self._tasks.values():
+            task.cancel()
         transport = self._transport
-        if transport is not None:
-            transport.close()  # after what is buffered, unless the client does not read it
-            self._lane.loop.call_later(h2limits.CLOSE_GRACE, transport.abort)
+        if transport is None:
+            return
+        # A lingering close, as nginx's: the GOAWAY goes out, then what the client still
+        # sends is read and dropped, so that its kernel sees no reset that would make it
+        # drop the GOAWAY unread; after CLOSE_GRACE the connection is gone either way.
+        transport.write_eof()
+        self._backlog = b""
+        self._update_reading()
+        self._lane.loop.call_later(h2limits.CLOSE_GRACE, transport.abort)
 
     # Streams
 
@@ -577,10 +587,10 @@ class H2Lane(asyncio.Protocol):
             if self._tasks.get(stream_id) is task:
                 del self._tasks[stream_id]
             self.idle_since = self._lane.loop.time()
-            if task.cancelled() or self._transport is None:
-                return
-            error = task.exception()
-            if error is None or isinstance(error, h2.exceptions.StreamClosedError):
+            error = None if task.cancelled() else task.exception()
+            if error is None or self._transport is None or self._closing:
+                return  # a connection that is gone takes its streams' errors with it
+            if isinstance(error, h2.exceptions.StreamClosedError):
                 return
             if isinstance(error, SendTimeout):
                 self._lane.count("h2_send_timeout")
@@ -595,7 +605,7 @@ class H2Lane(asyncio.Protocol):
     def _flush(self) -> None:
         self._queued = 0
         data = self._h2.data_to_send()
-        if data and self._transport is not None:
+        if data and self._transport is not None and not self._closing:
             self._transport.write(data)
 
     # What a relayed stream asks of its connection (`h2relay.StreamSink`)

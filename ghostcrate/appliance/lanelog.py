@@ -26,7 +26,7 @@ class QuietLog:
 
     def error(self, message: str, error: BaseException, **fields: object) -> None:
         """Log `message` with the error's type and text in one line, unless over the rate."""
-        now = int(time.monotonic())
+        now = int(time.time())  # the second the log line's timestamp shows
         if now != self._second:
             self._second = now
             self._lines = 0

@@ -110,6 +110,10 @@ class Bystanders:
         """Assert that both clients were answered in time throughout and memory stayed put."""
         report = self.report
         assert report is not None, "the well-behaved clients sent no report"
+        print(  # shown with -s, and on failure
+            f"bystanders: slowest {report.slowest}, answered {report.answered}, "
+            f"worker growth {report.growth() / 2**20:.1f} MiB"
+        )
         assert not report.failures, f"well-behaved clients failed: {report.failures[:5]}"
         for client in ("http/1.1", "h2c"):
             assert report.answered.get(client, 0) >= 2, f"{client} was hardly answered: {report}"

@@ -72,7 +72,11 @@ class RawH2:
 
     @classmethod
     async def connect(
-        cls, port: int, *, settings: dict[int, int] | None = None, path: str = "/index/config.json"
+        cls,
+        port: int,
+        *,
+        settings: dict[h2.settings.SettingCodes, int] | None = None,
+        path: str = "/index/config.json",
     ) -> RawH2:
         """Connect and upgrade with a GET of `path` (stream 1), as curl does."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -130,7 +134,7 @@ class RawH2:
         while (left := deadline - loop.time()) > 0:
             try:
                 data = await asyncio.wait_for(self.reader.read(65536), left)
-            except TimeoutError:
+            except (TimeoutError, ConnectionError):
                 break
             if not data:
                 break
@@ -192,6 +196,6 @@ class RawH2:
         return frames
 
 
-def zero_windows() -> dict[int, int]:
+def zero_windows() -> dict[h2.settings.SettingCodes, int]:
     """Settings of a client that lets the server send nothing on a stream."""
     return {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
