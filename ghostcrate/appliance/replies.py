@@ -79,7 +79,10 @@ def not_modified(reply: Reply, if_none_match: str | None, if_modified_since: str
             return parsedate_to_datetime(reply.last_modified) <= parsedate_to_datetime(
                 if_modified_since
             )
-        except (TypeError, ValueError):
+        # Any text may come: an offset too large for a C int overflows, a year out of
+        # range or a zone-less date (naive, not comparable) raise, and some CPython
+        # releases raised IndexError on malformed dates (gh-95087).
+        except (TypeError, ValueError, OverflowError, IndexError):
             return False
     return False
 
