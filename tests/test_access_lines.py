@@ -1,4 +1,5 @@
-"""Access lines: the fast JSON assembly says exactly what `render_json` would."""
+"""Access lines: the fast JSON assembly says exactly what `render_json` would; text lines
+quote what clients sent."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import asyncio
 import io
 import json
 import re
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ghostcrate.appliance.logs import (
     AccessRecord,
@@ -17,8 +22,12 @@ from ghostcrate.appliance.logs import (
     render_json,
     render_text,
 )
+from tests.support.appliance import Appliance
+from tests.support.textlog import parse_text_line
 
 DURATION = re.compile(r'"duration_ms": ([0-9.]+)')
+#: The timestamp at the start of a JSON or a text line.
+TIMESTAMP = re.compile(r'^(\{"ts": "[^"]*"|\S+ )')
 
 
 def assert_same_line(line: str, expected: dict[str, Any]) -> None:
@@ -146,6 +155,82 @@ def test_a_batch_of_requests_gives_the_lines_of_each_in_order() -> None:
         lines, expected = batched.getvalue().splitlines(), single.getvalue().splitlines()
         assert len(lines) == len(records)
         # The same lines but for the timestamp, which comes first in both formats.
-        assert [line.split(" ", 1)[1] for line in lines] == [
-            line.split(" ", 1)[1] for line in expected
+        assert [TIMESTAMP.sub("", line) for line in lines] == [
+            TIMESTAMP.sub("", line) for line in expected
         ]
+
+
+@given(path=st.text(), user_agent=st.one_of(st.none(), st.text()), remote=st.text())
+def test_a_text_line_is_one_line_whose_fields_read_back(
+    path: str, user_agent: str | None, remote: str
+) -> None:
+    fields = access_fields(
+        0.0,
+        1,
+        method="GET",
+        path=path,
+        status=404,
+        length=0,
+        seconds=0.001,
+        remote=remote,
+        user_agent=user_agent,
+        request_id="-",
+    )
+    line = render_text(fields)
+    assert line.isascii()
+    assert line.splitlines() == [line]
+    parsed = parse_text_line(line)
+    assert parsed is not None
+    assert parsed == {key: str(value) for key, value in fields.items()}
+
+
+def test_plain_values_stay_unquoted_in_text_lines() -> None:
+    line = render_text({"ts": "-", "level": "info", "logger": "x", "msg": "hit it", "n": 1.5})
+    assert line.endswith(": hit it n=1.5")
+
+
+#: User agents that would forge fields, or break the line, if written as they came.
+HOSTILE_AGENTS = (b"x status=200 remote=10.0.0.1", b'tab\there obs\x85text\xff "q" \\ e=1')
+
+
+def raw_get(port: int, target: str, *headers: bytes) -> int:
+    """One HTTP/1.1 request, the bytes as given; the status of its answer."""
+    head = [f"GET {target} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"Connection: close", *headers]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"\r\n".join([*head, b"", b""]))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_text_access_lines_keep_what_clients_sent_inside_its_field(
+    start_appliance: Callable[..., Appliance],
+) -> None:
+    appliance = start_appliance(tables={"log": {"format": "text"}})
+    index = "/index/no/su/nosuchcrate"
+    # The fast lane, then aiohttp (a Range header, or a query, hands the request over).
+    asked = [
+        (index, [], "latin-1"),
+        (index, [b"Range: bytes=0-"], "utf-8"),
+        (f"{index}?status=200", [], "utf-8"),
+    ]
+    for target, extra, _ in asked:
+        for agent in HOSTILE_AGENTS:
+            assert raw_get(appliance.port, target, b"User-Agent: " + agent, *extra) == 404
+    appliance.stop()
+    events = appliance.events()
+    access = [e for e in events if e["logger"] == "ghostcrate.access" and e["path"] != "/health"]
+    expected = [
+        {
+            "msg": f"GET {target} 404",
+            "path": target,
+            "status": "404",
+            "remote": "127.0.0.1",
+            # Header bytes as each front end decodes them.
+            "user_agent": agent.decode(encoding, "surrogateescape"),
+        }
+        for target, _, encoding in asked
+        for agent in HOSTILE_AGENTS
+    ]
+    assert [{key: line[key] for key in expected[0]} for line in access] == expected

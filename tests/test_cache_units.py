@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,10 @@ def test_expiring_set_forgets_after_ttl_and_stays_bounded() -> None:
     assert "d" in keys
     keys.discard("d")
     assert "d" not in keys
+    assert keys.since("d") is None
+    assert keys.since("gone") is None
+    before = time.time()
+    keys.add("e", 60)
+    since = keys.since("e")
+    assert since is not None
+    assert before <= since <= time.time()

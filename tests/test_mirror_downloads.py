@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 
 from ghostcrate.cache.disk import TEMP_PREFIX
 from tests.conftest import MirrorClient
-from tests.support.crates import CrateSpec, corpus_registry
+from tests.support.crates import CrateSpec, corpus_registry, index_path
 from tests.support.metrics import client_metric as metric
 from tests.support.upstream import FakeUpstream
 
@@ -22,6 +24,16 @@ MakeMirror = Callable[..., Any]
 
 def download(name: str, version: str) -> str:
     return f"/api/v1/crates/{name}/{version}/download"
+
+
+async def statuses(client: MirrorClient, path: str, count: int, **headers: str) -> set[int]:
+    """The statuses of `count` requests for `path`, sent one after the other."""
+    seen = set()
+    for _ in range(count):
+        async with client.get(path, headers=headers) as response:
+            await response.read()
+            seen.add(response.status)
+    return seen
 
 
 def cached_files(tmp_path: Path) -> list[Path]:
@@ -106,13 +118,80 @@ async def test_malformed_names_and_versions_never_reach_upstream(
     assert upstream.requests == []
 
 
-async def test_a_version_published_after_the_index_was_cached_downloads(
+async def test_a_version_published_after_the_index_was_cached_downloads_after_negative_ttl(
     make_mirror: MakeMirror, upstream: FakeUpstream
 ) -> None:
-    client: MirrorClient = await make_mirror(index_ttl=3600)
+    client: MirrorClient = await make_mirror(index_ttl=3600, negative_ttl=0.3)
     await (await client.get(download("multi", "1.1.0"))).read()
     fresh = upstream.publish(CrateSpec("multi", "1.4.0"))
+    assert await statuses(client, download("multi", "1.4.0"), 2) == {404}  # just confirmed
+    await asyncio.sleep(0.3)
     response = await client.get(download("multi", "1.4.0"))
+    assert response.status == 200
+    assert await response.read() == fresh.data
+
+
+@pytest.mark.parametrize("headers", [{}, {"Range": "bytes=0-"}], ids=["fast-lane", "aiohttp"])
+async def test_a_missing_version_revalidates_the_index_file_once_per_negative_ttl(
+    make_mirror: MakeMirror, upstream: FakeUpstream, headers: dict[str, str]
+) -> None:
+    negative_ttl = 0.5
+    client: MirrorClient = await make_mirror(negative_ttl=negative_ttl)
+    assert await statuses(client, f"/index/{index_path('multi')}", 1) == {200}
+    await asyncio.sleep(negative_ttl + 0.05)  # no longer confirmed recently enough for a miss
+    started = time.monotonic()
+    concurrent = await asyncio.gather(
+        *(statuses(client, download("multi", "9.9.9"), 1, **headers) for _ in range(200))
+    )
+    sequential = await statuses(client, download("multi", "9.9.9"), 200, **headers)
+    periods = math.ceil((time.monotonic() - started) / negative_ttl)
+    assert set().union(*concurrent, sequential) == {404}
+    assert 1 <= upstream.index_count("multi") - 1 <= periods
+    assert upstream.download_count("multi") == 0
+    # The fast lane answers most from its kept 404; aiohttp asks the mirror each time.
+    hits = await metric(client, "ghostcrate_fast_lane_requests_total", result="hit")
+    assert (hits > 0) == (not headers)
+
+
+async def test_a_missing_crate_is_answered_from_memory_for_negative_ttl(
+    make_mirror: MakeMirror, upstream: FakeUpstream
+) -> None:
+    client: MirrorClient = await make_mirror(negative_ttl=30)
+    assert await statuses(client, download("nosuchcrate", "1.0.0"), 50) == {404}
+    assert upstream.index_count("nosuchcrate") == 1
+    assert await metric(client, "ghostcrate_crate_lookups_total", result="miss") == 1
+
+
+async def test_a_version_in_the_index_file_a_client_read_is_not_a_remembered_404(
+    make_mirror: MakeMirror, upstream: FakeUpstream
+) -> None:
+    # cargo reads the index file, then downloads what it lists: a 404 kept for
+    # `negative_ttl` must not outlive the index file that did not list the version.
+    client: MirrorClient = await make_mirror(index_ttl=0.4, negative_ttl=30)
+    assert await statuses(client, download("multi", "1.5.0"), 1) == {404}
+    fresh = upstream.publish(CrateSpec("multi", "1.5.0"))
+    await asyncio.sleep(0.4)
+    index = await client.get(f"/index/{index_path('multi')}")
+    assert b'"1.5.0"' in await index.read()
+    response = await client.get(download("multi", "1.5.0"))
+    assert response.status == 200
+    assert await response.read() == fresh.data
+
+
+async def test_a_crate_in_the_index_file_a_client_read_is_not_a_remembered_404(
+    make_mirror: MakeMirror, upstream: FakeUpstream
+) -> None:
+    # A download's "no such crate" lasts as long as the mirror's memory of it, which
+    # began before that download was asked for: not `negative_ttl` from the download.
+    client: MirrorClient = await make_mirror(negative_ttl=0.5)
+    index = f"/index/{index_path('latecomer')}"
+    assert await statuses(client, index, 1) == {404}
+    await asyncio.sleep(0.3)
+    assert await statuses(client, download("latecomer", "1.0.0"), 1) == {404}
+    fresh = upstream.publish(CrateSpec("latecomer", "1.0.0"))
+    await asyncio.sleep(0.25)
+    assert await statuses(client, index, 1) == {200}
+    response = await client.get(download("latecomer", "1.0.0"))
     assert response.status == 200
     assert await response.read() == fresh.data
 

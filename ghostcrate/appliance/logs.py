@@ -7,6 +7,7 @@ import atexit
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +27,12 @@ AccessRecord = tuple[str, str, int, int, float, str | None, str | None, str]
 ACCESS_LOGGER = "ghostcrate.access"
 
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+#: Text lines write these as is, and quote anything else: a field's value is printable
+#: ASCII but for space, `"`, `=` and `\`; the message may have spaces (it ends at the
+#: first ` key=`).
+_PLAIN_VALUE = re.compile(r"[!#-<>-\[\]-~]+")
+_PLAIN_MESSAGE = re.compile(r"[ !#-<>-\[\]-~]+")
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -52,12 +59,25 @@ def render_json(fields: dict[str, Any]) -> str:
 
 
 def render_text(fields: dict[str, Any]) -> str:
+    """`ts level logger: msg key=value ...`, one line; a traceback follows, indented.
+
+    Values (and the message) other than plain tokens are quoted and escaped as in
+    JSON, so what a client sent (a path, a user agent) cannot end the line or pass
+    for another field.
+    """
     fields = dict(fields)
     head = f"{fields.pop('ts')} {fields.pop('level'):7} {fields.pop('logger')}: "
-    head += str(fields.pop("msg"))
+    head += _text(fields.pop("msg"), _PLAIN_MESSAGE)
     exception = fields.pop("exception", None)
-    tail = "".join(f" {key}={value}" for key, value in fields.items())
-    return head + tail + (f"\n{exception}" if exception else "")
+    tail = "".join(f" {key}={_text(value, _PLAIN_VALUE)}" for key, value in fields.items())
+    if exception:  # indented: no line of it passes for a log line
+        tail += "".join(f"\n    {line}" for line in str(exception).splitlines())
+    return head + tail
+
+
+def _text(value: object, plain: re.Pattern[str]) -> str:
+    text = str(value)
+    return text if plain.fullmatch(text) else _quote(text)
 
 
 class JsonFormatter(logging.Formatter):

@@ -79,7 +79,10 @@ def not_modified(reply: Reply, if_none_match: str | None, if_modified_since: str
             return parsedate_to_datetime(reply.last_modified) <= parsedate_to_datetime(
                 if_modified_since
             )
-        except (TypeError, ValueError):
+        # Any text may come: an offset too large for a C int overflows, a year out of
+        # range or a zone-less date (naive, not comparable) raise, and some CPython
+        # releases raised IndexError on malformed dates (gh-95087).
+        except (TypeError, ValueError, OverflowError, IndexError):
             return False
     return False
 
@@ -153,6 +156,8 @@ class MirrorReplies:
             found = await self._crates.cached(crate, version) or await self._crates.fetch(
                 crate, version
             )
+        except NotFound as error:
+            return replace(error_reply(404, str(error)), keep_for=self._keep_not_found(error))
         except ProxyError as error:
             return error_reply(status_of(error), str(error))
         return Reply(
@@ -163,3 +168,16 @@ class MirrorReplies:
             cache_control=IMMUTABLE,
             keep_for=float("inf"),
         )
+
+    def _keep_not_found(self, error: NotFound) -> float:
+        """How long a download's 404 may be answered again: until the mirror could learn better.
+
+        That is `negative_ttl` after the upstream said so, but no later than a renewal
+        ahead (`RENEW_WINDOW`) could bring a new version into the index file: a client
+        that reads the index file first never finds a version it cannot download.
+        """
+        if error.checked_at is None:
+            return 0.0
+        settings = self._settings
+        fresh_for = min(settings.negative_ttl, settings.index_ttl * RENEW_WINDOW[0])
+        return max(0.0, fresh_for - (time.time() - error.checked_at))

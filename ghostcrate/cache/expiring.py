@@ -14,11 +14,12 @@ class ExpiringSet:
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
-        self._until: OrderedDict[str, float] = OrderedDict()
+        #: Until when (monotonic seconds) each key is remembered, and since when (epoch seconds).
+        self._until: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._max_entries = max_entries
 
     def add(self, key: str, ttl: float) -> None:
-        self._until[key] = time.monotonic() + ttl
+        self._until[key] = (time.monotonic() + ttl, time.time())
         self._until.move_to_end(key)
         while len(self._until) > self._max_entries:
             self._until.popitem(last=False)
@@ -26,13 +27,17 @@ class ExpiringSet:
     def discard(self, key: str) -> None:
         self._until.pop(key, None)
 
+    def since(self, key: str) -> float | None:
+        """When a remembered key was added (epoch seconds); None if it is not remembered."""
+        return self._until[key][1] if key in self else None
+
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
         until = self._until.get(key)
         if until is None:
             return False
-        if until <= time.monotonic():
+        if until[0] <= time.monotonic():
             del self._until[key]
             return False
         return True

@@ -125,7 +125,7 @@ class UpstreamSettings(_Section):
     index: IndexUrl = "https://index.crates.io/"
     #: Seconds an index file is served without asking the upstream.
     index_ttl: float = Field(default=60.0, ge=0)
-    #: Seconds a "no such crate" answer from the upstream is remembered.
+    #: Seconds a "no such crate" or "no such version" answer from the upstream is remembered.
     negative_ttl: float = Field(default=30.0, ge=0)
     connect_timeout: PositiveFloat = 10.0
     #: Longest silence allowed while reading an upstream answer.

@@ -45,6 +45,7 @@ class MirrorCrates:
         metrics: ProxyMetrics,
     ) -> None:
         self._only_cached = upstream.settings.offline or upstream.settings.only_cached
+        self._negative_ttl = upstream.settings.negative_ttl
         self._cache = cache
         self._index = index
         self._upstream = upstream
@@ -73,15 +74,18 @@ class MirrorCrates:
 
     async def _entry(self, name: CrateName, version: str) -> dict[str, Any]:
         index = await self._index.get(name, recent=True)
-        entry = index.entry(version) if index is not None else None
-        if entry is None and index is not None:
-            # Perhaps published since we last looked: ask the upstream once more.
-            index = await self._index.get(name, max_age=0)
-            entry = index.entry(version) if index is not None else None
+        if index is not None and index.entry(version) is None:
+            # Perhaps published since the upstream confirmed the file: ask it again, unless
+            # that was within `negative_ttl` (each made-up version would cost a request).
+            index = await self._index.get(name, max_age=self._negative_ttl, recent=True)
         if index is None:
-            raise NotFound(f"crate '{name}' does not exist upstream")
+            checked_at = self._index.missing_since(name)
+            raise NotFound(f"crate '{name}' does not exist upstream", checked_at=checked_at)
+        entry = index.entry(version)
         if entry is None:
-            raise NotFound(f"crate '{name}' has no version {version} upstream")
+            raise NotFound(
+                f"crate '{name}' has no version {version} upstream", checked_at=index.checked_at
+            )
         return entry
 
     async def _fill(self, key: str, name: CrateName, version: str) -> CachedFile:

@@ -8,7 +8,15 @@ class ProxyError(Exception):
 
 
 class NotFound(ProxyError):
-    """The crate, version or file does not exist upstream."""
+    """The crate, version or file does not exist upstream.
+
+    `checked_at`: when the upstream said so (epoch seconds), if the mirror goes on
+    saying so for a while without asking it again; None if it would ask at once.
+    """
+
+    def __init__(self, message: str, *, checked_at: float | None = None) -> None:
+        super().__init__(message)
+        self.checked_at = checked_at
 
 
 class UpstreamError(ProxyError):

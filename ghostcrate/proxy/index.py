@@ -108,6 +108,10 @@ class MirrorIndex:
         body = index.restricted_to(cached)
         return Offer(body, body_etag(body), None) if body else None
 
+    def missing_since(self, name: CrateName) -> float | None:
+        """When the upstream said it has no such crate (epoch seconds), while remembered."""
+        return self._missing.since(index_key(index_path(name)))
+
     async def upstream_config(self) -> dict[str, Any]:
         """The upstream's config.json (it gives the download URL)."""
         config = await self._get(CONFIG_PATH, None, parse_upstream_config, recent=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.metrics import sample_value
+from tests.support.textlog import parse_text_line
 
 
 def free_port() -> int:
@@ -104,11 +105,14 @@ class Appliance:
         return {p.name for p in (self.data_dir / "cache" / "crates").rglob("*.crate")}
 
     def events(self, offset: int = 0) -> list[dict[str, Any]]:
-        """The JSON log lines written from byte `offset` on."""
+        """The log lines written from byte `offset` on, JSON or text (values as text)."""
         with self.log.open("rb") as handle:
             handle.seek(offset)
             lines = handle.read().decode(errors="replace").splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
+        parsed = (
+            json.loads(line) if line.startswith("{") else parse_text_line(line) for line in lines
+        )
+        return [event for event in parsed if event is not None]
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Stop the process with `sig` and return its exit status."""
