@@ -73,3 +73,21 @@ async def test_a_malformed_http2_settings_header_gets_an_http_1_1_answer(
         assert status_line.startswith(b"HTTP/1.1 "), (settings, status_line)
         assert b" 101 " not in status_line, settings
     served.assert_no_traceback()
+
+
+async def test_an_if_modified_since_with_a_huge_zone_is_answered(target: MakeTarget) -> None:
+    served = target()
+    client = await RawH2.connect(served.port)
+    try:
+        odd = client.request(
+            served.path.encode(),
+            extra=[(b"if-modified-since", b"Mon, 01 Jan 2024 00:00:00 +99999999999999999999")],
+        )
+        sibling = client.request(served.path.encode())
+        await client.drain()
+        events = await client.answers(2)
+    finally:
+        await client.close()
+    assert answers_of(events, odd)[0] == 200  # a date that is not one is ignored
+    assert answers_of(events, sibling)[0] == 200
+    served.assert_no_traceback()
