@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import MirrorClient
 from tests.support.crates import CrateSpec, index_path
-from tests.support.rawhttp import shrink_server_send_buffer
+from tests.support.rawhttp import shrink_server_buffer
 from tests.support.upstream import FakeUpstream
 
 CONNECTIONS = 32
@@ -35,7 +35,7 @@ async def stalled_connection(client: MirrorClient, requests: bytes) -> socket.so
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (client.host, client.port))
-    await shrink_server_send_buffer(sock, 4096)
+    await shrink_server_buffer(sock, socket.SO_SNDBUF, 4096)
     sock.send(requests)
     return sock
 

@@ -68,6 +68,15 @@ async def exchange(
     return Exchange(bytes(received), closed)
 
 
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The status and body of the next answer (with a Content-Length) on `reader`."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    [(status, _)] = answers(head)
+    length = _CONTENT_LENGTH.search(head)
+    size = int(length.group(1)) if length is not None else 0
+    return status, await asyncio.wait_for(reader.readexactly(size), 10)
+
+
 def answers(raw: bytes) -> list[tuple[int, bytes]]:
     """The (status, body) of each HTTP/1 answer in `raw`, in order (up to a 101).
 
@@ -115,25 +124,25 @@ def _dechunk(raw: bytes, at: int) -> tuple[bytes, int]:
             return bytes(body), at
 
 
-async def shrink_server_send_buffer(client: socket.socket, size: int) -> None:
-    """Give the server's end of `client`'s connection a small kernel send buffer.
+async def shrink_server_buffer(client: socket.socket, option: int, size: int) -> None:
+    """Give the server's end of `client`'s connection a small kernel buffer.
 
-    The server must run in this process: its end is found among this process's
-    descriptors once it has accepted the connection. With a small send buffer, a
-    client that does not read leaves answers waiting in the server's own write
-    buffer after a few KiB (as a slow client across a real network does), not
-    after the megabytes that loopback takes.
+    `option` is SO_SNDBUF or SO_RCVBUF. The server must run in this process: its
+    end is found among this process's descriptors once it has accepted the
+    connection. With small buffers, what a client sends or does not read stays in
+    the server's own buffers after a few KiB (as across a real network), not after
+    the megabytes that loopback takes.
     """
     wanted = client.getsockname()
     for _ in range(100):
-        if _set_send_buffer(wanted, size):
+        if _set_buffer(wanted, option, size):
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"the server never accepted {wanted}")
 
 
-def _set_send_buffer(peer: tuple[str, int], size: int) -> bool:
-    """Set SO_SNDBUF on this process's socket connected to `peer`; False if there is none."""
+def _set_buffer(peer: tuple[str, int], option: int, size: int) -> bool:
+    """Set `option` on this process's socket connected to `peer`; False if there is none."""
     for entry in Path("/proc/self/fd").iterdir():
         try:
             copy = os.dup(int(entry.name))
@@ -150,6 +159,6 @@ def _set_send_buffer(peer: tuple[str, int], size: int) -> bool:
             except OSError:
                 continue
             if connected:
-                candidate.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+                candidate.setsockopt(socket.SOL_SOCKET, option, size)
                 return True
     return False

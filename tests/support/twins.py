@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import BaseTestServer, TestServer
 
 from ghostcrate.appliance.app import create_app
 from ghostcrate.appliance.fastlane import Lane
@@ -60,7 +60,7 @@ async def twin_servers(directory: Path, upstream_url: str, **server: Any) -> Asy
         await fast.close()
 
 
-def lane_of(server: TestServer) -> Lane:
+def lane_of(server: BaseTestServer) -> Lane:
     """The fast lane of a `FastLaneTestServer`."""
     assert server.runner is not None
     return cast(FastLaneServer, server.runner.server).lane
