@@ -324,7 +324,14 @@ class Lane:
         self.heads[head] = request
         self.heads_bytes += cost
 
-    def report(self, error: BaseException, request: Request | None) -> None:
+    def report(
+        self,
+        error: BaseException,
+        request: Request | None,
+        *,
+        remote: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
         """Log a request that failed: one line, without a traceback, and not too many.
 
         At most `ERROR_LINES_PER_SECOND` lines a second; the next line written says
@@ -348,7 +355,11 @@ class Lane:
             extra["where"] = f"{Path(code.co_filename).name}:{trace.tb_lineno} {code.co_name}"
         if request is not None:
             extra["path"] = request.path
-            extra["request_id"] = request.request_id
+            request_id = request.request_id
+        if request_id is not None:
+            extra["request_id"] = request_id
+        if remote is not None:
+            extra["remote"] = remote
         if self._errors_left_out:
             extra["left_out"] = self._errors_left_out
             self._errors_left_out = 0
@@ -866,7 +877,7 @@ class FastLane(asyncio.Protocol):
         try:
             upgrade(self._lane, transport, self._remote, request, bytes(self._buffer))
         except Exception as error:  # the 101 may be out: no HTTP/1.1 answer any more
-            self._lane.report(error, request)
+            self._lane.report(error, request, remote=self._remote)
             transport.abort()
 
     def _wait(self, work: Coroutine[Any, Any, None]) -> None:
@@ -953,13 +964,13 @@ class FastLane(asyncio.Protocol):
         middleware answers it.
         """
         lane = self._lane
-        lane.report(error, request)
+        request_id = request.request_id if request is not None else new_request_id()
+        lane.report(error, request, remote=self._remote, request_id=request_id)
         transport = self._transport
         if transport is None:
             return
         if request is None or not request.keep_alive:
             self._close_after = True
-        request_id = request.request_id if request is not None else new_request_id()
         detail = (
             f"malformed request (request id {request_id})"
             if request is None
@@ -984,7 +995,7 @@ class FastLane(asyncio.Protocol):
 
     def _broken(self, error: Exception) -> None:
         """A failure with an answer perhaps half written: log it and end the connection."""
-        self._lane.report(error, None)
+        self._lane.report(error, None, remote=self._remote)
         self.abort()
 
     def _send_file(self, fd: int, size: int, head: bytes) -> None:

@@ -71,6 +71,7 @@ async def test_a_request_that_fails_gets_a_500_in_cargo_format_and_the_connectio
     assert record.__dict__["where"].startswith("test_fast_lane_errors.py:")
     assert record.__dict__["path"] == INDEX
     assert record.__dict__["request_id"] == "failing-1"
+    assert record.__dict__["remote"] == "127.0.0.1"
     assert await client_metric(client, "ghostcrate_fast_lane_requests_total", result="error") == 1
 
 
@@ -112,11 +113,13 @@ async def test_a_head_that_cannot_be_read_gets_a_400_and_the_connection_closes(
         [(status, body)] = answers(raw)
         assert status == 400
         assert b"\r\nConnection: close\r\n" in raw
-        assert "malformed request" in json.loads(body)["errors"][0]["detail"]
+        detail = json.loads(body)["errors"][0]["detail"]
+        assert detail.startswith("malformed request (request id ")
         writer.close()
-    assert [line.__dict__["error"] for line in failures(caplog)] == [
-        "ValueError: cannot read this"
-    ] * 2
+        line = failures(caplog)[-1]
+        assert line.__dict__["error"] == "ValueError: cannot read this"
+        assert line.__dict__["request_id"] in detail
+    assert len(failures(caplog)) == 2
 
 
 async def test_a_fill_that_fails_gets_a_500_and_one_line(
