@@ -587,10 +587,10 @@ class FastLane(asyncio.Protocol):
     answered only if every one of them, and the beginning of a head that the read
     leaves unfinished, is one the fast lane answers. Otherwise none of them is: the
     connection goes to aiohttp with everything from the first of them on, and
-    aiohttp answers as if it had read them itself. (aiohttp answers none of the
+    aiohttp answers as if it had read them itself. aiohttp answers none of the
     requests in a read that holds a malformed one, and drops what follows an
-    Upgrade request it ignores in the same read; the fast lane does not answer
-    differently by having answered some first.)
+    Upgrade it ignores in the same read: so the fast lane never answers a request
+    that aiohttp, reading the same bytes, would not have answered.
     """
 
     def __init__(self, lane: Lane) -> None:
@@ -615,6 +615,7 @@ class FastLane(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         #: When the connection fell idle: the sweep closes it after `KEEPALIVE_SECONDS`.
+        #: Moved back while a head is awaited, so that the sweep keeps the header timeout.
         self.idle_since = lane.loop.time()
         self._await_head()
         # The head being parsed (httptools calls back into these).
