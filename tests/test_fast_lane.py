@@ -232,8 +232,10 @@ async def test_heads_forgotten_when_the_memo_is_full_are_parsed_again(
 ) -> None:
     # A full memo forgets its older half; every head, remembered or not, still gets what
     # it asked (here: its own X-Request-Id echoed, and the file).
-    monkeypatch.setattr(fastlane, "MAX_HEADS", 4)
     path = f"/index/{index_path('multi')}"
+    monkeypatch.setattr(
+        fastlane, "MAX_HEADS_BYTES", 4 * fastlane.memo_cost(get(path, "X-Request-Id: head-0"))
+    )
     conn = await RawConnection.open(client)
     for round_ in range(3):
         for number in range(7):

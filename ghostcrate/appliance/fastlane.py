@@ -9,32 +9,37 @@ with httptools (llhttp, the parser of Node.js) and answers GET and HEAD on
 (`hotset.py`), filling it through `replies.py` on a miss, with the same
 responses, access lines and metrics as the aiohttp views.
 
-Anything else (another route or method, a request body, Range, Expect,
-a percent-encoded or query-carrying target, a malformed or huge
+It answers only heads that pass a strict check (`_STRICT_HEAD` and
+`FastLane._parse_new`), which nothing aiohttp refuses passes. Anything else
+(another route or method, a request body, Range, Expect, an Upgrade other
+than h2c, a percent-encoded or query-carrying target, a malformed or huge
 head) hands the connection to aiohttp as it stands, unread bytes included,
-and aiohttp serves it from then on. Responses stay in request order: a
-connection answers one request at a time, and a pipelined request waits in
-the buffer until the one before it has been written.
+and aiohttp serves it from then on. So the fast lane is exactly as strict as
+aiohttp, or stricter. Responses stay in request order: a connection answers
+one request at a time, and a pipelined request waits in the buffer until the
+one before it has been written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
-import itertools
 import logging
 import os
 import re
+import struct
 import time
 from collections.abc import Callable, Coroutine
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import httptools
 from aiohttp import web
 from prometheus_client import Counter
 
-from ghostcrate.appliance.fileresponse import sendfile_all, wait_empty
+from ghostcrate.appliance.fileresponse import sendfile_all
 from ghostcrate.appliance.hotset import HotSet, Prepared
 from ghostcrate.appliance.keys import METRICS, REPLIES, SETTINGS
 from ghostcrate.appliance.logs import REQUEST_ID, access_sink
@@ -50,12 +55,19 @@ from ghostcrate.appliance.replies import (
 
 log = logging.getLogger(__name__)
 
-#: A head longer than this goes to aiohttp, which answers it with its own limits.
-MAX_HEAD_BYTES = 16 * 1024
+#: A request head (request line, fields and the blank line after them) longer than this,
+#: complete or not, goes to aiohttp: nginx's `large_client_header_buffers` (4 8k), and
+#: it keeps every line within aiohttp's 8,190 bytes.
+MAX_HEAD_BYTES = 8 * 1024
+#: Header fields in a head the fast lane answers (aiohttp refuses more than 128).
+MAX_FIELDS = 100
 #: Bytes of pipelined requests buffered while one is answered, before reading pauses.
 MAX_PENDING_BYTES = 256 * 1024
 #: An idle connection (no request in progress) is closed after this, as nginx does.
 KEEPALIVE_SECONDS = 75.0
+#: A connection is closed if a request head is not complete this long after the
+#: connection opened or the head began: nginx's `client_header_timeout`.
+HEADER_TIMEOUT_SECONDS = 60.0
 #: How often idle connections are looked for.
 SWEEP_SECONDS = 5.0
 #: How often request counts and latencies are handed to prometheus_client.
@@ -64,11 +76,44 @@ METRICS_FLUSH_SECONDS = 1.0
 MARK_USED_SECONDS = 60.0
 #: Bodies larger than this are written without first joining them to their head.
 JOIN_LIMIT = 16 * 1024
-#: Request heads whose parsed request is remembered (`Lane.heads`); the older half is
-#: forgotten when full. 8,192 holds a 200 and a 304 head for each of 4,096 index files.
-MAX_HEADS = 8192
+#: Memory for remembered request heads (`Lane.heads`), each counted as `memo_cost`; the
+#: older half is forgotten when full. Holds a 200 and a 304 head of cargo's (300-600
+#: bytes) for each of about 2,000 index files.
+MAX_HEADS_BYTES = 8 * 2**20
+#: Heads longer than this are parsed each time, not remembered.
+MAX_REMEMBERED_HEAD = 2 * 1024
+#: Lines a second, at most, about requests that failed in the fast lane (per process);
+#: the next line says how many were left out.
+ERROR_LINES_PER_SECOND = 10
 #: Request headers that only aiohttp handles.
 HANDED_OVER = frozenset({b"range", b"if-range", b"expect"})
+#: Request headers of heads that go to aiohttp: a body (which the fast lane never reads),
+#: and one that aiohttp refuses.
+_REFUSED = frozenset({b"content-length", b"transfer-encoding", b"sec-websocket-key1"})
+#: Conditions that aiohttp's `FileResponse` evaluates for a crate file itself (with its
+#: own ETag and Last-Modified, which the fast lane's crate answers do not carry).
+_FILE_CONDITIONS = frozenset(
+    {b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since"}
+)
+
+# The heads the fast lane answers: `GET|HEAD SP origin-form SP HTTP/1.x CRLF`, fields
+# `token ":" value CRLF` with values of visible ASCII, space and tab (no obs-fold, no
+# control characters, no obs-text), CRLF line ends only. Targets are of `pchar`s
+# without percent-encoding; `route_of` narrows them further.
+_TARGET = re.compile(rb"/[-A-Za-z0-9._~!$&'()*+,;=:@/]*")
+_VERSION = rb" HTTP/1\.[01]"
+_FIELD = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*"
+_STRICT_HEAD = re.compile(
+    rb"(?:GET|HEAD) " + _TARGET.pattern + _VERSION + rb"\r\n(?:" + _FIELD + rb"\r\n)*\r\n"
+)
+_REQUEST_LINE = re.compile(rb"(?:GET|HEAD) " + _TARGET.pattern + _VERSION)
+_FIELD_LINE = re.compile(_FIELD)
+#: What a field line can begin with.
+_FIELD_BEGUN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]*|" + _FIELD)
+#: An HTTP2-Settings value: base64url of whole 6-byte settings (which need no padding).
+_HTTP2_SETTINGS = re.compile(rb"(?:[A-Za-z0-9_-]{8})+")
+#: The values that h2 accepts for the settings that have a range (RFC 9113 6.5.2, RFC 8441).
+_SETTING_RANGES = {0x2: (0, 1), 0x4: (0, 2**31 - 1), 0x5: (2**14, 2**24 - 1), 0x8: (0, 1)}
 
 _CLIENT_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _new_request = object.__new__
@@ -118,8 +163,9 @@ class Lane:
         self.tasks: set[asyncio.Task[None]] = set()
         #: Request heads seen before, and what they asked: cargo sends the same head for a
         #: file each time (same user agent, same If-None-Match until the file changes), so
-        #: most heads need no parsing.
+        #: most heads need no parsing. `heads_bytes` is their `memo_cost`.
         self.heads: dict[bytes, Request] = {}
+        self.heads_bytes = 0
         #: Hits since the last `_book`, counted there: a call per hit cost as much as a lookup.
         self.hits = 0
         #: Requests answered in this loop turn, for `_book`: request, status, length,
@@ -128,6 +174,11 @@ class Lane:
         self._date_second = -1
         self._date = self._date_line = b""
         self._sent: dict[str, Counter] = {}
+        # Failed requests: the second whose log lines are counted, its lines, and those
+        # left out since the last line.
+        self._error_second = -1
+        self._error_lines = 0
+        self._errors_left_out = 0
         self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)
         self._flusher = self.loop.call_later(METRICS_FLUSH_SECONDS, self._flush_metrics)
 
@@ -236,10 +287,9 @@ class Lane:
                 self.hot.put(request.target, prepared)
                 if prepared.gzip_wanted:
                     self.compress_if_accepted(request, prepared)
-        except Exception:
-            log.exception("unhandled error", extra={"path": request.target.decode()})
-            detail = f"internal error in GhostCrate (request id {request.request_id}); see its log"
-            prepared = Prepared(error_reply(500, detail), 0)
+        except Exception as error:
+            self.report(error, request)
+            prepared = Prepared(error_reply(500, internal_error(request.request_id)), 0)
         finally:
             self._renewing.discard(request.target)
         return prepared
@@ -253,6 +303,65 @@ class Lane:
             return await self.replies.index_file(path, renew_ahead=renew_ahead)
         _, _, _, _, name, version, _ = target.split("/")
         return await self.replies.download(name, version)
+
+    def remember(self, head: bytes, request: Request) -> None:
+        """Keep what `head` asked, forgetting the older half of `heads` if it is full."""
+        cost = memo_cost(head)
+        if self.heads_bytes + cost > MAX_HEADS_BYTES:
+            heads = self.heads
+            forgotten: list[bytes] = []
+            left = self.heads_bytes
+            for old in heads:  # oldest first
+                if left <= MAX_HEADS_BYTES // 2:
+                    break
+                forgotten.append(old)
+                left -= memo_cost(old)
+            for old in forgotten:
+                del heads[old]
+            self.heads_bytes = left
+        self.heads[head] = request
+        self.heads_bytes += cost
+
+    def report(
+        self,
+        error: BaseException,
+        request: Request | None,
+        *,
+        remote: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Log a request that failed: one line, without a traceback, and not too many.
+
+        At most `ERROR_LINES_PER_SECOND` lines a second; the next line written says
+        how many were left out. A flood of failing requests cannot flood the log.
+        """
+        self.count("error")
+        second = int(self.loop.time())
+        if second != self._error_second:
+            self._error_second = second
+            self._error_lines = 0
+        if self._error_lines >= ERROR_LINES_PER_SECOND:
+            self._errors_left_out += 1
+            return
+        self._error_lines += 1
+        extra: dict[str, object] = {"error": f"{type(error).__name__}: {error}"}
+        trace = error.__traceback__
+        if trace is not None:
+            while trace.tb_next is not None:
+                trace = trace.tb_next
+            code = trace.tb_frame.f_code
+            extra["where"] = f"{Path(code.co_filename).name}:{trace.tb_lineno} {code.co_name}"
+        if request is not None:
+            extra["path"] = request.path
+            request_id = request.request_id
+        if request_id is not None:
+            extra["request_id"] = request_id
+        if remote is not None:
+            extra["remote"] = remote
+        if self._errors_left_out:
+            extra["left_out"] = self._errors_left_out
+            self._errors_left_out = 0
+        log.error("request failed", extra=extra)
 
     def finish(self, request: Request, status: int, length: int, remote: str | None) -> None:
         """Count and log an answered request, with the others answered in this loop turn."""
@@ -421,12 +530,31 @@ class Request:
 
 
 def wants_h2c(headers: dict[bytes, bytes]) -> bool:
-    """Whether an HTTP/1.1 request asks to upgrade to HTTP/2 in the clear (RFC 7540 3.2)."""
-    if b"http2-settings" not in headers:
+    """Whether an HTTP/1.1 request asks to upgrade to HTTP/2 in the clear, in a way h2 takes.
+
+    As RFC 7540 3.2 has it (`Upgrade: h2c`, `Connection: Upgrade, HTTP2-Settings`),
+    with one well-formed HTTP2-Settings value: base64url of whole 6-byte settings,
+    each in its range (RFC 9113 6.5.2). h2 fails on anything else, after the 101
+    has gone out; such a request is answered in HTTP/1.1 instead (RFC 9110 7.8).
+    """
+    settings = headers.get(b"http2-settings")
+    if settings is None or _HTTP2_SETTINGS.fullmatch(settings) is None:
         return False
-    upgrade = [token.strip() for token in headers.get(b"upgrade", b"").lower().split(b",")]
-    connection = [token.strip() for token in headers.get(b"connection", b"").lower().split(b",")]
-    return b"h2c" in upgrade and b"upgrade" in connection
+    if b"h2c" not in _tokens(headers.get(b"upgrade")) or not {
+        b"upgrade",
+        b"http2-settings",
+    } <= _tokens(headers.get(b"connection")):
+        return False
+    for code, value in struct.iter_unpack("!HI", base64.urlsafe_b64decode(settings)):
+        low, high = _SETTING_RANGES.get(code, (0, value))
+        if not low <= value <= high:
+            return False
+    return True
+
+
+def _tokens(value: bytes | None) -> set[bytes]:
+    """The lower-case tokens of a comma-separated header value."""
+    return {token.strip() for token in value.lower().split(b",")} if value else set()
 
 
 def route_of(target: bytes) -> str | None:
@@ -441,13 +569,32 @@ def route_of(target: bytes) -> str | None:
 
 
 class FastLane(asyncio.Protocol):
-    """One client connection, until it closes or is handed to aiohttp."""
+    """One client connection, until it closes or is handed to aiohttp.
+
+    What is read is checked as it comes (`_check`): the heads a read completes are
+    answered only if every one of them, and the beginning of a head that the read
+    leaves unfinished, is one the fast lane answers. Otherwise none of them is: the
+    connection goes to aiohttp with everything from the first of them on, and
+    aiohttp answers as if it had read them itself. aiohttp answers none of the
+    requests in a read that holds a malformed one, and drops what follows an
+    Upgrade it ignores in the same read: so the fast lane never answers a request
+    that aiohttp, reading the same bytes, would not have answered.
+    """
 
     def __init__(self, lane: Lane) -> None:
         self._lane = lane
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._buffer = bytearray()
+        #: Bytes at the start of `_buffer` that are complete heads, checked.
+        self._checked = 0
+        #: The bytes after the checked heads are not checked: they go to aiohttp (or, after
+        #: an h2c upgrade, are HTTP/2).
+        self._opaque = False
+        #: Why the first head after the checked ones could not be read (it raised).
+        self._unreadable: Exception | None = None
+        #: Set while `_drain` waits for the transport to have written everything out.
+        self._drained: asyncio.Future[None] | None = None
         self._fd = -1
         self._remote: str | None = None
         #: A request is being answered: later ones wait in the buffer.
@@ -455,13 +602,16 @@ class FastLane(asyncio.Protocol):
         self._close_after = False
         self._reading_paused = False
         self._writing_paused = False
+        #: When the connection fell idle: the sweep closes it after `KEEPALIVE_SECONDS`.
+        #: Moved back while a head is awaited, so that the sweep keeps the header timeout.
         self.idle_since = lane.loop.time()
+        self._await_head()
         # The head being parsed (httptools calls back into these).
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
+        self._repeated = False
         self._method = b""
         self._keep_alive = True
-        self._complete = False
 
     # asyncio.Protocol
 
@@ -477,16 +627,17 @@ class FastLane(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._lane.connections.discard(self)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_exception(ConnectionResetError("connection lost"))
 
     def data_received(self, data: bytes) -> None:
-        if not self._buffer and self._ready() and data.find(b"\r\n\r\n") == len(data) - 4 >= 0:
-            self._answer_head(data)  # the usual case: one request head and nothing else
-            return
-        self._buffer += data
-        if not self._busy:
-            self._process()
-        if self._busy and len(self._buffer) > MAX_PENDING_BYTES:
-            self._pause_reading()
+        try:
+            if not self._buffer and self._ready() and data.find(b"\r\n\r\n") == len(data) - 4 >= 0:
+                self._answer_head(data)  # the usual case: one request head and nothing else
+                return
+            self._receive(data)
+        except Exception as error:
+            self._broken(error)
 
     def eof_received(self) -> bool:
         if self._busy:  # answer what was asked, then close
@@ -500,6 +651,8 @@ class FastLane(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
         if not self._busy:
             self._resume_reading()
             self._process()
@@ -511,16 +664,14 @@ class FastLane(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        previous = self._headers.get(name)
-        self._headers[name] = value if previous is None else previous + b", " + value
+        if name in self._headers:
+            self._repeated = True
+        self._headers[name] = value.rstrip(b" \t")  # llhttp strips the whitespace before it
 
     def on_headers_complete(self) -> None:
         # llhttp forgets both once the message is complete.
         self._keep_alive = self._parser.should_keep_alive()
         self._method = self._parser.get_method()
-
-    def on_message_complete(self) -> None:
-        self._complete = True
 
     # Serving
 
@@ -542,50 +693,119 @@ class FastLane(asyncio.Protocol):
             self._transport
         )
 
+    def _await_head(self) -> None:
+        """Close the connection if the head under way is not complete in time.
+
+        The sweep closes it `HEADER_TIMEOUT_SECONDS` from now (nginx's
+        `client_header_timeout`), or when it has been idle for `KEEPALIVE_SECONDS`,
+        whichever comes first.
+        """
+        deadline = self._lane.loop.time() + HEADER_TIMEOUT_SECONDS - KEEPALIVE_SECONDS
+        self.idle_since = min(self.idle_since, deadline)
+
     def _answer_head(self, head: bytes) -> None:
         """Answer a request head that came alone (nothing buffered, nothing after it)."""
-        request = self._parse(head)
+        try:
+            request = self._parse(head)
+        except Exception as error:
+            self._fail(error, None, 400)
+            return
         if request is None:
             self._buffer += head
             self._hand_over()
         else:
             self._serve(request)
 
-    def _process(self) -> None:
-        """Answer the complete requests in the buffer, in order, until one has to wait."""
-        while self._ready():
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > MAX_HEAD_BYTES:
-                    self._hand_over()
-                return
-            request = self._parse(bytes(self._buffer[: end + 4]))
+    def _receive(self, data: bytes) -> None:
+        """Buffer and check what was read, and answer what can be answered now."""
+        self._buffer += data
+        if not self._opaque:
+            self._check()
+        if not self._busy:
+            self._process()
+        if self._busy and len(self._buffer) > MAX_PENDING_BYTES:
+            self._pause_reading()
+
+    def _check(self) -> None:
+        """Check the heads after the checked ones (see the class docstring)."""
+        buffer = self._buffer
+        at = self._checked
+        while (end := buffer.find(b"\r\n\r\n", at)) >= 0:
+            try:
+                request = self._parse(bytes(buffer[at : end + 4]))
+            except Exception as error:
+                self._unreadable = error
+                request = None
             if request is None:
-                self._hand_over()
+                self._opaque = True
                 return
-            del self._buffer[: end + 4]
-            self._serve(request)
-        if not self._busy and not self._writing_paused:
-            self._resume_reading()
+            at = end + 4
+            if b"upgrade" in request.headers and self._takes_upgrade(request):
+                self._checked = at
+                self._opaque = True  # HTTP/2 from here on
+                return
+            if at < len(buffer) and (not request.keep_alive or b"upgrade" in request.headers):
+                # llhttp refuses anything after a request that closes the connection, and
+                # aiohttp drops what follows an Upgrade it ignores in the same read.
+                self._opaque = True
+                return
+        if len(buffer) - at > MAX_HEAD_BYTES or not _may_begin_head(bytes(buffer[at:])):
+            self._opaque = True
+            return
+        self._checked = at
+
+    def _takes_upgrade(self, request: Request) -> bool:
+        return self._lane.upgrade is not None and wants_h2c(request.headers)
+
+    def _process(self) -> None:
+        """Answer the checked requests in order, until one has to wait; hand over when due."""
+        try:
+            buffer = self._buffer
+            while self._ready():
+                if not self._checked:
+                    if self._unreadable is not None:
+                        self._fail(self._unreadable, None, 400)
+                    elif self._opaque:
+                        self._hand_over()
+                    elif buffer:
+                        self._await_head()
+                    break
+                end = buffer.find(b"\r\n\r\n") + 4
+                request = self._parse(bytes(buffer[:end]))
+                assert request is not None, "a checked head is answered"
+                del buffer[:end]
+                self._checked -= end
+                self._serve(request)
+            if not self._busy and not self._writing_paused:
+                self._resume_reading()
+        except Exception as error:
+            self._broken(error)
 
     def _parse(self, head: bytes) -> Request | None:
         """The request in `head` if the fast lane answers it, else None."""
-        heads = self._lane.heads
-        known = heads.get(head)
+        known = self._lane.heads.get(head)
         if known is not None:
             return known.again()
         request = self._parse_new(head)
-        if request is not None:
-            if len(heads) >= MAX_HEADS:
-                for old in list(itertools.islice(heads, MAX_HEADS // 2)):
-                    del heads[old]
-            heads[head] = request
+        if request is not None and len(head) <= MAX_REMEMBERED_HEAD:
+            self._lane.remember(head, request)
         return request
 
     def _parse_new(self, head: bytes) -> Request | None:
+        """What a head not seen before asks, if the fast lane answers it (else None).
+
+        Only heads that aiohttp answers just the same pass: the strict grammar of
+        `_STRICT_HEAD`, at most `MAX_HEAD_BYTES` and `MAX_FIELDS`, exactly one Host
+        (aiohttp refuses HTTP/1.1 without one), no field twice (aiohttp refuses some
+        twice), no body, no Upgrade but to h2c, no dot segments or empty segments in
+        the target, and for crate files no condition that aiohttp's `FileResponse`
+        evaluates on its own.
+        """
+        if len(head) > MAX_HEAD_BYTES or _STRICT_HEAD.fullmatch(head) is None:
+            return None
         self._url = b""
         self._headers = {}
-        self._complete = False
+        self._repeated = False
         try:
             self._parser.feed_data(head)
         except httptools.HttpParserUpgrade:
@@ -595,19 +815,25 @@ class FastLane(asyncio.Protocol):
             self._parser = httptools.HttpRequestParser(self)
         except httptools.HttpParserError:
             return None
-        method = self._method
+        url = self._url
         headers = self._headers
+        upgrade = headers.get(b"upgrade")
         if (
-            not self._complete
-            or method not in (b"GET", b"HEAD")
+            self._repeated
+            or b"host" not in headers
+            or len(headers) > MAX_FIELDS
+            or not _REFUSED.isdisjoint(headers)
             or not HANDED_OVER.isdisjoint(headers)
+            or (upgrade is not None and upgrade.lower() != b"h2c")
+            or b"/." in url
+            or b"//" in url
         ):
             return None
-        route = route_of(self._url)
-        if route is None:
+        route = route_of(url)
+        if route is None or (route == DOWNLOAD_ROUTE and not _FILE_CONDITIONS.isdisjoint(headers)):
             return None
         return Request(
-            self._url, route, headers, head_only=method == b"HEAD", keep_alive=self._keep_alive
+            url, route, headers, head_only=self._method == b"HEAD", keep_alive=self._keep_alive
         )
 
     def _serve(self, request: Request) -> None:
@@ -618,21 +844,43 @@ class FastLane(asyncio.Protocol):
             and self._transport is not None
             and wants_h2c(request.headers)
         ):
-            transport, self._transport = self._transport, None
-            self._lane.connections.discard(self)
-            if self._reading_paused:
-                transport.resume_reading()
-            upgrade(self._lane, transport, self._remote, request, bytes(self._buffer))
+            self._upgrade(upgrade, request)
             return
-        prepared = self._lane.find(request)
+        try:
+            prepared = self._lane.find(request)
+        except Exception as error:
+            self._fail(error, request)
+            return
         if prepared is not None:
             self._answer(request, prepared)
         else:
             self._wait(self._fill(request))
 
+    def _upgrade(self, upgrade: Upgrade, request: Request) -> None:
+        transport = self._transport
+        assert transport is not None
+        self._transport = None
+        self._lane.connections.discard(self)
+        if self._reading_paused:
+            transport.resume_reading()
+        try:
+            upgrade(self._lane, transport, self._remote, request, bytes(self._buffer))
+        except Exception as error:  # the 101 may be out: no HTTP/1.1 answer any more
+            self._lane.report(error, request, remote=self._remote)
+            transport.abort()
+
     def _wait(self, work: Coroutine[Any, Any, None]) -> None:
+        """Answer the current request in a task; the next ones wait until it is done."""
         self._busy = True
-        self._lane.spawn(work)
+        self._lane.spawn(self._guarded(work))
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except ConnectionResetError:
+            self.abort()
+        except Exception as error:
+            self._broken(error)
 
     async def _fill(self, request: Request) -> None:
         prepared = await self._lane.prepare(request)
@@ -641,36 +889,45 @@ class FastLane(asyncio.Protocol):
             self._answer(request, prepared)
             self._process()
 
-    def _answer(self, request: Request, prepared: Prepared) -> None:
+    def _answer(self, request: Request, prepared: Prepared) -> None:  # noqa: PLR0912 - every answer: not split into calls
         transport = self._transport
         assert transport is not None
-        status, gzip = request.choose(prepared)
-        if status == 304:
-            head = prepared.gzip_not_modified_head if gzip else prepared.not_modified_head
-            body = b""
-        elif gzip:
-            head, body = prepared.gzip_head, cast(bytes, prepared.gzip_body)
-        else:
-            head, body = prepared.head, prepared.body
-        if not request.keep_alive:
-            self._close_after = True
-        head = b"".join(
-            (
-                head,
-                self._lane.date_line(),
-                b"X-Request-Id: ",
-                request.request_id.encode(),
-                b"\r\nConnection: close\r\n\r\n" if self._close_after else b"\r\n\r\n",
+        fd = -1
+        try:
+            status, gzip = request.choose(prepared)
+            if status == 304:
+                head = prepared.gzip_not_modified_head if gzip else prepared.not_modified_head
+                body = b""
+            elif gzip:
+                head, body = prepared.gzip_head, cast(bytes, prepared.gzip_body)
+            else:
+                head, body = prepared.head, prepared.body
+            if not request.keep_alive:
+                self._close_after = True
+            head = b"".join(
+                (
+                    head,
+                    self._lane.date_line(),
+                    b"X-Request-Id: ",
+                    request.request_id.encode(),
+                    b"\r\nConnection: close\r\n\r\n" if self._close_after else b"\r\n\r\n",
+                )
             )
-        )
-        if request.head_only:
-            body = b""
+            if request.head_only:
+                body = b""
+            elif prepared.file is not None and status == 200:
+                opened = self._lane.open_crate(request.target, prepared)
+                if opened is None:  # gone from the disk tier: fill it again
+                    self._wait(self._fill(request))
+                    return
+                fd = opened
+        except Exception as error:
+            self._fail(error, request)
+            return
         length = len(head) + len(body)
-        if prepared.file is not None and status == 200 and not request.head_only:
-            sent = self._send_file(request, prepared, head)
-            if sent < 0:
-                return  # gone from the disk: filled again, answered by _fill
-            length += sent
+        if fd >= 0:
+            self._send_file(fd, prepared.file_size, head)
+            length += prepared.file_size
         else:
             if len(body) > JOIN_LIMIT:
                 transport.writelines((head, body))
@@ -687,16 +944,53 @@ class FastLane(asyncio.Protocol):
         if self._close_after and not self._busy and self._transport is not None:
             self._transport.close()
 
-    def _send_file(self, request: Request, prepared: Prepared, head: bytes) -> int:
-        """Send a crate file after `head`: bytes sent or to be sent; -1 if it is gone."""
+    def _fail(self, error: Exception, request: Request | None, status: int = 500) -> None:
+        """Answer a request that raised `error` before any of its answer was written.
+
+        In cargo's error format, and logged in one line (`Lane.report`). A head that
+        could not be read (`request` is None) gets a 400 and the connection is closed, as
+        aiohttp does; a request that failed afterwards gets a 500, as aiohttp's
+        middleware answers it.
+        """
+        lane = self._lane
+        request_id = request.request_id if request is not None else new_request_id()
+        lane.report(error, request, remote=self._remote, request_id=request_id)
+        transport = self._transport
+        if transport is None:
+            return
+        if request is None or not request.keep_alive:
+            self._close_after = True
+        detail = (
+            f"malformed request (request id {request_id})"
+            if request is None
+            else internal_error(request_id)
+        )
+        prepared = Prepared(error_reply(status, detail), 0)
+        head = b"".join(
+            (
+                prepared.head,
+                lane.date_line(),
+                b"X-Request-Id: ",
+                request_id.encode(),
+                b"\r\nConnection: close\r\n\r\n" if self._close_after else b"\r\n\r\n",
+            )
+        )
+        body = b"" if request is not None and request.head_only else prepared.body
+        transport.write(head + body)
+        if request is None:
+            transport.close()
+        else:
+            self._finish(request, status, len(head) + len(body))
+
+    def _broken(self, error: Exception) -> None:
+        """A failure with an answer perhaps half written: log it and end the connection."""
+        self._lane.report(error, None, remote=self._remote)
+        self.abort()
+
+    def _send_file(self, fd: int, size: int, head: bytes) -> None:
+        """Send `head` and then the crate file open at `fd`, which this closes when sent."""
         transport = self._transport
         assert transport is not None
-        lane = self._lane
-        fd = lane.open_crate(request.target, prepared)
-        if fd is None:  # gone from the disk tier: fill it again
-            self._wait(self._fill(request))
-            return -1
-        size = prepared.file_size
         transport.write(head)
         sent = 0
         if self._fd >= 0 and not transport.get_write_buffer_size():
@@ -707,37 +1001,53 @@ class FastLane(asyncio.Protocol):
             except OSError:
                 os.close(fd)
                 transport.abort()
-                return size
+                return
         if sent >= size:
             os.close(fd)
-            lane.sent("sendfile", size)
+            self._lane.sent("sendfile", size)
         else:
             self._wait(self._send_rest(fd, sent, size))
-        return size
 
     async def _send_rest(self, fd: int, offset: int, size: int) -> None:
-        transport = self._transport
         try:
-            if transport is None:
-                return
             if self._fd >= 0:
-                await wait_empty(transport)
+                await self._drain()  # the head goes first
                 await sendfile_all(self._fd, fd, offset, size - offset)
                 self._lane.sent("sendfile", size)
             else:  # no socket to give the kernel: copy
                 chunk = await asyncio.to_thread(os.pread, fd, size - offset, offset)
-                transport.write(chunk)
+                if self._transport is None:
+                    raise ConnectionResetError("connection lost")
+                self._transport.write(chunk)
                 self._lane.sent("copy", size)
-        except ConnectionResetError:
-            if self._transport is not None:
-                self._transport.abort()
-            return
         finally:
             os.close(fd)
         self._busy = False
         if self._close_after and self._transport is not None:
             self._transport.close()
         self._process()
+
+    async def _drain(self) -> None:
+        """Wait until the transport has written out everything it was given.
+
+        With both its write-buffer limits at 0, a transport that holds anything
+        calls `pause_writing` at once and `resume_writing` once it is empty: the
+        wait costs nothing however long the client takes to read.
+        """
+        transport = self._transport
+        if transport is None:
+            raise ConnectionResetError("connection lost")
+        if not transport.get_write_buffer_size():
+            return
+        low, high = transport.get_write_buffer_limits()
+        drained = self._drained = self._lane.loop.create_future()
+        transport.set_write_buffer_limits(high=0, low=0)
+        try:
+            await drained
+        finally:
+            self._drained = None
+            if not transport.is_closing():
+                transport.set_write_buffer_limits(high=high, low=low)
 
     def _hand_over(self) -> None:
         """Give the connection, and what it has sent so far, to aiohttp."""
@@ -764,6 +1074,41 @@ class FastLane(asyncio.Protocol):
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
+
+
+def _may_begin_head(part: bytes) -> bool:
+    """Whether `part` (no blank line in it) can begin a head that the fast lane answers."""
+    *lines, last = part.split(b"\r\n")
+    last = last.removesuffix(b"\r")
+    if not lines:
+        return _request_line_begun(last)
+    return (
+        _REQUEST_LINE.fullmatch(lines[0]) is not None
+        and all(_FIELD_LINE.fullmatch(line) is not None for line in lines[1:])
+        and _FIELD_BEGUN.fullmatch(last) is not None
+    )
+
+
+def _request_line_begun(line: bytes) -> bool:
+    """Whether `line` can begin the request line of a head that the fast lane answers."""
+    method, space, rest = line.partition(b" ")
+    if not space:
+        return b"GET".startswith(method) or b"HEAD".startswith(method)
+    target, space, version = rest.partition(b" ")
+    if method not in (b"GET", b"HEAD") or (target and _TARGET.fullmatch(target) is None):
+        return False
+    return not space or (
+        bool(target) and (b"HTTP/1.0".startswith(version) or b"HTTP/1.1".startswith(version))
+    )
+
+
+def memo_cost(head: bytes) -> int:
+    """The bytes that remembering `head` takes: itself, its fields, about 1 KiB of objects."""
+    return 2 * len(head) + 1024
+
+
+def internal_error(request_id: str) -> str:
+    return f"internal error in GhostCrate (request id {request_id}); see its log"
 
 
 def _accepts_gzip(accept_encoding: bytes | None) -> bool:

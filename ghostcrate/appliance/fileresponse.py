@@ -44,14 +44,15 @@ class ZeroCopyFileResponse(web.FileResponse):
             self._on_sent("copy", count)
             return writer
 
-        # Headers must be on the wire before the body goes around the transport.
+        # Headers must be on the wire before the body goes around the transport. With
+        # both limits at 0 the protocol is paused while the transport holds anything,
+        # so `drain` returns once it is empty (on `resume_writing`: no polling).
         low, high = transport.get_write_buffer_limits()
-        transport.set_write_buffer_limits(high=0)
+        transport.set_write_buffer_limits(high=0, low=0)
         try:
             prepared = await web.StreamResponse.prepare(self, request)
             assert prepared is not None
             await prepared.drain()
-            await wait_empty(transport)
         finally:
             transport.set_write_buffer_limits(high=high, low=low)
         await sendfile_all(sock.fileno(), fobj.fileno(), offset, count)
@@ -61,18 +62,14 @@ class ZeroCopyFileResponse(web.FileResponse):
         return prepared
 
 
-async def wait_empty(transport: asyncio.Transport) -> None:
-    while transport.get_write_buffer_size():
-        if transport.is_closing():
-            raise ConnectionResetError("connection lost")
-        await asyncio.sleep(0.001)
-
-
 async def sendfile_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
     loop = asyncio.get_running_loop()
     # A duplicate descriptor can be watched by the loop without disturbing the
     # transport's own registration of the original.
-    fd = os.dup(sock_fd)
+    try:
+        fd = os.dup(sock_fd)
+    except OSError as error:  # closed meanwhile
+        raise ConnectionResetError(str(error)) from error
     try:
         while count > 0:
             try:

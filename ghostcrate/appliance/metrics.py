@@ -120,7 +120,8 @@ class AppMetrics:
             "Requests met by the fast lane: answered from the hot set (hit), from an expired "
             "entry while another request renews it (updating), after asking the mirror "
             "(fill), or handed to aiohttp with their connection (handover); renewed_ahead "
-            "counts hits that also started renewing their entry before it expires",
+            "counts hits that also started renewing their entry before it expires, error "
+            "requests that failed (answered 400 or 500, or, half answered, cut off)",
             ["result"],
             registry=registry,
         )

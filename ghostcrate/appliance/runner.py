@@ -16,17 +16,18 @@ class FastLaneServer:
 
     def __init__(self, inner: web.Server, lane: Lane) -> None:
         self._inner = inner
-        self._lane = lane
+        #: What the fast-lane connections of this server share.
+        self.lane = lane
 
     def __call__(self) -> FastLane:
-        return FastLane(self._lane)
+        return FastLane(self.lane)
 
     def pre_shutdown(self) -> None:
-        self._lane.close_idle()
+        self.lane.close_idle()
         self._inner.pre_shutdown()
 
     async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's signature
-        await asyncio.gather(self._lane.drain(timeout), self._inner.shutdown(timeout))
+        await asyncio.gather(self.lane.drain(timeout), self._inner.shutdown(timeout))
 
 
 class FastLaneRunner(web.AppRunner):
