@@ -32,7 +32,6 @@ import struct
 import time
 from collections.abc import Callable, Coroutine
 from email.utils import formatdate
-from pathlib import Path
 from typing import Any, Protocol, cast
 
 import httptools
@@ -42,6 +41,7 @@ from prometheus_client import Counter
 from ghostcrate.appliance.fileresponse import sendfile_all
 from ghostcrate.appliance.hotset import HotSet, Prepared
 from ghostcrate.appliance.keys import METRICS, REPLIES, SETTINGS
+from ghostcrate.appliance.lanelog import QuietLog
 from ghostcrate.appliance.logs import REQUEST_ID, access_sink
 from ghostcrate.appliance.observe import new_request_id
 from ghostcrate.appliance.replies import (
@@ -82,9 +82,6 @@ JOIN_LIMIT = 16 * 1024
 MAX_HEADS_BYTES = 8 * 2**20
 #: Heads longer than this are parsed each time, not remembered.
 MAX_REMEMBERED_HEAD = 2 * 1024
-#: Lines a second, at most, about requests that failed in the fast lane (per process);
-#: the next line says how many were left out.
-ERROR_LINES_PER_SECOND = 10
 #: Request headers that only aiohttp handles.
 HANDED_OVER = frozenset({b"range", b"if-range", b"expect"})
 #: Request headers of heads that go to aiohttp: a body (which the fast lane never reads),
@@ -174,11 +171,8 @@ class Lane:
         self._date_second = -1
         self._date = self._date_line = b""
         self._sent: dict[str, Counter] = {}
-        # Failed requests: the second whose log lines are counted, its lines, and those
-        # left out since the last line.
-        self._error_second = -1
-        self._error_lines = 0
-        self._errors_left_out = 0
+        #: Lines about failed requests, from both lanes, at a bounded rate.
+        self.quiet = QuietLog()
         self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)
         self._flusher = self.loop.call_later(METRICS_FLUSH_SECONDS, self._flush_metrics)
 
@@ -330,38 +324,21 @@ class Lane:
         remote: str | None = None,
         request_id: str | None = None,
     ) -> None:
-        """Log a request that failed: one line, without a traceback, and not too many.
-
-        At most `ERROR_LINES_PER_SECOND` lines a second; the next line written says
-        how many were left out. A flood of failing requests cannot flood the log.
-        """
+        """Log a request that failed: one line, without a traceback, and not too many."""
         self.count("error")
-        second = int(self.loop.time())
-        if second != self._error_second:
-            self._error_second = second
-            self._error_lines = 0
-        if self._error_lines >= ERROR_LINES_PER_SECOND:
-            self._errors_left_out += 1
-            return
-        self._error_lines += 1
-        extra: dict[str, object] = {"error": f"{type(error).__name__}: {error}"}
-        trace = error.__traceback__
-        if trace is not None:
-            while trace.tb_next is not None:
-                trace = trace.tb_next
-            code = trace.tb_frame.f_code
-            extra["where"] = f"{Path(code.co_filename).name}:{trace.tb_lineno} {code.co_name}"
+        path = None
         if request is not None:
-            extra["path"] = request.path
+            path = request.path
             request_id = request.request_id
-        if request_id is not None:
-            extra["request_id"] = request_id
-        if remote is not None:
-            extra["remote"] = remote
-        if self._errors_left_out:
-            extra["left_out"] = self._errors_left_out
-            self._errors_left_out = 0
-        log.error("request failed", extra=extra)
+        self.quiet.report(
+            log,
+            logging.ERROR,
+            "request failed",
+            error,
+            path=path,
+            request_id=request_id,
+            remote=remote,
+        )
 
     def finish(self, request: Request, status: int, length: int, remote: str | None) -> None:
         """Count and log an answered request, with the others answered in this loop turn."""

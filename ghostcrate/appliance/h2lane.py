@@ -56,14 +56,12 @@ from ghostcrate.appliance.h2relay import (
     error_fields,
 )
 from ghostcrate.appliance.hotset import Field, Prepared
-from ghostcrate.appliance.lanelog import QuietLog
 from ghostcrate.proxy import h2tuning
 
 if TYPE_CHECKING:
     from hyperframe.frame import Frame
 
 log = logging.getLogger(__name__)
-quiet = QuietLog(log)
 
 SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 BAD_UPGRADE = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -214,7 +212,7 @@ class H2Lane(asyncio.Protocol):
         try:
             self._h2.initiate_upgrade_connection(settings)
         except Exception as error:  # a malformed HTTP2-Settings: whatever h2 raises for it
-            quiet.error("refused an h2c upgrade", error, remote=self._remote)
+            self._quiet("refused an h2c upgrade", error, remote=self._remote)
             transport.write(BAD_UPGRADE)
             transport.close()
             return
@@ -316,7 +314,7 @@ class H2Lane(asyncio.Protocol):
         """The client broke the protocol or a limit: h2 queued a GOAWAY; send it and close."""
         calm = isinstance(error, h2.exceptions.DenialOfServiceError)
         self._lane.count("h2_calm" if calm else "h2_protocol_error")
-        quiet.error("ended an HTTP/2 connection", error, remote=self._remote)
+        self._quiet("ended an HTTP/2 connection", error, remote=self._remote)
         self._flush()
         self._closing = True
         self._h2.incoming_buffer = FrameBuffer(server=True)  # what it held (a header block)
@@ -368,7 +366,7 @@ class H2Lane(asyncio.Protocol):
         except h2.exceptions.StreamClosedError:
             pass  # the client reset the stream meanwhile
         except Exception as error:
-            quiet.error("HTTP/2 stream failed", error, stream=stream_id, remote=self._remote)
+            self._quiet("HTTP/2 stream failed", error, stream=stream_id, remote=self._remote)
             self._lane.count("h2_stream_error")
             if stream_id is not None:
                 self.reset(stream_id, ErrorCodes.INTERNAL_ERROR)
@@ -402,7 +400,7 @@ class H2Lane(asyncio.Protocol):
         try:
             request = RelayedRequest(fields, self._host, ended=ended)
         except Malformed as error:
-            quiet.error("refused an HTTP/2 request", error, stream=stream_id, remote=self._remote)
+            self._quiet("refused an HTTP/2 request", error, stream=stream_id, remote=self._remote)
             self.reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
         if request.content_length is not None and request.content_length > MAX_RELAYED_BODY:
@@ -596,11 +594,15 @@ class H2Lane(asyncio.Protocol):
                 self._lane.count("h2_send_timeout")
                 self.reset(stream_id, ErrorCodes.CANCEL)
                 return
-            quiet.error("HTTP/2 stream failed", error, stream=stream_id, remote=self._remote)
+            self._quiet("HTTP/2 stream failed", error, stream=stream_id, remote=self._remote)
             self._lane.count("h2_stream_error")
             self.reset(stream_id, ErrorCodes.INTERNAL_ERROR)
 
         task.add_done_callback(done)
+
+    def _quiet(self, message: str, error: BaseException, **fields: object) -> None:
+        """One line about what a client caused, at the lanes' bounded rate."""
+        self._lane.quiet.report(log, logging.WARNING, message, error, **fields)
 
     def _flush(self) -> None:
         self._queued = 0

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ghostcrate.appliance import fastlane
+from ghostcrate.appliance import fastlane, lanelog
 from ghostcrate.appliance.fastlane import FastLane, Request
 from ghostcrate.appliance.hotset import Prepared
 from ghostcrate.appliance.replies import MirrorReplies
@@ -91,7 +91,7 @@ async def test_a_flood_of_failing_requests_logs_a_few_lines_and_counts_the_rest(
     writer.close()
     lines = failures(caplog)
     # At most the limit in each second the flood touched (two, if it crossed one).
-    assert len(lines) <= 2 * fastlane.ERROR_LINES_PER_SECOND + 1
+    assert len(lines) <= 2 * lanelog.PER_SECOND + 1
     assert lines[-1].__dict__["left_out"] > 0
     assert len(lines) + sum(line.__dict__.get("left_out", 0) for line in lines) == 51
 
