@@ -534,9 +534,22 @@ def _tokens(value: bytes | None) -> set[bytes]:
     return {token.strip() for token in value.lower().split(b",")} if value else set()
 
 
+def lanes_answer(route: str, headers: dict[bytes, bytes]) -> bool:
+    """Whether the lanes answer a GET or HEAD of `route` with these headers, not aiohttp."""
+    if not HANDED_OVER.isdisjoint(headers):
+        return False
+    return route != DOWNLOAD_ROUTE or _FILE_CONDITIONS.isdisjoint(headers)
+
+
 def route_of(target: bytes) -> str | None:
-    """The fast lane's route for a request target, or None for aiohttp's."""
-    if b"%" in target or b"?" in target or not target.isascii():
+    """The lanes' route for a request target, or None for aiohttp's.
+
+    Targets with segments that are empty or begin with a dot go to aiohttp, which
+    has its own view of them.
+    """
+    if b"%" in target or b"?" in target or b"/." in target or b"//" in target:
+        return None
+    if not target.isascii():
         return None
     if target.startswith(_INDEX):
         return CONFIG_ROUTE if target == _CONFIG else INDEX_ROUTE
@@ -800,14 +813,11 @@ class FastLane(asyncio.Protocol):
             or b"host" not in headers
             or len(headers) > MAX_FIELDS
             or not _REFUSED.isdisjoint(headers)
-            or not HANDED_OVER.isdisjoint(headers)
             or (upgrade is not None and upgrade.lower() != b"h2c")
-            or b"/." in url
-            or b"//" in url
         ):
             return None
         route = route_of(url)
-        if route is None or (route == DOWNLOAD_ROUTE and not _FILE_CONDITIONS.isdisjoint(headers)):
+        if route is None or not lanes_answer(route, headers):
             return None
         return Request(
             url, route, headers, head_only=self._method == b"HEAD", keep_alive=self._keep_alive

@@ -45,7 +45,7 @@ from hyperframe.frame import (
 )
 
 from ghostcrate.appliance import h2limits
-from ghostcrate.appliance.fastlane import HANDED_OVER, Lane, Request, route_of
+from ghostcrate.appliance.fastlane import Lane, Request, lanes_answer, route_of
 from ghostcrate.appliance.h2limits import ConnectionBudgets
 from ghostcrate.appliance.h2relay import (
     MAX_RELAYED_BODY,
@@ -385,7 +385,7 @@ class H2Lane(asyncio.Protocol):
                 if not name.startswith(b":"):
                     previous = headers.get(name)
                     headers[name] = value if previous is None else previous + b", " + value
-            if HANDED_OVER.isdisjoint(headers):
+            if lanes_answer(route, headers):
                 self._serve(stream_id, Request(target, route, headers, head_only=method == b"HEAD"))
                 return
         self._relay(stream_id, fields, ended=ended)

@@ -166,6 +166,24 @@ class RawH2:
                 break
         return events
 
+    async def until_done(self, stream_id: int, seconds: float = 10.0) -> list[h2.events.Event]:
+        """The events read until `stream_id` ended or was reset (or `seconds` passed)."""
+        events: list[h2.events.Event] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            got = await self.answers(left, first=True)
+            if not got:
+                break
+            events += got
+            if any(
+                isinstance(e, h2.events.StreamEnded | h2.events.StreamReset)
+                and e.stream_id == stream_id
+                for e in got
+            ):
+                break
+        return events
+
     async def goaway(self, seconds: float = 10.0) -> Frame | None:
         """The GOAWAY the server sends within `seconds`, if any."""
         loop = asyncio.get_running_loop()
