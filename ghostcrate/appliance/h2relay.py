@@ -322,13 +322,13 @@ class RelayedStream(asyncio.Protocol):
         self._complete = True
         self._finish()
 
-    def _fail(self, detail: str) -> None:
+    def _fail(self, detail: str, status: int = 502) -> None:
         if self._finished.done():
             return
         if self._answered:
             self._sink.reset(self._stream_id, ErrorCodes.INTERNAL_ERROR)
         else:
-            self._answer_error(502, detail)
+            self._answer_error(status, detail)
         self._complete = True
         self._finish()
 
@@ -344,7 +344,7 @@ class RelayedStream(asyncio.Protocol):
         if idle_for < RELAY_TIMEOUT:
             self._timer = self._loop.call_later(RELAY_TIMEOUT - idle_for, self._check_idle)
         elif not self._answered:
-            self._fail(f"no answer from the HTTP/1.1 side within {RELAY_TIMEOUT:g} s")
+            self._fail(f"no answer from the HTTP/1.1 side within {RELAY_TIMEOUT:g} s", 504)
         else:
             self._sink.reset(self._stream_id, ErrorCodes.CANCEL)
             self._finish()
