@@ -277,6 +277,8 @@ class H2Lane(asyncio.Protocol):
                 self._end(error)
                 return
             for event in events:
+                if self._closing:
+                    return
                 self._dispatch(event)
             if self._transport is None or self._closing:
                 return
@@ -311,7 +313,7 @@ class H2Lane(asyncio.Protocol):
                 transport.resume_reading()
 
     def _end(self, error: h2.exceptions.ProtocolError) -> None:
-        """The client broke the protocol or a limit: h2 queued a GOAWAY; send it and close."""
+        """The client broke the protocol or a limit: send the GOAWAY queued for it, and close."""
         calm = isinstance(error, h2.exceptions.DenialOfServiceError)
         self._lane.count("h2_calm" if calm else "h2_protocol_error")
         self._quiet("ended an HTTP/2 connection", error, remote=self._remote)
@@ -393,15 +395,13 @@ class H2Lane(asyncio.Protocol):
     def _relay(self, stream_id: int, fields: list[Field], *, ended: bool) -> None:
         if len(self._relays) >= MAX_RELAYED_STREAMS:
             self._lane.count("h2_relay_refused")
-            self.reset(stream_id, ErrorCodes.REFUSED_STREAM)
-            if not self._h2.budgets.resets.take():
-                self._end(h2.exceptions.DenialOfServiceError("too many refused streams"))
+            self._refuse(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         try:
             request = RelayedRequest(fields, self._host, ended=ended)
         except Malformed as error:
             self._quiet("refused an HTTP/2 request", error, stream=stream_id, remote=self._remote)
-            self.reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            self._refuse(stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
         if request.content_length is not None and request.content_length > MAX_RELAYED_BODY:
             head, body = error_fields(413, f"the body is larger than {MAX_RELAYED_BODY} bytes")
@@ -414,6 +414,13 @@ class H2Lane(asyncio.Protocol):
         self._relays[stream_id] = relay
         self._lane.count("h2_relayed")
         self._start(stream_id, self._run_relay(stream_id, relay))
+
+    def _refuse(self, stream_id: int, code: int) -> None:
+        """Reset a stream the lane will not answer; too many of these calm the client."""
+        self.reset(stream_id, code)
+        if not self._h2.budgets.resets.take():
+            self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            self._end(h2.exceptions.DenialOfServiceError("too many refused streams"))
 
     async def _run_relay(self, stream_id: int, relay: RelayedStream) -> None:
         try:

@@ -259,3 +259,21 @@ async def test_too_many_streams_are_refused_then_calmed(target: MakeTarget) -> N
     watch.check()
     assert codes[ErrorCodes.ENHANCE_YOUR_CALM] >= 2, codes
     assert_quiet_log(served)
+
+
+async def test_a_flood_of_refused_relays_is_calmed(target: MakeTarget) -> None:
+    served = target()
+
+    async def refused(client: RawH2) -> None:
+        def requests() -> bytes:
+            for _ in range(50):  # not origin-form: each is refused with PROTOCOL_ERROR
+                client.request(b"@127.0.0.1:1/x")
+            return client.h2.data_to_send()
+
+        await until_closed(client, requests)
+
+    with served.bystanders() as watch:
+        codes = await keep_attacking(served.port, refused, connections=2)
+    watch.check()
+    assert codes[ErrorCodes.ENHANCE_YOUR_CALM] >= 2, codes
+    assert_quiet_log(served)
