@@ -243,37 +243,32 @@ async def test_continuation_floods_end_the_connection(target: MakeTarget) -> Non
     assert_quiet_log(served)
 
 
-async def test_too_many_streams_are_refused_then_calmed(target: MakeTarget) -> None:
+def a_miss() -> bytes:
+    """A missing index file: its stream stays open while the mirror asks the upstream."""
+    return b"/index/ma/ny/many%d" % random.randrange(10**9)
+
+
+def not_relayable() -> bytes:
+    """Not origin-form: refused at once with PROTOCOL_ERROR."""
+    return b"@127.0.0.1:1/x"
+
+
+@pytest.mark.parametrize("path", [a_miss, not_relayable])
+async def test_streams_refused_in_bulk_are_calmed(
+    target: MakeTarget, path: Callable[[], bytes]
+) -> None:
     served = target()
 
     async def open_many(client: RawH2) -> None:
         def requests() -> bytes:
-            for _ in range(200):  # misses: each stream stays open while the mirror asks
-                client.request(b"/index/ma/ny/many%d" % random.randrange(10**9))
+            for _ in range(200):  # over the concurrent limit, or each refused
+                client.request(path())
             return client.h2.data_to_send()
 
         await until_closed(client, requests)
 
     with served.bystanders() as watch:
         codes = await keep_attacking(served.port, open_many, connections=2)
-    watch.check()
-    assert codes[ErrorCodes.ENHANCE_YOUR_CALM] >= 2, codes
-    assert_quiet_log(served)
-
-
-async def test_a_flood_of_refused_relays_is_calmed(target: MakeTarget) -> None:
-    served = target()
-
-    async def refused(client: RawH2) -> None:
-        def requests() -> bytes:
-            for _ in range(50):  # not origin-form: each is refused with PROTOCOL_ERROR
-                client.request(b"@127.0.0.1:1/x")
-            return client.h2.data_to_send()
-
-        await until_closed(client, requests)
-
-    with served.bystanders() as watch:
-        codes = await keep_attacking(served.port, refused, connections=2)
     watch.check()
     assert codes[ErrorCodes.ENHANCE_YOUR_CALM] >= 2, codes
     assert_quiet_log(served)
