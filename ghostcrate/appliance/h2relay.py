@@ -172,14 +172,21 @@ class RelayedStream(asyncio.Protocol):
     async def run(self, handler_factory: Callable[[], asyncio.Protocol], peer: Any) -> None:
         """Open the pair, send the request, and return once the stream is answered."""
         ours, theirs = socket.socketpair()
+        served: asyncio.BaseTransport | None = None
         try:
-            await self._loop.connect_accepted_socket(
+            served, _ = await self._loop.connect_accepted_socket(
                 lambda: _ServerSide(handler_factory(), peer), theirs
             )
             await self._loop.connect_accepted_socket(lambda: self, ours)
-        except BaseException:
-            ours.close()
-            theirs.close()
+        except BaseException:  # cancelled meanwhile: each socket closed by its owner
+            if served is None:
+                theirs.close()
+            else:
+                cast(asyncio.Transport, served).abort()
+            if self._transport is None:
+                ours.close()
+            else:
+                self._transport.abort()
             raise
         transport = self._transport
         assert transport is not None
