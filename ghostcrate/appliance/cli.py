@@ -13,7 +13,7 @@ from typing import Any
 from yarl import URL
 
 from ghostcrate import __version__
-from ghostcrate.appliance import exitcodes
+from ghostcrate.appliance import exitcodes, preflight
 from ghostcrate.appliance.logs import configure_logging
 from ghostcrate.config import CONFIG_ENV, ConfigError, LoadedSettings, load_settings
 
@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)",
     )
+    common.add_argument("--data-dir", type=Path, metavar="DIR", help="overrides data_dir")
     parser = argparse.ArgumentParser(
         prog="ghostcrate",
         description=DESCRIPTION,
@@ -50,7 +51,6 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the sparse index and crate downloads on [server] listen.",
     )
     serve.add_argument("--listen", metavar="HOST:PORT", help="overrides [server] listen")
-    serve.add_argument("--data-dir", type=Path, metavar="DIR", help="overrides data_dir")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser(
@@ -236,6 +236,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = load_settings(args.config, os.environ, _overrides(args))
     except ConfigError as error:
         print(f"ghostcrate: configuration error: {error}", file=sys.stderr)
+        return exitcodes.CONFIG
+    found = preflight.problems(loaded)
+    if args.command == "serve" and not found:
+        server = loaded.settings.server
+        in_use = preflight.address_in_use(server.host, server.port)
+        found = [in_use] if in_use is not None else []
+    if found:
+        for problem in found:
+            print(f"ghostcrate: {problem}", file=sys.stderr)
         return exitcodes.CONFIG
     code: int = args.run(loaded, args)
     return code

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +26,12 @@ from aiohttp import web
 from prometheus_client import multiprocess
 
 from ghostcrate import __version__
+from ghostcrate.appliance import exitcodes
 from ghostcrate.appliance.app import create_app
 from ghostcrate.appliance.fastlane import KEEPALIVE_SECONDS
 from ghostcrate.appliance.logs import ACCESS_LOGGER, AccessLogger, access_sink, configure_logging
 from ghostcrate.appliance.metrics import MULTIPROCESS_ENV
+from ghostcrate.appliance.preflight import cannot_listen
 from ghostcrate.appliance.runner import FastLaneRunner
 from ghostcrate.config import Settings
 
@@ -56,11 +59,16 @@ def serve(settings: Settings) -> int:
         },
     )
     if settings.server.workers == 1:
-        _run(settings, worker=False)
+        try:
+            _run(settings, worker=False)
+        except CannotListen as error:
+            print(f"ghostcrate: {error}", file=sys.stderr)
+            return exitcodes.CONFIG
+        code = exitcodes.OK
     else:
-        _supervise(settings)
+        code = _supervise(settings)
     log.info("stopped")
-    return 0
+    return code
 
 
 def _run(settings: Settings, *, worker: bool) -> None:
@@ -87,10 +95,12 @@ async def _serve_until_stopped(settings: Settings, *, reuse_port: bool) -> None:
     )
     await runner.setup()
     try:
-        site = web.TCPSite(
-            runner, settings.server.host, settings.server.port, reuse_port=reuse_port
-        )
-        await site.start()
+        server = settings.server
+        site = web.TCPSite(runner, server.host, server.port, reuse_port=reuse_port)
+        try:
+            await site.start()
+        except OSError as error:  # taken since the CLI's check
+            raise CannotListen(cannot_listen(server.host, server.port, error)) from None
         # What exists now (modules, the app) lives as long as the process: out of the
         # garbage collector's full collections, which it made 50-100 ms pauses.
         gc.collect()
@@ -120,12 +130,21 @@ def _disk_executor(threads: int) -> ThreadPoolExecutor:
     return executor
 
 
+class CannotListen(Exception):
+    """The address cannot be bound; the text is the line for the operator."""
+
+
 def _worker_main(settings: Settings) -> None:
     configure_logging(settings.log)
-    _run(settings, worker=True)
+    try:
+        _run(settings, worker=True)
+    except CannotListen as error:
+        print(f"ghostcrate: {error}", file=sys.stderr)
+        sys.exit(exitcodes.CONFIG)
 
 
-def _supervise(settings: Settings) -> None:
+def _supervise(settings: Settings) -> int:
+    """Run the workers until stopped; restart one that dies, unless it could not listen."""
     # Workers write their metrics to files here; any of them serves the sum at /metrics.
     metrics_dir = settings.data_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -133,8 +152,9 @@ def _supervise(settings: Settings) -> None:
     os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
     context = multiprocessing.get_context("spawn")
     stopping = False
+    code = exitcodes.OK
 
-    def stop(_signum: int, _frame: FrameType | None) -> None:
+    def stop(_signum: int | None = None, _frame: FrameType | None = None) -> None:
         nonlocal stopping
         stopping = True
         for process in workers:
@@ -161,6 +181,10 @@ def _supervise(settings: Settings) -> None:
                 multiprocess.mark_process_dead(process.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
             if stopping:
                 continue
+            if process.exitcode == exitcodes.CONFIG:  # it said why: restarting cannot help
+                code = exitcodes.CONFIG
+                stop()
+                continue
             log.error(
                 "worker exited; restarting it",
                 extra={"worker_pid": process.pid, "exit_code": process.exitcode},
@@ -170,6 +194,7 @@ def _supervise(settings: Settings) -> None:
             replacement = start()
             started_at[id(replacement)] = time.monotonic()
             workers.append(replacement)
+    return code
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:

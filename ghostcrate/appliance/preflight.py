@@ -1,0 +1,104 @@
+"""What a command needs of the machine, checked before it starts: one line per problem.
+
+A `data_dir` that is a file or not writable, a CA bundle that cannot be read,
+AWS credentials that cannot be read, or (for `serve`) an address already in
+use would otherwise surface as a traceback from deep inside start-up. Each
+problem is one sentence naming the setting and where it was set;
+`check-config` and every command report them the same way and exit 2.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import ssl
+import tempfile
+from pathlib import Path
+
+from ghostcrate.config import LoadedSettings
+
+
+def problems(loaded: LoadedSettings) -> list[str]:
+    """What is wrong with the machine for these settings (the address is not checked)."""
+    settings = loaded.settings
+    found = _data_dir(settings.data_dir, _origin(loaded, "data_dir"))
+    if settings.upstream.ca_bundle is not None:
+        found += _ca_bundle(settings.upstream.ca_bundle, _origin(loaded, "upstream.ca_bundle"))
+    if settings.s3 is not None and settings.s3.access_key_id is None:
+        found += _aws_credentials()
+    return found
+
+
+def address_in_use(host: str, port: int) -> str | None:
+    """Why `serve` cannot listen on host:port, if it cannot (a test bind, closed at once).
+
+    The bind is made without SO_REUSEPORT, so it also fails while another GhostCrate
+    (whose workers share the port with SO_REUSEPORT) is listening there.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return cannot_listen(host, port, error)
+    return None
+
+
+def cannot_listen(host: str, port: int, error: OSError) -> str:
+    """The one line that says why binding host:port failed."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {shown}: address already in use "
+            "(is another GhostCrate running? see [server] listen)"
+        )
+    return f"cannot listen on {shown}: {error.strerror} (see [server] listen)"
+
+
+def _data_dir(path: Path, origin: str) -> list[str]:
+    if path.exists() and not path.is_dir():
+        return [f"data_dir {path} is not a directory ({origin})"]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        return [f"data_dir {path} is not writable: {error.strerror} ({origin})"]
+    return []
+
+
+def _ca_bundle(path: Path, origin: str) -> list[str]:
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except OSError as error:
+        return [f"[upstream] ca_bundle {path} cannot be read: {error.strerror} ({origin})"]
+    except ssl.SSLError:
+        return [f"[upstream] ca_bundle {path} holds no PEM certificate ({origin})"]
+    return []
+
+
+def _aws_credentials() -> list[str]:
+    """The shared credentials and config files botocore reads when [s3] sets no keys."""
+    found = []
+    for variable, default in (
+        ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+        ("AWS_CONFIG_FILE", "~/.aws/config"),
+    ):
+        path = Path(os.environ.get(variable, default)).expanduser()
+        if path.exists() and not os.access(path, os.R_OK):
+            found.append(
+                f"{path} cannot be read, and [s3] sets no access_key_id: the S3 tier takes "
+                f"its credentials from there (or from {variable})"
+            )
+    return found
+
+
+def _origin(loaded: LoadedSettings, key: str) -> str:
+    origin = loaded.origins.get(key, "default")
+    if origin == "default":
+        return "the default; set it in the config file"
+    if origin.startswith("environment variable") or origin == "command line":
+        return f"set by the {origin}"
+    return f"set in {origin}"

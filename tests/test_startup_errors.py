@@ -1,0 +1,105 @@
+"""Start-up errors are one line that names the setting, never a traceback, and exit 2."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.appliance import Appliance, free_port
+from tests.support.upstream import FakeUpstream
+
+#: Every command, with the arguments it needs besides --config.
+COMMANDS: list[tuple[str, ...]] = [
+    ("serve",),
+    ("check-config",),
+    ("verify",),
+    ("gc",),
+    ("warm", "--crate", "abc"),
+    ("export", "--output", "bundle.tar"),
+    ("import", "bundle.tar"),
+]
+
+
+def assert_one_line(result_stderr: str, *parts: str) -> None:
+    lines = result_stderr.strip().splitlines()
+    assert len(lines) == 1, result_stderr
+    assert "Traceback" not in result_stderr
+    assert lines[0].startswith("ghostcrate: "), lines
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_a_data_dir_that_is_a_file_stops_every_command(
+    tmp_path: Path, upstream: FakeUpstream, command: tuple[str, ...]
+) -> None:
+    appliance = Appliance(tmp_path, upstream.url)
+    appliance.data_dir.write_text("not a directory")
+    result = appliance.run(*command)
+    assert result.returncode == 2
+    assert_one_line(result.stderr, "data_dir", "is not a directory", str(appliance.config))
+
+
+def test_a_data_dir_that_cannot_be_created_names_the_setting(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    appliance = Appliance(tmp_path, upstream.url)
+    (tmp_path / "file").write_text("")
+    result = appliance.run("check-config", "--data-dir", str(tmp_path / "file" / "data"))
+    assert result.returncode == 2
+    assert_one_line(result.stderr, "data_dir", "is not writable", "command line")
+
+
+def test_a_ca_bundle_without_certificates_names_the_setting(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("this is not a certificate\n")
+    appliance = Appliance(tmp_path, upstream.url, ca_bundle=str(bundle))
+    result = appliance.run("serve")
+    assert result.returncode == 2
+    assert_one_line(result.stderr, "[upstream] ca_bundle", str(bundle), str(appliance.config))
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another program listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", free_port()))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_port_in_use_is_one_line(
+    tmp_path: Path, upstream: FakeUpstream, taken_port: int, workers: int
+) -> None:
+    appliance = Appliance(
+        tmp_path, upstream.url, server={"listen": f"127.0.0.1:{taken_port}", "workers": workers}
+    )
+    result = appliance.run("serve")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"ghostcrate: cannot listen on 127.0.0.1:{taken_port}: address already in use "
+        "(is another GhostCrate running? see [server] listen)"
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_second_appliance_cannot_join_the_port(
+    start_appliance: Callable[..., Appliance], tmp_path: Path, upstream: FakeUpstream, workers: int
+) -> None:
+    first = start_appliance(server={"workers": workers})
+    for second_workers in (1, 2):
+        second = Appliance(
+            tmp_path / f"second-{second_workers}",
+            upstream.url,
+            server={"listen": f"127.0.0.1:{first.port}", "workers": second_workers},
+        )
+        result = second.run("serve")
+        assert result.returncode == 2
+        assert "address already in use" in result.stderr
+    assert first.get("/health")[0] == 200
