@@ -103,3 +103,24 @@ def test_a_second_appliance_cannot_join_the_port(
         assert result.returncode == 2
         assert "address already in use" in result.stderr
     assert first.get("/health")[0] == 200
+
+
+def test_start_up_says_what_the_appliance_is_doing(
+    start_appliance: Callable[..., Appliance], upstream: FakeUpstream
+) -> None:
+    appliance = start_appliance(
+        server={"workers": 2},
+        tables={"cache": {"memory_bytes": "32MiB", "disk_max_bytes": "2GiB"}},
+        only_cached=True,
+    )
+    [starting] = [e for e in appliance.events() if e["msg"].startswith("starting: ")]
+    assert starting["msg"] == (
+        f"starting: only-cached mirror of {upstream.url} (offers and serves only cached "
+        f"crates), listening on 127.0.0.1:{appliance.port} as {appliance.url} with 2 workers; "
+        f"tiers: memory 32 MiB per worker, disk 2 GiB; data in {appliance.data_dir}"
+    )
+    assert (starting["mode"], starting["workers"], starting["s3_bucket"]) == (
+        "only-cached",
+        2,
+        None,
+    )

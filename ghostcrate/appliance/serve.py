@@ -47,17 +47,7 @@ RESTART_BACKOFF_SECONDS = 1.0
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.log)
-    log.info(
-        "starting",
-        extra={
-            "version": __version__,
-            "listen": settings.server.listen,
-            "public_url": settings.server.base_url,
-            "upstream": settings.upstream.index,
-            "data_dir": str(settings.data_dir),
-            "workers": settings.server.workers,
-        },
-    )
+    log.info(f"starting: {describe(settings)}", extra=_startup_fields(settings))
     if settings.server.workers == 1:
         try:
             _run(settings, worker=False)
@@ -69,6 +59,57 @@ def serve(settings: Settings) -> int:
         code = _supervise(settings)
     log.info("stopped")
     return code
+
+
+def mode(settings: Settings) -> str:
+    upstream = settings.upstream
+    return "offline" if upstream.offline else "only-cached" if upstream.only_cached else "online"
+
+
+def describe(settings: Settings) -> str:
+    """What the appliance is about to do, in one sentence for the operator."""
+    upstream = settings.upstream
+    server = settings.server
+    cache = settings.cache
+    what = {
+        "online": f"revalidates index files after {upstream.index_ttl:g} s",
+        "offline": "never asks it; offers only cached crates",
+        "only-cached": "offers and serves only cached crates",
+    }[mode(settings)]
+    tiers = [
+        f"memory {_size(cache.memory_bytes)} per worker",
+        f"disk {_size(cache.disk_max_bytes)}",
+    ]
+    if settings.s3 is not None:
+        tiers.append(f"S3 bucket {settings.s3.bucket}")
+    workers = "1 worker" if server.workers == 1 else f"{server.workers} workers"
+    return (
+        f"{mode(settings)} mirror of {upstream.index} ({what}), listening on {server.listen} "
+        f"as {server.base_url} with {workers}; tiers: {', '.join(tiers)}; "
+        f"data in {settings.data_dir}"
+    )
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} bytes"
+
+
+def _startup_fields(settings: Settings) -> dict[str, object]:
+    return {
+        "version": __version__,
+        "mode": mode(settings),
+        "listen": settings.server.listen,
+        "public_url": settings.server.base_url,
+        "upstream": settings.upstream.index,
+        "data_dir": str(settings.data_dir),
+        "workers": settings.server.workers,
+        "memory_bytes": settings.cache.memory_bytes,
+        "disk_max_bytes": settings.cache.disk_max_bytes,
+        "s3_bucket": settings.s3.bucket if settings.s3 is not None else None,
+    }
 
 
 def _run(settings: Settings, *, worker: bool) -> None:
