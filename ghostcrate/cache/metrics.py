@@ -23,7 +23,7 @@ class CacheMetrics:
         return cls(
             hits=Counter(
                 "ghostcrate_cache_hits",
-                "Cache reads answered by a tier (disk, s3)",
+                "Cache reads answered by a tier (memory: the hot set of each worker; disk; s3)",
                 ["tier"],
                 registry=registry,
             ),
