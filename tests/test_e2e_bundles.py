@@ -137,5 +137,5 @@ def test_export_since_a_date_leaves_out_older_files(
     with tarfile.open(past) as archive, tarfile.open(bundle) as full:
         assert sorted(m.name for m in archive) == sorted(m.name for m in full)
     nonsense = connected.run("export", "-o", str(past), "--since", "last tuesday")
-    assert nonsense.returncode == 1
+    assert nonsense.returncode == 2  # a usage error
     assert "neither a bundle file nor a date" in nonsense.stderr

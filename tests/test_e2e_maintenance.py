@@ -92,3 +92,19 @@ def test_gc_evicts_to_the_limit_and_removes_orphans_while_serving(
         crate = upstream.registry.crate(name, version)
         assert crate is not None
         assert (status, hashlib.sha256(body).hexdigest()) == (200, crate.cksum)
+
+
+@pytest.mark.parametrize("command", [("verify",), ("gc",), ("warm", "--crate", "z")])
+def test_commands_write_for_a_person_unless_asked_for_log_lines(
+    start_appliance: StartAppliance, command: tuple[str, ...]
+) -> None:
+    appliance = start_appliance()
+    fill(appliance)
+    quiet = appliance.run(*command)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.strip()  # the summary
+    assert not [line for line in quiet.stderr.splitlines() if line.startswith("{")], quiet.stderr
+    for flag in (("-v",), ("--log-format", "json")):
+        loud = appliance.run(*command, *flag)
+        assert loud.returncode == 0, loud.stderr
+        assert [line for line in loud.stderr.splitlines() if line.startswith("{")], flag

@@ -15,7 +15,7 @@ from yarl import URL
 from ghostcrate import __version__
 from ghostcrate.appliance import exitcodes, preflight
 from ghostcrate.appliance.logs import configure_logging
-from ghostcrate.config import CONFIG_ENV, ConfigError, LoadedSettings, load_settings
+from ghostcrate.config import CONFIG_ENV, ConfigError, LoadedSettings, LogSettings, load_settings
 
 DESCRIPTION = """\
 GhostCrate: a caching crates.io mirror and private Cargo registry.
@@ -36,6 +36,19 @@ def _parser() -> argparse.ArgumentParser:
         help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)",
     )
     common.add_argument("--data-dir", type=Path, metavar="DIR", help="overrides data_dir")
+    # The commands a person runs at a terminal: progress and a summary, no log lines.
+    person = argparse.ArgumentParser(add_help=False, parents=[common])
+    person.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also write the log's info lines (in [log] format) to standard error",
+    )
+    person.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        help="write log lines in this format at [log] level (default: warnings only, as text)",
+    )
     parser = argparse.ArgumentParser(
         prog="ghostcrate",
         description=DESCRIPTION,
@@ -64,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser(
         "verify",
-        parents=[common],
+        parents=[person],
         help="re-hash every cached crate against its index entry, in every tier",
         description="Check every cached crate (disk and S3) against the sha256 of its cached "
         "index entry, and every cached index file's syntax; remove what fails. Safe while "
@@ -74,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
     gc = commands.add_parser(
         "gc",
-        parents=[common],
+        parents=[person],
         help="evict down to the disk limit and remove orphans and abandoned temporary files",
         description="Evict the least recently used files until the disk tier is under "
         "[cache] disk_max_bytes, and remove temporary files of dead processes, files the "
@@ -84,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
     warm = commands.add_parser(
         "warm",
-        parents=[common],
+        parents=[person],
         help="fill the cache from Cargo.lock files and crate specs",
         description="Fetch into the cache every crates.io package of the given Cargo.lock "
         "files (directories are searched for them), and for each crate spec (name or "
@@ -93,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
         "directly, beside a running server or without one; run it again to resume. Exit "
         f"{exitcodes.FAILED} if anything failed.",
     )
-    warm.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="Cargo.lock or dir")
+    warm.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="a Cargo.lock, or a directory to search"
+    )
     warm.add_argument(
         "--crate",
         action="append",
@@ -112,14 +127,16 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        parents=[common],
+        parents=[person],
         help="write the cache (or part of it) to one bundle file",
         description="Write every cached index file and crate (or, with --lockfile, those "
         "the lock files need) to a bundle: a tar file whose manifest lists each file's "
         "sha256. With --since, leave out what an earlier bundle already carried (or what "
         "has not changed since a date).",
     )
-    export.add_argument("--output", "-o", type=Path, required=True, metavar="FILE")
+    export.add_argument(
+        "--output", "-o", type=Path, required=True, metavar="FILE", help="the bundle to write"
+    )
     export.add_argument(
         "--since", metavar="BUNDLE_OR_DATE", help="an earlier bundle, or a date (2026-11-01)"
     )
@@ -135,13 +152,13 @@ def _parser() -> argparse.ArgumentParser:
 
     load = commands.add_parser(
         "import",
-        parents=[common],
+        parents=[person],
         help="verify a bundle and add what the cache lacks",
         description="Check every file of the bundle against its manifest and every crate "
         "against its index entry; refuse the whole bundle if anything fails, otherwise "
         "add what the cache lacks. Running it twice adds nothing. Safe while serving.",
     )
-    load.add_argument("bundle", type=Path, metavar="FILE")
+    load.add_argument("bundle", type=Path, metavar="FILE", help="a bundle written by export")
     load.set_defaults(run=_bundle_command("import"))
     return parser
 
@@ -179,7 +196,7 @@ def _maintenance(command: str) -> Callable[[LoadedSettings, argparse.Namespace],
     def run(loaded: LoadedSettings, args: argparse.Namespace) -> int:
         from ghostcrate.appliance.maintenance import run_gc, run_verify
 
-        configure_logging(loaded.settings.log)
+        configure_logging(_command_log(loaded.settings.log, args))
         return asyncio.run((run_verify if command == "verify" else run_gc)(loaded.settings))
 
     return run
@@ -189,7 +206,7 @@ def _warm(loaded: LoadedSettings, args: argparse.Namespace) -> int:
     from ghostcrate.appliance.maintenance import run_warm
     from ghostcrate.proxy.warm import BadInput, warm_inputs
 
-    configure_logging(loaded.settings.log)
+    configure_logging(_command_log(loaded.settings.log, args))
     try:
         lockfiles, specs = warm_inputs(args.paths, args.crates, args.crates_file)
         return asyncio.run(run_warm(loaded.settings, lockfiles, specs, args.concurrency))
@@ -204,17 +221,34 @@ def _bundle_command(command: str) -> Callable[[LoadedSettings, argparse.Namespac
         from ghostcrate.proxy.bundle import BundleError, Selection
         from ghostcrate.proxy.warm import BadInput, find_lockfiles
 
-        configure_logging(loaded.settings.log)
+        configure_logging(_command_log(loaded.settings.log, args))
         try:
-            if command == "import":
+            selection = None
+            if command == "export":
+                selection = Selection.from_arguments(args.since, find_lockfiles(args.lockfile))
+        except (BundleError, BadInput) as error:  # a --since or --lockfile that cannot be used
+            print(f"ghostcrate {command}: {error}", file=sys.stderr)
+            return exitcodes.USAGE
+        try:
+            if selection is None:
                 return asyncio.run(run_import(loaded.settings, args.bundle))
-            selection = Selection.from_arguments(args.since, find_lockfiles(args.lockfile))
             return asyncio.run(run_export(loaded.settings, args.output, selection))
-        except (BundleError, BadInput) as error:
+        except BundleError as error:
             print(f"ghostcrate {command}: {error}", file=sys.stderr)
             return exitcodes.FAILED
 
     return run
+
+
+def _command_log(settings: LogSettings, args: argparse.Namespace) -> LogSettings:
+    """What a command run by a person logs: warnings as text, unless asked for more."""
+    if args.log_format is not None:
+        return settings.model_copy(update={"format": args.log_format})
+    if args.verbose:
+        return settings.model_copy(
+            update={"level": "debug" if settings.level == "debug" else "info"}
+        )
+    return LogSettings(level="warning", format="text")
 
 
 def _positive(text: str) -> int:
