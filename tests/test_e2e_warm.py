@@ -77,6 +77,8 @@ def test_warm_reports_failures_and_exits_1(upstream: FakeUpstream, tmp_path: Pat
     assert "1 fetched, 0 already cached, 2 failed" in result.stdout
     assert "failed multi@9: no version matches '9'" in result.stdout
     assert "failed nosuchcrate@1: no such crate upstream" in result.stdout
+    # Progress counts what the summary counts: 1 + 0 + 2 items.
+    assert result.stderr.splitlines()[-1] == "warm: 3/3 (100%)", result.stderr
     bad = warm(appliance, "--crate", "not a spec")
     assert bad.returncode == 2
     assert "crate spec 'not a spec'" in bad.stderr

@@ -136,7 +136,9 @@ class Warmer:
         self._report = WarmReport()
         self._seen: set[tuple[str, str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queued = self._done = 0
+        #: Progress counts what the summary counts: crates (fetched, cached or failed), and
+        #: specs that failed; a spec still being resolved counts as one item to come.
+        self._crates = self._specs_pending = self._failed_specs = 0
 
     async def run(self, locked: Iterable[Locked], specs: Iterable[Spec]) -> WarmReport:
         for package in locked:
@@ -156,16 +158,22 @@ class Warmer:
             work.close()
             return
         self._seen.add(identity)
-        self._queued += 1
-        task = asyncio.ensure_future(self._step(work))
+        if identity[0] == "crate":
+            self._crates += 1
+        else:
+            self._specs_pending += 1
+        task = asyncio.ensure_future(self._step(identity[0], work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _step(self, work: Coroutine[Any, Any, None]) -> None:
+    async def _step(self, kind: str, work: Coroutine[Any, Any, None]) -> None:
         async with self._limit:
             await work
-        self._done += 1
-        self._on_progress(self._done, self._queued)
+        if kind == "spec":
+            self._specs_pending -= 1
+        report = self._report
+        done = len(report.fetched) + len(report.already_cached) + len(report.failed)
+        self._on_progress(done, self._crates + self._specs_pending + self._failed_specs)
 
     async def _crate(self, package: Locked) -> None:
         try:
@@ -197,6 +205,7 @@ class Warmer:
             entry = await self._resolve(spec)
         except (ProxyError, InvalidName, InvalidVersion) as error:
             self._report.failed.append((str(spec), str(error)))
+            self._failed_specs += 1
             return
         real_name, version = str(entry["name"]), str(entry["vers"])
         self._queue(
