@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -124,3 +125,18 @@ def test_start_up_says_what_the_appliance_is_doing(
         2,
         None,
     )
+
+
+def test_a_process_that_joins_the_port_gets_no_connections(
+    start_appliance: Callable[..., Appliance],
+) -> None:
+    appliance = start_appliance(server={"workers": 2})
+    with socket.socket() as intruder:  # the same user, and SO_REUSEPORT: the kernel lets it in
+        intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        intruder.bind(("127.0.0.1", appliance.port))
+        intruder.listen()
+        for _ in range(60):
+            with socket.create_connection(("127.0.0.1", appliance.port), timeout=5) as client:
+                client.sendall(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+                assert client.recv(64).startswith(b"HTTP/1.0 200 "), "not answered"
+        assert select.select([intruder], [], [], 0)[0] == [], "a connection went to it"

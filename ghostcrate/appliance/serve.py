@@ -1,9 +1,10 @@
 """Running the application: one process, or a supervisor and N workers on one port.
 
-With `[server] workers = N > 1`, a supervisor starts N worker processes that
-each bind the port with SO_REUSEPORT (the kernel spreads connections over
-them) and share the disk tier. It forwards SIGTERM/SIGINT to them, and
-restarts a worker that dies on its own.
+With `[server] workers = N > 1`, a supervisor binds N sockets to the port with
+SO_REUSEPORT, shared by its workers alone (`listeners.py`; the kernel spreads
+connections over them), and starts N worker processes, one on each, which
+share the disk tier. It forwards SIGTERM/SIGINT to them, and restarts a worker
+that dies on its own, on the same socket.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -29,6 +31,7 @@ from ghostcrate import __version__
 from ghostcrate.appliance import exitcodes
 from ghostcrate.appliance.app import create_app
 from ghostcrate.appliance.fastlane import KEEPALIVE_SECONDS
+from ghostcrate.appliance.listeners import worker_sockets
 from ghostcrate.appliance.logs import ACCESS_LOGGER, AccessLogger, access_sink, configure_logging
 from ghostcrate.appliance.metrics import MULTIPROCESS_ENV
 from ghostcrate.appliance.preflight import cannot_listen
@@ -50,7 +53,7 @@ def serve(settings: Settings) -> int:
     log.info(f"starting: {describe(settings)}", extra=_startup_fields(settings))
     if settings.server.workers == 1:
         try:
-            _run(settings, worker=False)
+            _run(settings, None)
         except CannotListen as error:
             print(f"ghostcrate: {error}", file=sys.stderr)
             return exitcodes.CONFIG
@@ -112,15 +115,16 @@ def _startup_fields(settings: Settings) -> dict[str, object]:
     }
 
 
-def _run(settings: Settings, *, worker: bool) -> None:
+def _run(settings: Settings, sock: socket.socket | None) -> None:
+    """Serve on `sock` (a worker's), or on a socket of its own bound to [server] listen."""
     loop = _new_event_loop()
     try:
-        loop.run_until_complete(_serve_until_stopped(settings, reuse_port=worker))
+        loop.run_until_complete(_serve_until_stopped(settings, sock))
     finally:
         loop.close()
 
 
-async def _serve_until_stopped(settings: Settings, *, reuse_port: bool) -> None:
+async def _serve_until_stopped(settings: Settings, sock: socket.socket | None) -> None:
     """Serve until SIGTERM or SIGINT, then drain for up to `shutdown_timeout` and close."""
     loop = asyncio.get_running_loop()
     loop.set_default_executor(_disk_executor(DISK_THREADS))
@@ -137,7 +141,11 @@ async def _serve_until_stopped(settings: Settings, *, reuse_port: bool) -> None:
     await runner.setup()
     try:
         server = settings.server
-        site = web.TCPSite(runner, server.host, server.port, reuse_port=reuse_port)
+        site: web.BaseSite
+        if sock is None:
+            site = web.TCPSite(runner, server.host, server.port)
+        else:
+            site = web.SockSite(runner, sock)
         try:
             await site.start()
         except OSError as error:  # taken since the CLI's check
@@ -175,17 +183,19 @@ class CannotListen(Exception):
     """The address cannot be bound; the text is the line for the operator."""
 
 
-def _worker_main(settings: Settings) -> None:
+def _worker_main(settings: Settings, sock: socket.socket) -> None:
     configure_logging(settings.log)
-    try:
-        _run(settings, worker=True)
-    except CannotListen as error:
-        print(f"ghostcrate: {error}", file=sys.stderr)
-        sys.exit(exitcodes.CONFIG)
+    _run(settings, sock)
 
 
 def _supervise(settings: Settings) -> int:
-    """Run the workers until stopped; restart one that dies, unless it could not listen."""
+    """Run the workers until stopped, each on its own socket; restart one that dies."""
+    server = settings.server
+    try:
+        sockets = worker_sockets(server.host, server.port, server.workers)
+    except OSError as error:  # taken since the CLI's check
+        print(f"ghostcrate: {cannot_listen(server.host, server.port, error)}", file=sys.stderr)
+        return exitcodes.CONFIG
     # Workers write their metrics to files here; any of them serves the sum at /metrics.
     metrics_dir = settings.data_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -193,38 +203,33 @@ def _supervise(settings: Settings) -> int:
     os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
     context = multiprocessing.get_context("spawn")
     stopping = False
-    code = exitcodes.OK
 
-    def stop(_signum: int | None = None, _frame: FrameType | None = None) -> None:
+    def stop(_signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        for process in workers:
+        for process, _ in workers:
             if process.is_alive():
                 process.terminate()  # SIGTERM: each worker drains its requests
 
-    def start() -> BaseProcess:
-        process = context.Process(target=_worker_main, args=(settings,), daemon=False)
+    def start(slot: int) -> tuple[BaseProcess, int]:
+        process = context.Process(target=_worker_main, args=(settings, sockets[slot]), daemon=False)
         process.start()
         log.info("worker started", extra={"worker_pid": process.pid})
-        return process
+        return process, slot
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    workers = [start() for _ in range(settings.server.workers)]
-    started_at = {id(p): time.monotonic() for p in workers}
+    workers = [start(slot) for slot in range(server.workers)]
+    started_at = {id(p): time.monotonic() for p, _ in workers}
     while workers:
-        for process in list(workers):
+        for process, slot in list(workers):
             process.join(timeout=0.2)
             if process.is_alive():
                 continue
-            workers.remove(process)
+            workers.remove((process, slot))
             if process.pid is not None:
                 multiprocess.mark_process_dead(process.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
             if stopping:
-                continue
-            if process.exitcode == exitcodes.CONFIG:  # it said why: restarting cannot help
-                code = exitcodes.CONFIG
-                stop()
                 continue
             log.error(
                 "worker exited; restarting it",
@@ -232,10 +237,12 @@ def _supervise(settings: Settings) -> int:
             )
             if time.monotonic() - started_at[id(process)] < RESTART_BACKOFF_SECONDS:
                 time.sleep(RESTART_BACKOFF_SECONDS)
-            replacement = start()
-            started_at[id(replacement)] = time.monotonic()
+            replacement = start(slot)  # on the same socket: what queued there waits for it
+            started_at[id(replacement[0])] = time.monotonic()
             workers.append(replacement)
-    return code
+    for sock in sockets:
+        sock.close()
+    return exitcodes.OK
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
