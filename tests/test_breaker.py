@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from ghostcrate.proxy.breaker import CircuitBreaker, UpstreamUnavailable
 from tests.conftest import MirrorClient
-from tests.support.crates import index_path
+from tests.support.crates import CrateSpec, index_path
 from tests.support.metrics import client_metric as metric
 from tests.support.upstream import FakeUpstream
 
@@ -26,28 +27,36 @@ class Clock:
         return self.now
 
 
+FAILED_FOR_B = (
+    r"^b was not fetched: the upstream is unreachable, and it is asked again after "
+    r"\d\d:\d\d:\d\d UTC \(in 6 s\)\. It failed 3 times in a row; the last, at "
+    r"\d\d:\d\d:\d\d UTC \(4 s ago\): refused$"
+)
+
+
 def test_opens_after_consecutive_failures_and_probes_after_the_cooldown() -> None:
     clock = Clock()
     breaker = CircuitBreaker(failures=3, cooldown=10, clock=clock)
     for _ in range(2):
-        breaker.admit()
+        breaker.admit("a")
         assert not breaker.failed("refused")
-    breaker.admit()
+    breaker.admit("a")
     assert breaker.failed("refused")
-    with pytest.raises(UpstreamUnavailable, match="3 failures in a row, the last: refused"):
-        breaker.admit()
+    clock.now = 4
+    with pytest.raises(UpstreamUnavailable, match=FAILED_FOR_B):
+        breaker.admit("b")
     clock.now = 10
-    breaker.admit()  # the probe
-    with pytest.raises(UpstreamUnavailable):
-        breaker.admit()  # only one probe at a time
+    breaker.admit("c")  # the probe
+    with pytest.raises(UpstreamUnavailable, match=r"b was not fetched: .* asking it now"):
+        breaker.admit("b")  # only one probe at a time
     assert breaker.failed("still refused")  # a failed probe re-opens at once
-    with pytest.raises(UpstreamUnavailable):
-        breaker.admit()
+    with pytest.raises(UpstreamUnavailable, match=r"4 times in a row; .* still refused$"):
+        breaker.admit("b")
     clock.now = 20
-    breaker.admit()
+    breaker.admit("c")
     breaker.succeeded()
     assert not breaker.open
-    breaker.admit()
+    breaker.admit("b")
 
 
 def test_a_success_resets_the_count() -> None:
@@ -87,6 +96,55 @@ async def test_an_unreachable_upstream_fails_fast_and_recovers(
     recovered = await client.get("/api/v1/crates/multi/1.1.0/download")
     assert recovered.status == 200
     assert await metric(client, "ghostcrate_upstream_breaker_open") == 0
+
+
+OPENED_BY_SYN = re.compile(
+    r"the upstream is unreachable, and it is asked again after (\S+) UTC \(in (\d+) s\)\. "
+    r"It failed 2 times in a row; the last, at (\S+) UTC \((\d+) s ago\): "
+    r"the upstream answered 503 for index file 3/s/syn$"
+)
+
+
+def seconds_of_day(clock_time: str) -> int:
+    hours, minutes, seconds = map(int, clock_time.split(":"))
+    return hours * 3600 + minutes * 60 + seconds
+
+
+async def test_a_refused_request_names_what_it_asked_for_and_the_failure(
+    make_mirror: MakeMirror, upstream: FakeUpstream
+) -> None:
+    """Asked for ra/nd/rand, a user was told only about 3/s/syn (issue 13, item 10)."""
+    upstream.publish(CrateSpec("syn", "2.0.0"))
+    upstream.publish(CrateSpec("rand", "0.8.5"))
+    client: MirrorClient = await make_mirror(breaker_failures=2, breaker_cooldown=60)
+    # config.json and multi's index file are cached; multi 1.1.0 and anything of rand are not.
+    assert (await client.get("/api/v1/crates/multi/1.0.0/download")).status == 200
+    upstream.set_status(503, scope="index", crate="syn")
+    for _ in range(2):
+        assert (await client.get("/index/3/s/syn")).status == 502
+    failed_at = seconds_of_day(time.strftime("%H:%M:%S", time.gmtime()))
+
+    asked = {
+        "/index/ra/nd/rand": "index file ra/nd/rand was not fetched: ",
+        "/api/v1/crates/multi/1.1.0/download": "crate multi 1.1.0 was not fetched: ",
+        "/api/v1/crates/rand/0.8.5/download": (
+            "crate rand 0.8.5 was not fetched: it needs index file ra/nd/rand, "
+            "which is not cached; "
+        ),
+    }
+    for path, refused in asked.items():
+        response = await client.get(path)
+        detail: str = (await response.json())["errors"][0]["detail"]
+        assert response.status == 502
+        assert detail.startswith(refused), detail
+        opened = OPENED_BY_SYN.fullmatch(detail.removeprefix(refused))
+        assert opened is not None, detail
+        probe, last = seconds_of_day(opened[1]), seconds_of_day(opened[3])
+        assert (probe - last) % 86400 == 60
+        assert min((failed_at - last) % 86400, (last - failed_at) % 86400) <= 1
+        assert abs(int(opened[2]) + int(opened[4]) - 60) <= 1
+    assert upstream.index_count("rand") == 0
+    assert upstream.download_count("multi", "1.1.0") == 0
 
 
 async def test_bad_content_does_not_open_the_breaker(

@@ -17,7 +17,12 @@ from ghostcrate.proxy.errors import UpstreamError
 
 
 class UpstreamUnavailable(UpstreamError):
-    """The breaker is open: the upstream was not asked."""
+    """The breaker is open: the upstream was not asked for `what`; `why` says since when."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what} was not fetched: {why}")
+        self.what = what
+        self.why = why
 
 
 class CircuitBreaker:
@@ -39,18 +44,25 @@ class CircuitBreaker:
     def open(self) -> bool:
         return self._opened_at is not None
 
-    def admit(self) -> None:
-        """Raise `UpstreamUnavailable` unless a request may go to the upstream now."""
+    def admit(self, what: str) -> None:
+        """Raise `UpstreamUnavailable` unless a request for `what` may go upstream now."""
         if self._opened_at is None:
             return
         waited = self._clock() - self._opened_at
         if waited >= self._cooldown and not self._probing:
             self._probing = True  # this request is the probe
             return
-        retry_in = max(0.0, self._cooldown - waited)
+        failed_at = time.time() - waited
+        retry_in = self._cooldown - waited
+        probe = (
+            f"it is asked again after {_utc(failed_at + self._cooldown)} (in {retry_in:.0f} s)"
+            if retry_in > 0
+            else "another request is asking it now"
+        )
         raise UpstreamUnavailable(
-            f"the upstream is unreachable ({self._failures} failures in a row, the last: "
-            f"{self.last_error}); not asking it again for {retry_in:.0f} s"
+            what,
+            f"the upstream is unreachable, and {probe}. It failed {self._failures} times "
+            f"in a row; the last, at {_utc(failed_at)} ({waited:.0f} s ago): {self.last_error}",
         )
 
     def succeeded(self) -> None:
@@ -67,3 +79,7 @@ class CircuitBreaker:
             self._probing = False
             return True
         return False
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(epoch))

@@ -4,10 +4,16 @@ A bundle is a tar archive. Its first member, `manifest.json`, lists every
 file with its cache key, size and sha256; the files follow as `files/<key>`.
 Index files travel in their stored form (body and validators).
 
-Import is all or nothing: every member is extracted into a staging directory
+Import is all or nothing: every file is copied into a staging directory
 beside the cache and checked against the manifest, and every crate against
 the sha256 of its index entry, before the first file becomes visible. A
 bundle that fails any check is refused whole. Importing twice adds nothing.
+
+A bundle extracted and tarred again is accepted if every file still matches:
+the manifest is read before any file wherever it is, `./` is ignored, and so
+are directories (no member is ever extracted as such: staged files are named
+by the manifest's keys). Links, devices, paths outside the bundle, files the
+manifest does not list and files that appear twice are refused.
 """
 
 from __future__ import annotations
@@ -90,7 +96,7 @@ class Selection:
 def manifest_of(path: Path) -> dict[str, Entry]:
     """Key -> entry of a bundle's manifest (for an incremental export)."""
     with _open_bundle(path) as archive:
-        return {entry.key: entry for entry in _read_manifest(archive, path)}
+        return {entry.key: entry for entry in _read_manifest(archive, path)[1]}
 
 
 def parse_since(text: str) -> dt.datetime:
@@ -217,11 +223,16 @@ def _open_bundle(path: Path) -> Iterator[tarfile.TarFile]:
         raise BundleError(f"{path}: not a readable bundle ({error})") from None
 
 
-def _read_manifest(archive: tarfile.TarFile, path: Path) -> list[Entry]:
-    first = archive.next()
-    handle = archive.extractfile(first) if first is not None else None
-    if first is None or first.name != MANIFEST or handle is None:
-        raise BundleError(f"{path}: not a GhostCrate bundle (no {MANIFEST} first)")
+def _read_manifest(archive: tarfile.TarFile, path: Path) -> tuple[tarfile.TarInfo, list[Entry]]:
+    """The manifest's member (first in an exported bundle: found without reading
+    further) and its entries."""
+    member = next((m for m in archive if _inner_path(m.name) == MANIFEST), None)
+    if member is None:
+        raise BundleError(f"{path}: not a GhostCrate bundle (no {MANIFEST})")
+    if not member.isfile():
+        raise BundleError(f"{path}: its {MANIFEST} is {_kind(member)}, not a file")
+    handle = archive.extractfile(member)
+    assert handle is not None  # a regular file
     try:
         manifest = json.loads(handle.read())
         if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
@@ -234,7 +245,28 @@ def _read_manifest(archive: tarfile.TarFile, path: Path) -> list[Entry]:
     for entry in entries:
         if not (is_index_key(entry.key) or parse_crate_key(entry.key)):
             raise BundleError(f"{path}: the manifest names {entry.key!r}, not a mirror file")
-    return entries
+    return member, entries
+
+
+def _inner_path(name: str) -> str | None:
+    """A member's path in the bundle, `./` and trailing slashes left out; None if it
+    leaves the bundle (absolute, or with a `..`)."""
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    return None if name.startswith("/") or ".." in parts else "/".join(parts)
+
+
+_NOT_FILES = {
+    tarfile.DIRTYPE: "a directory",
+    tarfile.SYMTYPE: "a symbolic link",
+    tarfile.LNKTYPE: "a hard link",
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a FIFO",
+}
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    return _NOT_FILES.get(member.type, f"of tar type {member.type!r}")
 
 
 async def import_bundle(
@@ -269,16 +301,30 @@ def _remove_abandoned_staging(staging_root: Path) -> None:
 def _stage(bundle: Path, staging: Path, on_progress: Callable[[int, int], None]) -> list[Entry]:
     """Extract every file into `staging`, checking size and sha256 against the manifest."""
     with _open_bundle(bundle) as archive:
-        entries = _read_manifest(archive, bundle)
+        manifest, entries = _read_manifest(archive, bundle)
         expected = {MEMBER_PREFIX + e.key: e for e in entries}
         seen: set[str] = set()
-        for position, member in enumerate(archive):
-            if position == 0:
-                continue  # the manifest, read above
-            entry = expected.get(member.name)
-            if entry is None or not member.isfile() or member.name in seen:
-                raise BundleError(f"{bundle}: unexpected member {member.name!r}")
-            seen.add(member.name)
+        for member in archive:
+            name = _inner_path(member.name)
+            if name is None:
+                raise BundleError(
+                    f"{bundle}: {member.name!r} points outside the bundle; nothing was imported"
+                )
+            if member is manifest or member.isdir():
+                continue
+            if not member.isfile():
+                raise BundleError(
+                    f"{bundle}: {member.name!r} is {_kind(member)}, not a file; "
+                    "nothing was imported"
+                )
+            if name in seen or name == MANIFEST:
+                raise BundleError(f"{bundle}: {member.name!r} appears twice; nothing was imported")
+            entry = expected.get(name)
+            if entry is None:
+                raise BundleError(
+                    f"{bundle}: {member.name!r} is not in the manifest; nothing was imported"
+                )
+            seen.add(name)
             source = archive.extractfile(member)
             assert source is not None
             target = staging / entry.key

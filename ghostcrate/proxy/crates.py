@@ -12,6 +12,7 @@ from typing import Any
 
 from ghostcrate.cache import CachedFile, SingleFlight, TieredCache
 from ghostcrate.cargo.names import CrateName, index_prefix, is_checksum
+from ghostcrate.proxy.breaker import UpstreamUnavailable
 from ghostcrate.proxy.errors import ChecksumMismatch, NotFound, UpstreamError
 from ghostcrate.proxy.index import MirrorIndex
 from ghostcrate.proxy.keys import crate_key
@@ -90,13 +91,11 @@ class MirrorCrates:
 
     async def _fill(self, key: str, name: CrateName, version: str) -> CachedFile:
         self._metrics.crate_results.labels("miss").inc()
-        entry = await self._entry(name, version)
-        cksum = entry.get("cksum")
-        real_name = entry.get("name")
-        if not (isinstance(cksum, str) and is_checksum(cksum) and isinstance(real_name, str)):
-            raise UpstreamError(f"the upstream's index entry for {name} {version} is malformed")
-        # Resolved before taking the crate's lock: holding two locks could deadlock.
-        url = download_url((await self._index.upstream_config())["dl"], real_name, version, cksum)
+        try:  # resolved before taking the crate's lock: holding two locks could deadlock
+            url, real_name, cksum = await self._source(name, version)
+        except UpstreamUnavailable as error:  # a cached file would have been served stale
+            why = f"it needs {error.what}, which is not cached; {error.why}"
+            raise UpstreamUnavailable(f"crate {name} {version}", why) from None
         async with self._cache.hold(key):  # one fill across worker processes too
             # Another worker may have filled it while we waited; else the shared tier
             # may have it (re-verified against the checksum).
@@ -104,6 +103,16 @@ class MirrorCrates:
             if found is not None:
                 return found
             return await self._from_upstream(key, url, real_name, version, cksum)
+
+    async def _source(self, name: CrateName, version: str) -> tuple[str, str, str]:
+        """The download URL, the crate's name as published, and its sha256."""
+        entry = await self._entry(name, version)
+        cksum = entry.get("cksum")
+        real_name = entry.get("name")
+        if not (isinstance(cksum, str) and is_checksum(cksum) and isinstance(real_name, str)):
+            raise UpstreamError(f"the upstream's index entry for {name} {version} is malformed")
+        dl = (await self._index.upstream_config())["dl"]
+        return download_url(dl, real_name, version, cksum), real_name, cksum
 
     async def _from_upstream(
         self, key: str, url: str, name: str, version: str, cksum: str

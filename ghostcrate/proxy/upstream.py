@@ -207,7 +207,7 @@ class UpstreamClient:
                 f"{what} is not cached, and in offline mode ([upstream] offline = true) "
                 "the upstream is never contacted"
             )
-        self._breaker.admit()
+        self._breaker.admit(what)
         try:
             async with self._send(url, headers, decode) as response:
                 # 407: a proxy in front of a plain-HTTP upstream wants credentials.
