@@ -130,6 +130,11 @@ class UpstreamSettings(_Section):
     connect_timeout: PositiveFloat = 10.0
     #: Longest silence allowed while reading an upstream answer.
     read_timeout: PositiveFloat = 30.0
+    #: Seconds a request waits for the revalidation of an expired cached index file before
+    #: it gets the cached copy (the revalidation finishes in the background); an upstream
+    #: request with no answer by then counts towards opening the breaker. 0: never wait
+    #: (and slowness is not counted).
+    stale_after: float = Field(default=2.0, ge=0)
     #: Never contact the upstream; offer only versions whose .crate is in the cache.
     offline: bool = False
     #: Online, but offer and serve only versions whose .crate is already cached (warmed).
