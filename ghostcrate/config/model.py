@@ -147,7 +147,8 @@ class UpstreamSettings(_Section):
     #: Ask an https:// upstream reached without a proxy over HTTP/2 (one connection per
     #: origin and worker); false, or an upstream without HTTP/2: HTTP/1.1.
     http2: bool = True
-    #: Consecutive unreachability failures (refused, timed out, 5xx) that open the breaker.
+    #: Consecutive unreachability failures (refused, timed out, 5xx, no answer within
+    #: `stale_after`) that open the breaker.
     breaker_failures: PositiveInt = 3
     #: Seconds the breaker stays open (misses fail at once) before one request probes again.
     breaker_cooldown: float = Field(default=10.0, ge=0)

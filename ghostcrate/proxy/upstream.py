@@ -5,6 +5,7 @@ An `https://` upstream reached without a proxy is asked over HTTP/2
 anything else, and an upstream that does not offer HTTP/2, goes through
 aiohttp over HTTP/1.1. Every request has connect and read timeouts, and every
 failure becomes an `UpstreamError` (or `NotFound`) whose message says what failed.
+A request with no answer within `stale_after` counts towards opening the breaker.
 """
 
 from __future__ import annotations
