@@ -66,6 +66,16 @@ def test_environment_overrides_file_and_command_line_overrides_both(tmp_path: Pa
     assert loaded.origins["server.listen"] == "command line"
 
 
+def test_stale_after_defaults_to_2_s_and_0_is_allowed() -> None:
+    assert load_settings(None, {}).settings.upstream.stale_after == 2
+    loaded = load_settings(None, {"GHOSTCRATE_UPSTREAM__STALE_AFTER": "0"})
+    assert loaded.settings.upstream.stale_after == 0
+    assert (
+        loaded.origins["upstream.stale_after"]
+        == "environment variable GHOSTCRATE_UPSTREAM__STALE_AFTER"
+    )
+
+
 def test_config_path_from_environment(tmp_path: Path) -> None:
     path = write(tmp_path, "[upstream]\nindex_ttl = 3\n")
     settings = load_settings(None, {"GHOSTCRATE_CONFIG": str(path)}).settings
@@ -85,6 +95,7 @@ def test_env_rule() -> None:
         ("server = 3\n", "key 'server' must be a table"),
         ("[upstream]\nindex_ttl = 'soon'\n", "key 'upstream.index_ttl'"),
         ("[upstream]\nindex_ttl = -1\n", "key 'upstream.index_ttl'"),
+        ("[upstream]\nstale_after = -1\n", "key 'upstream.stale_after'"),
         ("[upstream]\nindex = 'ftp://x'\n", "key 'upstream.index': expected an http"),
         ("[server]\nlisten = 'localhost'\n", "key 'server.listen': expected HOST:PORT"),
         ("[server]\nlisten = '127.0.0.1:70000'\n", "key 'server.listen'"),

@@ -103,6 +103,35 @@ def test_cargo_update_sees_a_new_upstream_version_after_the_ttl(
     assert revalidations, "the mirror revalidated without a conditional request"
 
 
+def test_a_hung_upstream_never_makes_cargo_wait_for_what_is_cached(
+    start_appliance: StartAppliance, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    stale_after = 2.0
+    appliance = start_appliance(index_ttl=1, stale_after=stale_after, read_timeout=30)
+    app = make_workspace(tmp_path / "app", CORPUS_APP_DEPS)
+    fresh_cargo(tmp_path / "warm", appliance).run(["fetch"], app)  # the mirror has it all
+
+    def timed_fetch(name: str) -> float:
+        """A fetch with an empty CARGO_HOME once every cached index file has expired."""
+        cargo = fresh_cargo(tmp_path / name, appliance)
+        time.sleep(1.1)
+        started = time.monotonic()
+        cargo.run(["fetch"], app)
+        return time.monotonic() - started
+
+    healthy = timed_fetch("healthy")
+    upstream.set_latency(40)  # cargo gives up after 30 s without a byte
+    hung = timed_fetch("hung")
+    print(f"cargo fetch: {healthy:.2f} s, healthy upstream; {hung:.2f} s, hung upstream")
+    assert hung <= healthy + stale_after + 1
+    assert appliance.metric("ghostcrate_stale_index_served_total") > 0
+    assert appliance.metric("ghostcrate_upstream_breaker_open") == 1
+
+    started = time.monotonic()
+    assert appliance.stop() == 0  # revalidations still wait for the upstream: not for them
+    assert time.monotonic() - started < 3
+
+
 def test_cargo_reports_a_corrupt_upstream_crate_and_nothing_is_cached(
     start_appliance: StartAppliance, upstream: FakeUpstream, tmp_path: Path
 ) -> None:

@@ -122,7 +122,7 @@ class MirrorReplies:
             return error_reply(404, f"no index file here: {error}")
         try:
             max_age = self._settings.index_ttl * RENEW_WINDOW[0] if renew_ahead else None
-            offer = await self._index.offered(name, max_age=max_age)
+            offer = await self._index.offered(name, max_age=max_age, background=renew_ahead)
         except ProxyError as error:
             return error_reply(status_of(error), str(error))
         if offer is None:

@@ -24,12 +24,16 @@ class SingleFlight(Generic[K, V]):
         return len(self._flights)
 
     async def run(self, key: K, fill: Callable[[], Awaitable[V]]) -> V:
+        return await asyncio.shield(self.start(key, fill))
+
+    def start(self, key: K, fill: Callable[[], Awaitable[V]]) -> asyncio.Task[V]:
+        """The running fill of `key`, or a new one (a task of its own: shield it to wait)."""
         task = self._flights.get(key)
         if task is None:
             task = asyncio.ensure_future(fill())
             self._flights[key] = task
             task.add_done_callback(lambda _: self._flights.pop(key, None))
-        return await asyncio.shield(task)
+        return task
 
     async def close(self) -> None:
         """Cancel the fills still running (at shutdown)."""

@@ -130,6 +130,11 @@ class UpstreamSettings(_Section):
     connect_timeout: PositiveFloat = 10.0
     #: Longest silence allowed while reading an upstream answer.
     read_timeout: PositiveFloat = 30.0
+    #: Seconds a request waits for the revalidation of an expired cached index file before
+    #: it gets the cached copy (the revalidation finishes in the background); an upstream
+    #: request with no answer by then counts towards opening the breaker. 0: never wait
+    #: (and slowness is not counted).
+    stale_after: float = Field(default=2.0, ge=0)
     #: Never contact the upstream; offer only versions whose .crate is in the cache.
     offline: bool = False
     #: Online, but offer and serve only versions whose .crate is already cached (warmed).
@@ -142,7 +147,8 @@ class UpstreamSettings(_Section):
     #: Ask an https:// upstream reached without a proxy over HTTP/2 (one connection per
     #: origin and worker); false, or an upstream without HTTP/2: HTTP/1.1.
     http2: bool = True
-    #: Consecutive unreachability failures (refused, timed out, 5xx) that open the breaker.
+    #: Consecutive unreachability failures (refused, timed out, 5xx, no answer within
+    #: `stale_after`) that open the breaker.
     breaker_failures: PositiveInt = 3
     #: Seconds the breaker stays open (misses fail at once) before one request probes again.
     breaker_cooldown: float = Field(default=10.0, ge=0)

@@ -1,11 +1,12 @@
 """A circuit breaker for the upstream: fail fast while it is unreachable.
 
 After `failures` consecutive unreachability failures (refused or dropped
-connections, timeouts, 5xx answers) the breaker opens: requests fail at once
-for `cooldown` seconds, so stale index files are served and misses fail
-without each waiting for a full timeout. Then one request probes; its success
-closes the breaker, its failure opens it again. Bad content (a wrong checksum,
-a body cut short) says nothing about reachability and is not counted.
+connections, timeouts, 5xx answers, no answer within `stale_after`) the
+breaker opens: requests fail at once for `cooldown` seconds, so stale index
+files are served and misses fail without each waiting for a full timeout.
+Then one request probes; its success closes the breaker, its failure opens it
+again. Bad content (a wrong checksum, a body cut short) says nothing about
+reachability and is not counted.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The mirror's sparse index: cached index files, revalidated after `index_ttl`.
 
 A fresh cached file is served as is. A stale one is revalidated with a
-conditional GET; when the upstream fails, the stale copy is served and
-counted (stale beats down). "No such crate" answers are remembered for
-`negative_ttl`. Concurrent misses for one file share one upstream request.
+conditional GET; when the upstream fails, or has not answered within
+`stale_after`, the stale copy is served and counted (stale beats down, and
+slow), and a late revalidation finishes in the background. "No such crate"
+answers are remembered for `negative_ttl`. Concurrent misses and
+revalidations of one file share one upstream request.
 
 A new or revalidated file is answered as soon as it is checked, and stored
 (written, or its date touched) afterwards, still under the key's lock: the
@@ -47,6 +49,17 @@ RECENT_SECONDS = 5.0
 RECENT_MAX_BYTES = 16 * 2**20
 
 
+@dataclass
+class _Overdue:
+    """When the requests waiting for a revalidation get the cached copy instead."""
+
+    flight: asyncio.Task[IndexFile | None]
+    #: Event-loop time: `stale_after` after the first request began waiting.
+    at: float
+    #: Whether a request got the cached copy (and the line saying so was logged).
+    served: bool = False
+
+
 @dataclass(frozen=True)
 class Offer:
     """An index file as served: body and validators."""
@@ -71,6 +84,8 @@ class MirrorIndex:
         self._settings = settings
         self._metrics = metrics
         self._flights: SingleFlight[str, IndexFile | None] = SingleFlight()
+        #: Revalidations with a cached copy to fall back on, by key.
+        self._overdue: dict[str, _Overdue] = {}
         self._missing = ExpiringSet()
         #: Files answered and still being stored, by key: what the disk will say.
         self._storing: dict[str, IndexFile] = {}
@@ -81,24 +96,34 @@ class MirrorIndex:
         self._config_prefetched = False
 
     async def get(
-        self, name: CrateName, *, max_age: float | None = None, recent: bool = False
+        self,
+        name: CrateName,
+        *,
+        max_age: float | None = None,
+        recent: bool = False,
+        background: bool = False,
     ) -> IndexFile | None:
         """The index file of a crate, or None if the upstream has no such crate.
 
         `recent`: a copy decoded in the last `RECENT_SECONDS` will do (a download
-        looking up its checksum), instead of what the disk says now.
+        looking up its checksum), instead of what the disk says now. `background`:
+        nobody is waiting (a renewal ahead of expiry), so a revalidation is waited
+        for however long it takes, not just `stale_after`.
         """
         check = functools.partial(check_index_body, name)
-        return await self._get(index_path(name), max_age, check, recent=recent)
+        path = index_path(name)
+        return await self._get(path, max_age, check, recent=recent, background=background)
 
-    async def offered(self, name: CrateName, *, max_age: float | None = None) -> Offer | None:
+    async def offered(
+        self, name: CrateName, *, max_age: float | None = None, background: bool = False
+    ) -> Offer | None:
         """The index file as clients see it; None for "no such crate".
 
         Offline or with `only_cached`, only versions whose .crate is in the cache
         are offered, so cargo resolves to what it can download; such a view has
         its own ETag and no Last-Modified (adding a crate changes it).
         """
-        index = await self.get(name, max_age=max_age)
+        index = await self.get(name, max_age=max_age, background=background)
         if index is None:
             return None
         if not (self._settings.offline or self._settings.only_cached):
@@ -124,7 +149,13 @@ class MirrorIndex:
         await asyncio.gather(*self._stores, return_exceptions=True)
 
     async def _get(
-        self, path: str, max_age: float | None, check: Callable[[bytes], object], *, recent: bool
+        self,
+        path: str,
+        max_age: float | None,
+        check: Callable[[bytes], object],
+        *,
+        recent: bool,
+        background: bool = False,
     ) -> IndexFile | None:
         ttl = self._settings.index_ttl if max_age is None else max_age
         key = index_key(path)
@@ -140,7 +171,57 @@ class MirrorIndex:
             return None
         if path != CONFIG_PATH:
             self._prefetch_upstream_config()
-        return await self._flights.run(key, lambda: self._refresh(key, path, ttl, check))
+        flight = self._flights.start(key, lambda: self._refresh(key, path, ttl, check))
+        if cached is None or background:
+            return await asyncio.shield(flight)
+        return await self._within_stale_after(key, flight, cached)
+
+    async def _within_stale_after(
+        self, key: str, flight: asyncio.Task[IndexFile | None], cached: IndexFile
+    ) -> IndexFile | None:
+        """The revalidation's answer if it comes within `stale_after`, else `cached`.
+
+        `stale_after` counts from the first request that waits for this revalidation:
+        the requests that come after that get the cached copy at once, and the
+        revalidation finishes in the background (it stores what it learns).
+        """
+        loop = asyncio.get_running_loop()
+        overdue = self._overdue.get(key)
+        if overdue is None or overdue.flight is not flight:
+            overdue = _Overdue(flight, loop.time() + self._settings.stale_after)
+            self._overdue[key] = overdue
+            flight.add_done_callback(functools.partial(self._revalidated, key, overdue))
+        left = overdue.at - loop.time()
+        if left > 0 and not flight.done():
+            await asyncio.wait((flight,), timeout=left)
+        if flight.done():
+            return flight.result()
+        if not overdue.served:  # counted once per revalidation, as a failed one is
+            overdue.served = True
+            self._metrics.index_results.labels("stale").inc()
+            self._metrics.stale_served.inc()
+            log.warning(
+                "the upstream has not answered within stale_after; serving the cached "
+                "index file while it is revalidated in the background",
+                extra={"key": key, "stale_after_s": self._settings.stale_after},
+            )
+        return cached
+
+    def _revalidated(
+        self, key: str, overdue: _Overdue, flight: asyncio.Task[IndexFile | None]
+    ) -> None:
+        """A revalidation ended; one that failed after a request stopped waiting is logged."""
+        if self._overdue.get(key) is overdue:
+            del self._overdue[key]
+        if flight.cancelled():
+            return
+        error = flight.exception()  # retrieved here, whoever else did
+        if error is not None and overdue.served:
+            log.warning(
+                "revalidating an index file in the background failed: %s",
+                error,
+                extra={"key": key},
+            )
 
     def _prefetch_upstream_config(self) -> None:
         """Fetch the upstream's config.json alongside the first index file from upstream.
@@ -217,7 +298,14 @@ class MirrorIndex:
         task = asyncio.ensure_future(self._refresh_holding(key, path, ttl, check, answer))
         self._stores.add(task)
         task.add_done_callback(self._stores.discard)
-        return await asyncio.shield(answer)
+        try:
+            return await asyncio.shield(answer)
+        except asyncio.CancelledError:
+            # Only `close` cancels a flight: stop waiting for the upstream (nobody may be
+            # waiting for the answer); storing an answer already given is let finish.
+            if not answer.done():
+                task.cancel()
+            raise
 
     async def _refresh_holding(
         self,
@@ -275,9 +363,17 @@ class MirrorIndex:
             self._metrics.upstream_requests.labels("index", "error").inc()
             if cached is None:
                 raise
-            self._metrics.index_results.labels("stale").inc()
-            self._metrics.stale_served.inc()
-            log.warning("serving a stale index file: %s", error, extra={"key": key})
+            overdue = self._overdue.get(key)
+            if overdue is not None and overdue.served:  # served stale, and counted, already
+                log.warning(
+                    "revalidating an index file in the background failed: %s",
+                    error,
+                    extra={"key": key},
+                )
+            else:
+                self._metrics.index_results.labels("stale").inc()
+                self._metrics.stale_served.inc()
+                log.warning("serving a stale index file: %s", error, extra={"key": key})
             return cached, None
         now = time.time()
         match answer:

@@ -40,7 +40,8 @@ class ProxyMetrics:
             ),
             stale_served=Counter(
                 "ghostcrate_stale_index_served",
-                "Index files served stale because the upstream failed",
+                "Index files served stale because the upstream failed, or had not "
+                "answered within stale_after",
                 registry=registry,
             ),
             checksum_mismatches=Counter(

@@ -5,15 +5,17 @@ An `https://` upstream reached without a proxy is asked over HTTP/2
 anything else, and an upstream that does not offer HTTP/2, goes through
 aiohttp over HTTP/1.1. Every request has connect and read timeouts, and every
 failure becomes an `UpstreamError` (or `NotFound`) whose message says what failed.
+A request with no answer within `stale_after` counts towards opening the breaker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -208,8 +210,10 @@ class UpstreamClient:
                 "the upstream is never contacted"
             )
         self._breaker.admit(what)
+        late = _Late(self.settings.stale_after, functools.partial(self._late, what))
         try:
             async with self._send(url, headers, decode) as response:
+                late.cancel()
                 # 407: a proxy in front of a plain-HTTP upstream wants credentials.
                 proxy_refused = response.status == 407
                 server_failure = response.status >= 500
@@ -219,9 +223,12 @@ class UpstreamClient:
                     yield response
         except (aiohttp.ClientError, H2Error, TimeoutError) as error:
             message = describe_failure(what, self.settings, error, proxy=self._proxy_for(url))
-            if not _cut_short(error):  # bad content is not unreachability
+            # Bad content is not unreachability; a late request has been counted already.
+            if not (_cut_short(error) or late.counted):
                 self._unreachable(message)
             raise UpstreamError(message) from error
+        finally:
+            late.cancel()
         if proxy_refused:  # configuration, not unreachability: the breaker is not told
             raise UpstreamError(
                 f"fetching {what}: the outbound proxy refused the credentials (407); "
@@ -229,7 +236,8 @@ class UpstreamClient:
             )
         if server_failure:
             message = f"the upstream answered {response.status} for {what}"
-            self._unreachable(message)
+            if not late.counted:
+                self._unreachable(message)
             raise UpstreamError(message)
 
     @asynccontextmanager
@@ -254,6 +262,12 @@ class UpstreamClient:
         self._breaker.succeeded()
         self._metrics.breaker_open.set(0)
 
+    def _late(self, what: str) -> None:
+        self._unreachable(
+            f"fetching {what} from the upstream: no answer within "
+            f"{self.settings.stale_after:g} s ([upstream] stale_after)"
+        )
+
     def _unreachable(self, reason: str) -> None:
         if self._breaker.failed(reason):
             self._metrics.breaker_open.set(1)
@@ -261,6 +275,29 @@ class UpstreamClient:
                 "the upstream is unreachable; failing fast",
                 extra={"reason": reason, "cooldown_s": self.settings.breaker_cooldown},
             )
+
+
+class _Late:
+    """Calls `count` once if a request has no answer after `seconds` (never for 0).
+
+    An upstream that answers that late counts towards opening the breaker as a
+    failure would; the answer, when it comes, still counts as a success.
+    """
+
+    def __init__(self, seconds: float, count: Callable[[], None]) -> None:
+        self.counted = False
+        self._count = count
+        self._timer = (
+            asyncio.get_running_loop().call_later(seconds, self._expired) if seconds > 0 else None
+        )
+
+    def _expired(self) -> None:
+        self.counted = True
+        self._count()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def tls_context(settings: UpstreamSettings) -> ssl.SSLContext:
