@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MirrorClient
 from tests.support.crates import index_path
@@ -28,3 +32,18 @@ async def test_no_created_series(make_mirror: MakeMirror) -> None:
     exposition = await (await client.get("/metrics")).text()
     assert "ghostcrate_http_requests_total" in exposition
     assert "_created" not in exposition
+
+
+async def test_the_readme_table_lists_every_metric(make_mirror: MakeMirror) -> None:
+    client: MirrorClient = await make_mirror()
+    assert (await client.get("/index/config.json")).status == 200
+    exposition = await (await client.get("/metrics")).text()
+    exported = {
+        family.name
+        for family in text_string_to_metric_families(exposition)
+        if family.name.startswith("ghostcrate_")
+    }
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme[readme.index("| metric | labels |") :].split("\n\n", 1)[0]
+    listed = {name.removesuffix("_total") for name in re.findall(r"`(ghostcrate_\w+)`", table)}
+    assert exported == listed
