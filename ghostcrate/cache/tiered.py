@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -36,6 +37,12 @@ class Entry:
 
 #: How long shutdown waits for uploads to the shared tier that are still running.
 UPLOAD_GRACE_SECONDS = 10.0
+#: How long a listing of the shared tier is reused (an offline index view lists its
+#: crate's directory each time it is renewed); this node's own writes end it at once,
+#: another node's show after at most this long.
+LISTING_SECONDS = 30.0
+#: Listings kept at most (the oldest are forgotten first).
+MAX_LISTINGS = 4096
 
 
 class TieredCache:
@@ -51,6 +58,8 @@ class TieredCache:
         self._locks = locks
         self._metrics = metrics
         self._uploads: set[asyncio.Task[Any]] = set()
+        #: Directory key -> until when (monotonic seconds) its listing holds, and the names.
+        self._listings: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
 
     def hold(self, key: str) -> AbstractAsyncContextManager[None]:
         """Exclusive right to fill `key` among all processes sharing the disk."""
@@ -85,6 +94,7 @@ class TieredCache:
         """
         entry = Entry(data, time.time())
         await self.disk.write(key, data, mtime=entry.mtime, durable=durable)
+        self._changed(key)
         if self.shared is not None:
             self._background(self.shared.put_bytes(key, data))
         return entry
@@ -95,6 +105,7 @@ class TieredCache:
 
     async def delete(self, key: str) -> None:
         await self.disk.delete(key)
+        self._changed(key)
         if self.shared is not None:
             await self.shared.delete(key)
 
@@ -123,6 +134,7 @@ class TieredCache:
                     extra={"key": key, "expected": sha256, "got": pending.sha256()},
                 )
                 await self.shared.delete(key)
+                self._changed(key)
                 return None
             await pending.commit()
         self._hit(self.shared.name)
@@ -132,8 +144,24 @@ class TieredCache:
         """Names of the objects directly below `prefix` (a directory key), in any tier."""
         names = {key.rpartition("/")[2] for key, _ in await self.disk.files(prefix)}
         if self.shared is not None:
-            names |= {key.rpartition("/")[2] async for key, _ in self.shared.iterate(prefix)}
+            names |= await self._shared_names(self.shared, prefix)
         return names
+
+    async def _shared_names(self, shared: SharedTier, prefix: str) -> frozenset[str]:
+        now = time.monotonic()
+        kept = self._listings.get(prefix)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        names = frozenset([key.rpartition("/")[2] async for key, _ in shared.iterate(prefix)])
+        self._listings[prefix] = (now + LISTING_SECONDS, names)
+        self._listings.move_to_end(prefix)
+        while len(self._listings) > MAX_LISTINGS:
+            self._listings.popitem(last=False)
+        return names
+
+    def _changed(self, key: str) -> None:
+        """This node wrote or deleted `key`: its directory's listing no longer holds."""
+        self._listings.pop(key.rpartition("/")[0] + "/", None)
 
     def pending(self, key: str) -> AbstractAsyncContextManager[PendingFile]:
         """A temporary disk file for `key`, to write while holding the key (`hold`)."""
@@ -142,6 +170,7 @@ class TieredCache:
     async def commit(self, key: str, pending: PendingFile) -> Path:
         """Make a verified pending file visible, and share it in the background."""
         await pending.commit()
+        self._changed(key)
         if self.shared is not None:
             self._background(self._share_file(self.shared, key, pending.final))
         return pending.final
