@@ -10,12 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from yarl import URL
-
 from ghostcrate import __version__
 from ghostcrate.appliance import exitcodes, preflight
 from ghostcrate.appliance.logs import configure_logging
-from ghostcrate.config import CONFIG_ENV, ConfigError, LoadedSettings, load_settings
+from ghostcrate.config import CONFIG_ENV, ConfigError, LoadedSettings, load_settings, masked
 
 DESCRIPTION = """\
 GhostCrate: a caching crates.io mirror and private Cargo registry.
@@ -162,17 +160,8 @@ def _check_config(loaded: LoadedSettings, args: argparse.Namespace) -> int:
         value: Any = dumped
         for part in key.split("."):
             value = value[part]
-        print(f"{key} = {_masked(value)!r}  ({origin})")
+        print(f"{key} = {masked(value)!r}  ({origin})")
     return 0
-
-
-def _masked(value: Any) -> Any:
-    """A URL's password is not printed (an outbound proxy's, say)."""
-    if isinstance(value, str) and "://" in value:
-        url = URL(value)
-        if url.password:
-            return str(url.with_password("****"))
-    return value
 
 
 def _maintenance(command: str) -> Callable[[LoadedSettings, argparse.Namespace], int]:
@@ -235,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = load_settings(args.config, os.environ, _overrides(args))
     except ConfigError as error:
-        print(f"ghostcrate: configuration error: {error}", file=sys.stderr)
+        for problem in error.problems:
+            print(f"ghostcrate: configuration error: {problem}", file=sys.stderr)
         return exitcodes.CONFIG
     found = preflight.problems(loaded)
     if args.command == "serve" and not found:
