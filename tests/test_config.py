@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic_core import ErrorDetails
@@ -247,6 +248,57 @@ def test_check_config_reports_every_problem_at_once(tmp_path: Path) -> None:
         f"{error} 'upstream.index_ttl' must be a number, without quotes (got '60')",
         f"{error} 'upstream.offline' must be true or false (got 'yes')",
     ]
+
+
+def test_check_config_shows_derived_values_as_derived(tmp_path: Path) -> None:
+    derived = Appliance(tmp_path / "derived", "http://127.0.0.1:9/")
+    result = derived.run("check-config")
+    assert result.returncode == 0, result.stderr
+    assert f"server.public_url = '{derived.url}'  (from server.listen)" in result.stdout
+    given = Appliance(
+        tmp_path / "given", "http://127.0.0.1:9/", server={"public_url": "https://m.example/"}
+    )
+    result = given.run("check-config")
+    assert result.returncode == 0, result.stderr
+    assert f"server.public_url = 'https://m.example'  ({given.config})" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "keys", "shown"),
+    [
+        ({}, {}, "None  (default)"),
+        ({"HTTP_PROXY": "http://a:1"}, {}, "None  (default)"),  # for http:// upstreams only
+        (
+            {"HTTPS_PROXY": "http://bob:hunter2@proxy.corp:3128"},
+            {},
+            "'http://bob:****@proxy.corp:3128'  (from HTTPS_PROXY)",
+        ),
+        (
+            {"https_proxy": "http://a:1", "HTTPS_PROXY": "http://b:2"},
+            {},
+            "'http://a:1'  (from https_proxy)",
+        ),
+        (
+            {"HTTPS_PROXY": "http://a:1", "NO_PROXY": ".example.com"},
+            {},
+            "'http://a:1'  (from HTTPS_PROXY; not for index.example.com, which NO_PROXY exempts)",
+        ),
+        ({"HTTPS_PROXY": "http://a:1"}, {"proxy": "http://c:3"}, "'http://c:3'  ({config})"),
+        (
+            {"NO_PROXY": "index.example.com"},
+            {"proxy": "http://c:3"},
+            "'http://c:3'  ({config}; not for index.example.com, which NO_PROXY exempts)",
+        ),
+    ],
+)
+def test_check_config_shows_which_proxy_is_used_and_why(
+    tmp_path: Path, env: dict[str, str], keys: dict[str, Any], shown: str
+) -> None:
+    appliance = Appliance(tmp_path, "https://index.example.com/", **keys)
+    result = appliance.run("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"upstream.proxy = {shown.format(config=appliance.config)}" in result.stdout
+    assert "hunter2" not in result.stdout
 
 
 def test_serve_refuses_a_bad_config_before_listening(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -146,17 +146,14 @@ class UpstreamClient:
         return self.settings.index + path
 
     def _proxy_for(self, url: str) -> str | None:
-        """[upstream] proxy, else the environment's for the URL's scheme; none if NO_PROXY
-        exempts the host."""
+        """`proxy_for` the URL, remembered per scheme and host."""
         parsed = URL(url)
         key = (parsed.scheme, parsed.host or "")
         try:
             return self._proxies[key]
         except KeyError:
             pass
-        proxy = self.settings.proxy or self._environment.get(parsed.scheme)
-        if proxy is not None and urllib.request.proxy_bypass(key[1]):
-            proxy = None
+        proxy = proxy_for(*key, self.settings.proxy, self._environment)
         self._proxies[key] = proxy
         return proxy
 
@@ -261,6 +258,17 @@ class UpstreamClient:
                 "the upstream is unreachable; failing fast",
                 extra={"reason": reason, "cooldown_s": self.settings.breaker_cooldown},
             )
+
+
+def proxy_for(
+    scheme: str, host: str, configured: str | None, environment: Mapping[str, str]
+) -> str | None:
+    """The outbound proxy for scheme://host: [upstream] proxy, else `environment`'s for the
+    scheme (`urllib.request.getproxies()`); none if NO_PROXY exempts the host."""
+    proxy = configured or environment.get(scheme)
+    if proxy is not None and urllib.request.proxy_bypass(host):
+        return None
+    return proxy
 
 
 def tls_context(settings: UpstreamSettings) -> ssl.SSLContext:
