@@ -5,10 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic_core import ErrorDetails
 
 from ghostcrate.config import ConfigError, env_name, load_settings
+from ghostcrate.config.loader import _describe
+from tests.support.appliance import Appliance
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -90,15 +94,36 @@ def test_env_rule() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("[upstrem]\nindex = 'x'\n", "unknown key 'upstrem'"),
-        ("[upstream]\nindx = 'x'\n", "unknown key 'upstream.indx'"),
-        ("server = 3\n", "key 'server' must be a table"),
-        ("[upstream]\nindex_ttl = 'soon'\n", "key 'upstream.index_ttl'"),
-        ("[upstream]\nindex_ttl = -1\n", "key 'upstream.index_ttl'"),
-        ("[upstream]\nstale_after = -1\n", "key 'upstream.stale_after'"),
-        ("[upstream]\nindex = 'ftp://x'\n", "key 'upstream.index': expected an http"),
-        ("[server]\nlisten = 'localhost'\n", "key 'server.listen': expected HOST:PORT"),
-        ("[server]\nlisten = '127.0.0.1:70000'\n", "key 'server.listen'"),
+        ("[upstrem]\nindex = 'x'\n", "unknown table [upstrem] (did you mean [upstream]?)"),
+        (
+            "[upstream]\nindx = 'x'\n",
+            "unknown key 'upstream.indx' (did you mean 'upstream.index'?)",
+        ),
+        ("[server]\nindex_ttl = 5\n", "(did you mean 'upstream.index_ttl'?)"),
+        ("[upstream.index]\nx = 1\n", "'upstream.index' must be a value, not a table"),
+        ("server = 3\n", "'server' must be a table"),
+        ("[upstream]\noffline = 'yes'\n", "'upstream.offline' must be true or false (got 'yes')"),
+        ("[upstream]\noffline = 1\n", "'upstream.offline' must be true or false (got 1)"),
+        ("[upstream]\noffline = 'true'\n", "must be true or false, without quotes (got 'true')"),
+        ("[upstream]\nindex_ttl = '60'\n", "'upstream.index_ttl' must be a number, without quotes"),
+        ("[upstream]\nindex_ttl = 'soon'\n", "'upstream.index_ttl' must be a number (got 'soon')"),
+        ("[upstream]\nindex_ttl = -1\n", "'upstream.index_ttl' must be 0 or more (got -1)"),
+        ("[upstream]\nstale_after = -1\n", "'upstream.stale_after' must be 0 or more (got -1)"),
+        ("[server]\nworkers = 0\n", "'server.workers' must be greater than 0 (got 0)"),
+        ("[server]\nworkers = 1.5\n", "'server.workers' must be a whole number (got 1.5)"),
+        ("[server]\nlisten = 8080\n", "'server.listen' must be a string in quotes"),
+        ("data_dir = 3\n", "'data_dir' must be a path in quotes"),
+        ("[upstream]\nindex = 'ftp://x'\n", "'upstream.index' must be an http:// or https:// URL"),
+        ("[upstream]\nca_bundle = 'absent.pem'\n", "'upstream.ca_bundle' must name an existing"),
+        ("[server]\nlisten = 'localhost'\n", "'server.listen' must be HOST:PORT"),
+        ("[server]\nlisten = '127.0.0.1:70000'\n", "'server.listen' must be HOST:PORT"),
+        ("[server]\nlisten = '[::zz]:80'\n", "must be [IPV6]:PORT for an IPv6 address"),
+        ("[cache]\nmemory_bytes = 'lots'\n", "'cache.memory_bytes' must be a size like"),
+        ("[cache]\nmemory_bytes = 1.5\n", "'cache.memory_bytes' must be a size like"),
+        ("[log]\nlevel = 'loud'\n", "'log.level' must be 'debug', 'info', 'warning' or 'error'"),
+        ("[s3]\nprefix = 'x'\n", "'s3.bucket' must be set"),
+        ("[s3]\nbucket = 'ab'\n", "'s3.bucket' must be at least 3 characters long"),
+        ("[s3]\nbucket = 'abc'\naccess_key_id = 'k'\n", "[s3] must set both access_key_id"),
         ("[server\n", "not valid TOML"),
     ],
 )
@@ -106,15 +131,80 @@ def test_file_errors_name_the_key_and_the_file(tmp_path: Path, text: str, expect
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         load_settings(path, {})
-    assert str(path) in str(caught.value)
-    assert expected in str(caught.value)
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{path}: ")
+    assert expected in problem
+    for library_words in ("Input should", "Value error", "Field required", "validation error"):
+        assert library_words not in problem
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[upstreem]\nindex = 'x'\n[server]\nlistne = 'x'\nworkers = 0\n"
+        "[upstream]\noffline = 'yes'\nproxy = 'ftp://bob:hunter2@proxy'\n",
+    )
+    environ = {"GHOSTCRATE_UPSTREAM_INDEX": "x", "GHOSTCRATE_UPSTREAM__INDEX_TTL": "soon"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ)
+    variable = "environment variable GHOSTCRATE_UPSTREAM"
+    assert caught.value.problems == [
+        f"{path}: unknown table [upstreem] (did you mean [upstream]?)",
+        f"{path}: unknown key 'server.listne' (did you mean 'server.listen'?)",
+        f"{variable}_INDEX: unknown key (did you mean GHOSTCRATE_UPSTREAM__INDEX?)",
+        f"{path}: 'server.workers' must be greater than 0 (got 0)",
+        f"{variable}__INDEX_TTL: 'upstream.index_ttl' must be a number (got 'soon')",
+        f"{path}: 'upstream.offline' must be true or false (got 'yes')",
+        f"{path}: 'upstream.proxy' must be an http:// or https:// URL (got 'ftp://bob:****@proxy')",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("true", True), ("FALSE", False), ("1", True), (" 0 ", False)]
+)
+def test_environment_booleans(text: str, value: bool) -> None:
+    settings = load_settings(None, {"GHOSTCRATE_UPSTREAM__OFFLINE": text}).settings
+    assert settings.upstream.offline is value
+
+
+@pytest.mark.parametrize("text", ["yes", "on", "no", "t", ""])
+def test_environment_booleans_are_strict_too(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"GHOSTCRATE_UPSTREAM__OFFLINE": text})
+    assert caught.value.problems == [
+        "environment variable GHOSTCRATE_UPSTREAM__OFFLINE: "
+        f"'upstream.offline' must be true, false, 1 or 0 (got {text!r})"
+    ]
+
+
+def test_environment_values_are_read_as_their_keys_types() -> None:
+    environ = {
+        "GHOSTCRATE_SERVER__WORKERS": "3",
+        "GHOSTCRATE_UPSTREAM__INDEX_TTL": "2.5",
+        "GHOSTCRATE_CACHE__MEMORY_BYTES": "1MiB",
+        "GHOSTCRATE_CACHE__DISK_MAX_BYTES": "1000",
+        "GHOSTCRATE_DATA_DIR": "relative/data",
+    }
+    settings = load_settings(None, environ).settings
+    assert settings.server.workers == 3
+    assert settings.upstream.index_ttl == 2.5
+    assert settings.cache.memory_bytes == 2**20
+    assert settings.cache.disk_max_bytes == 1000
+    assert settings.data_dir == Path("relative/data")
+
+
+def test_an_unforeseen_validation_error_is_still_a_sentence() -> None:
+    problem: ErrorDetails = {"type": "uuid_type", "loc": ("log", "level"), "msg": "", "input": 5}
+    assert _describe(problem, {}, None) == "default: 'log.level' is not a valid value (got 5)"
 
 
 def test_environment_errors_name_the_variable() -> None:
-    with pytest.raises(ConfigError, match=r"GHOSTCRATE_UPSTREAM__INDEX_TTL.*upstream\.index_ttl"):
+    with pytest.raises(ConfigError, match=r"GHOSTCRATE_UPSTREAM__INDEX_TTL: 'upstream\.index_ttl'"):
         load_settings(None, {"GHOSTCRATE_UPSTREAM__INDEX_TTL": "soon"})
-    with pytest.raises(ConfigError, match="GHOSTCRATE_UPSTREAM_INDEX: unknown key"):
-        load_settings(None, {"GHOSTCRATE_UPSTREAM_INDEX": "http://x"})
+    with pytest.raises(ConfigError, match=r"GHOSTCRATE_SERVER__WORKERS: .* a whole number"):
+        load_settings(None, {"GHOSTCRATE_SERVER__WORKERS": "1.5"})
+    with pytest.raises(ConfigError, match=r"GHOSTCRATE_NONSENSE: unknown key \(the rule is"):
+        load_settings(None, {"GHOSTCRATE_NONSENSE": "x"})
 
 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
@@ -146,6 +236,80 @@ def test_check_config_prints_values_and_origins(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"upstream.index_ttl = 9.0  ({path})" in result.stdout
     assert "upstream.index = 'https://index.crates.io/'  (default)" in result.stdout
+
+
+def test_check_config_reports_every_problem_at_once(tmp_path: Path) -> None:
+    appliance = Appliance(
+        tmp_path,
+        "http://127.0.0.1:9/",
+        server={"workers": 0},
+        tables={"upstreem": {"index": "x"}},
+        offline="yes",
+        index_ttl="60",
+    )
+    result = appliance.run("check-config", env={"GHOSTCRATE_SERVER__HTTP2": "on"})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    error = f"ghostcrate: configuration error: {appliance.config}:"
+    assert result.stderr.splitlines() == [
+        f"{error} unknown table [upstreem] (did you mean [upstream]?)",
+        f"{error} 'server.workers' must be greater than 0 (got 0)",
+        "ghostcrate: configuration error: environment variable GHOSTCRATE_SERVER__HTTP2: "
+        "'server.http2' must be true, false, 1 or 0 (got 'on')",
+        f"{error} 'upstream.index_ttl' must be a number, without quotes (got '60')",
+        f"{error} 'upstream.offline' must be true or false (got 'yes')",
+    ]
+
+
+def test_check_config_shows_derived_values_as_derived(tmp_path: Path) -> None:
+    derived = Appliance(tmp_path / "derived", "http://127.0.0.1:9/")
+    result = derived.run("check-config")
+    assert result.returncode == 0, result.stderr
+    assert f"server.public_url = '{derived.url}'  (from server.listen)" in result.stdout
+    given = Appliance(
+        tmp_path / "given", "http://127.0.0.1:9/", server={"public_url": "https://m.example/"}
+    )
+    result = given.run("check-config")
+    assert result.returncode == 0, result.stderr
+    assert f"server.public_url = 'https://m.example'  ({given.config})" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "keys", "shown"),
+    [
+        ({}, {}, "None  (default)"),
+        ({"HTTP_PROXY": "http://a:1"}, {}, "None  (default)"),  # for http:// upstreams only
+        (
+            {"HTTPS_PROXY": "http://bob:hunter2@proxy.corp:3128"},
+            {},
+            "'http://bob:****@proxy.corp:3128'  (from HTTPS_PROXY)",
+        ),
+        (
+            {"https_proxy": "http://a:1", "HTTPS_PROXY": "http://b:2"},
+            {},
+            "'http://a:1'  (from https_proxy)",
+        ),
+        (
+            {"HTTPS_PROXY": "http://a:1", "NO_PROXY": ".example.com"},
+            {},
+            "'http://a:1'  (from HTTPS_PROXY; not for index.example.com, which NO_PROXY exempts)",
+        ),
+        ({"HTTPS_PROXY": "http://a:1"}, {"proxy": "http://c:3"}, "'http://c:3'  ({config})"),
+        (
+            {"NO_PROXY": "index.example.com"},
+            {"proxy": "http://c:3"},
+            "'http://c:3'  ({config}; not for index.example.com, which NO_PROXY exempts)",
+        ),
+    ],
+)
+def test_check_config_shows_which_proxy_is_used_and_why(
+    tmp_path: Path, env: dict[str, str], keys: dict[str, Any], shown: str
+) -> None:
+    appliance = Appliance(tmp_path, "https://index.example.com/", **keys)
+    result = appliance.run("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"upstream.proxy = {shown.format(config=appliance.config)}" in result.stdout
+    assert "hunter2" not in result.stdout
 
 
 def test_serve_refuses_a_bad_config_before_listening(tmp_path: Path) -> None:

@@ -44,6 +44,25 @@ def test_a_data_dir_that_is_a_file_stops_every_command(
     assert_one_line(result.stderr, "data_dir", "is not a directory", str(appliance.config))
 
 
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_every_configuration_problem_stops_every_command_at_once(
+    tmp_path: Path, upstream: FakeUpstream, command: tuple[str, ...]
+) -> None:
+    appliance = Appliance(tmp_path, upstream.url, indx="x", offline="yes")
+    result = appliance.run(*command, env={"GHOSTCRATE_SERVER__WORKERS": "many"})
+    assert result.returncode == 2
+    expected = [
+        f"{appliance.config}: unknown key 'upstream.indx'",
+        "GHOSTCRATE_SERVER__WORKERS: 'server.workers' must be a whole number",
+        f"{appliance.config}: 'upstream.offline' must be true or false",
+    ]
+    lines = result.stderr.splitlines()
+    assert len(lines) == len(expected), result.stderr
+    for line, part in zip(lines, expected, strict=True):
+        assert line.startswith("ghostcrate: configuration error: ")
+        assert part in line
+
+
 def test_a_data_dir_that_cannot_be_created_names_the_setting(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:

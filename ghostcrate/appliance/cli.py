@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,14 @@ from yarl import URL
 from ghostcrate import __version__
 from ghostcrate.appliance import exitcodes, preflight
 from ghostcrate.appliance.logs import configure_logging
-from ghostcrate.config import CONFIG_ENV, ConfigError, LoadedSettings, LogSettings, load_settings
+from ghostcrate.config import (
+    CONFIG_ENV,
+    ConfigError,
+    LoadedSettings,
+    LogSettings,
+    load_settings,
+    masked,
+)
 
 DESCRIPTION = """\
 GhostCrate: a caching crates.io mirror and private Cargo registry.
@@ -70,8 +78,9 @@ def _parser() -> argparse.ArgumentParser:
         "check-config",
         parents=[common],
         help="validate the configuration and print every setting with its origin",
-        description="Exit 0 and print the effective settings if the configuration is valid; "
-        f"exit {exitcodes.CONFIG} with an error naming the key and file if it is not.",
+        description="Exit 0 and print the effective settings if the configuration is valid "
+        "(derived ones, and a proxy from the environment, with what they come from); exit "
+        f"{exitcodes.CONFIG} with every problem, one a line naming the key and where it was set.",
     )
     check.set_defaults(run=_check_config)
 
@@ -174,22 +183,40 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_config(loaded: LoadedSettings, args: argparse.Namespace) -> int:
     dumped = loaded.settings.model_dump(mode="json")
-    print("configuration is valid")
-    for key, origin in sorted(loaded.origins.items()):
+    shown: dict[str, tuple[Any, str]] = {}
+    for key, origin in loaded.origins.items():
         value: Any = dumped
         for part in key.split("."):
             value = value[part]
-        print(f"{key} = {_masked(value)!r}  ({origin})")
+        shown[key] = (value, origin)
+    shown.update(_derived(loaded))
+    print("configuration is valid")
+    for key, (value, origin) in sorted(shown.items()):
+        print(f"{key} = {masked(value)!r}  ({origin})")
     return 0
 
 
-def _masked(value: Any) -> Any:
-    """A URL's password is not printed (an outbound proxy's, say)."""
-    if isinstance(value, str) and "://" in value:
-        url = URL(value)
-        if url.password:
-            return str(url.with_password("****"))
-    return value
+def _derived(loaded: LoadedSettings) -> dict[str, tuple[Any, str]]:
+    """What GhostCrate works out itself (public_url, the outbound proxy), and from what."""
+    from ghostcrate.proxy.upstream import proxy_for
+
+    server, upstream = loaded.settings.server, loaded.settings.upstream
+    derived: dict[str, tuple[Any, str]] = {}
+    if server.public_url is None:
+        derived["server.public_url"] = (server.base_url, "from server.listen")
+    index = URL(upstream.index)
+    environment = urllib.request.getproxies()
+    proxy = upstream.proxy or environment.get(index.scheme)
+    if proxy is None:
+        return derived
+    origin = loaded.origins["upstream.proxy"]
+    if upstream.proxy is None:
+        variable = f"{index.scheme}_proxy"  # lower case wins, as urllib reads them
+        origin = f"from {variable if os.environ.get(variable) == proxy else variable.upper()}"
+    if proxy_for(index.scheme, index.host or "", upstream.proxy, environment) is None:
+        origin += f"; not for {index.host}, which NO_PROXY exempts"
+    derived["upstream.proxy"] = (proxy, origin)
+    return derived
 
 
 def _maintenance(command: str) -> Callable[[LoadedSettings, argparse.Namespace], int]:
@@ -269,7 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = load_settings(args.config, os.environ, _overrides(args))
     except ConfigError as error:
-        print(f"ghostcrate: configuration error: {error}", file=sys.stderr)
+        for problem in error.problems:
+            print(f"ghostcrate: configuration error: {problem}", file=sys.stderr)
         return exitcodes.CONFIG
     found = preflight.problems(loaded)
     if args.command == "serve" and not found:

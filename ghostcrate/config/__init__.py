@@ -6,6 +6,7 @@ from ghostcrate.config.loader import (
     LoadedSettings,
     env_name,
     load_settings,
+    masked,
 )
 from ghostcrate.config.model import (
     CacheSettings,
@@ -29,5 +30,6 @@ __all__ = [
     "UpstreamSettings",
     "env_name",
     "load_settings",
+    "masked",
     "parse_size",
 ]

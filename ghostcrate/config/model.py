@@ -32,18 +32,24 @@ class _Section(BaseModel):
 def _check_listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("expected HOST:PORT, for example 127.0.0.1:8080 or [::1]:8080")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise ValueError("an IPv6 address must be written in brackets, like [::1]:8080")
-        ipaddress.IPv6Address(host[1:-1])
+        raise ValueError("must be HOST:PORT, for example 127.0.0.1:8080 or [::1]:8080")
+    if host.startswith("[") and not (host.endswith("]") and _is_ipv6(host[1:-1])):
+        raise ValueError("must be [IPV6]:PORT for an IPv6 address, like [::1]:8080")
     return value
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("expected an http:// or https:// URL")
+        raise ValueError("must be an http:// or https:// URL")
     return value
 
 
@@ -60,15 +66,15 @@ _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
-def parse_size(value: Any) -> Any:
-    """Bytes from 512, "512MB" (10^6) or "512MiB" (2^20); other values are left to validation."""
-    if isinstance(value, str):
-        match = _SIZE.fullmatch(value)
-        if match is None:
-            raise ValueError('expected a size such as 1048576, "512MB" or "2GiB"')
-        number, unit = match.groups()
-        return int(float(number) * _UNITS[(unit or "b").lower()])
-    return value
+def parse_size(value: Any) -> int:
+    """Bytes from 512, "512MB" (10^6) or "512MiB" (2^20)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError('must be a size like "64MiB" or "20GB", or a number of bytes')
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "b").lower()])
 
 
 Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
@@ -76,7 +82,7 @@ Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
 
 def _check_file(value: Path) -> Path:
     if not value.is_file():
-        raise ValueError(f"no such file: {value}")
+        raise ValueError("must name an existing file")
     return value
 
 
@@ -184,7 +190,7 @@ class S3Settings(_Section):
     @model_validator(mode="after")
     def _both_or_neither_key(self) -> S3Settings:
         if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("set both access_key_id and secret_access_key, or neither")
+            raise ValueError("must set both access_key_id and secret_access_key, or neither")
         return self
 
     @property

@@ -15,7 +15,7 @@ import functools
 import logging
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -148,17 +148,14 @@ class UpstreamClient:
         return self.settings.index + path
 
     def _proxy_for(self, url: str) -> str | None:
-        """[upstream] proxy, else the environment's for the URL's scheme; none if NO_PROXY
-        exempts the host."""
+        """`proxy_for` the URL, remembered per scheme and host."""
         parsed = URL(url)
         key = (parsed.scheme, parsed.host or "")
         try:
             return self._proxies[key]
         except KeyError:
             pass
-        proxy = self.settings.proxy or self._environment.get(parsed.scheme)
-        if proxy is not None and urllib.request.proxy_bypass(key[1]):
-            proxy = None
+        proxy = proxy_for(*key, self.settings.proxy, self._environment)
         self._proxies[key] = proxy
         return proxy
 
@@ -298,6 +295,17 @@ class _Late:
     def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+
+
+def proxy_for(
+    scheme: str, host: str, configured: str | None, environment: Mapping[str, str]
+) -> str | None:
+    """The outbound proxy for scheme://host: [upstream] proxy, else `environment`'s for the
+    scheme (`urllib.request.getproxies()`); none if NO_PROXY exempts the host."""
+    proxy = configured or environment.get(scheme)
+    if proxy is not None and urllib.request.proxy_bypass(host):
+        return None
+    return proxy
 
 
 def tls_context(settings: UpstreamSettings) -> ssl.SSLContext:
