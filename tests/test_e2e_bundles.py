@@ -52,7 +52,11 @@ def warmed(upstream: FakeUpstream, tmp_path: Path) -> tuple[Appliance, Path, Pat
     bundle = tmp_path / "carry.tar"
     exported = connected.run("export", "--output", str(bundle))
     assert exported.returncode == 0, exported.stderr
-    assert "exported" in exported.stdout
+    files = int(exported.stdout.split("exported ", 1)[1].split(" files", 1)[0])
+    # Progress counts files, as the summary does: all hashed, then all written.
+    progress = exported.stderr.splitlines()
+    assert progress[-1] == f"export: written: {files}/{files} (100%)", exported.stderr
+    assert f"export: hashed: {files}/{files} (100%)" in progress
     return connected, app, bundle
 
 

@@ -77,7 +77,7 @@ async def run_warm(
 async def run_export(settings: Settings, output: Path, selection: Selection) -> int:
     since = selection.since_label
     async with open_cache(settings, CacheMetrics.create()) as cache:
-        progress = Progress("export", 0)
+        checked, written = Progress("export: hashed", 0), Progress("export: written", 0)
         report = await export_bundle(
             cache,
             output,
@@ -85,7 +85,8 @@ async def run_export(settings: Settings, output: Path, selection: Selection) -> 
             since_time=selection.since_time,
             locked=selection.locked,
             upstream=settings.upstream.index,
-            on_progress=progress.update,
+            on_checked=checked.update,
+            on_written=written.update,
         )
     print(
         f"exported {report.files} files ({report.bytes} bytes) to {output}; "

@@ -118,16 +118,22 @@ async def export_bundle(
     since_time: dt.datetime | None = None,
     locked: Iterable[Locked] | None = None,
     upstream: str = "",
-    on_progress: Callable[[int, int], None] = lambda done, total: None,
+    on_checked: Callable[[int, int], None] = lambda done, total: None,
+    on_written: Callable[[int, int], None] = lambda done, total: None,
 ) -> ExportReport:
-    """Write the cached files (all, or those of `locked`) not in `since_*` to `output`."""
+    """Write the cached files (all, or those of `locked`) not in `since_*` to `output`.
+
+    Progress is told in files: those hashed for the manifest (`on_checked`), then
+    those written after it (`on_written`), which the report counts.
+    """
     plan = _Plan(
         root=cache.disk.root,
         keys=await _keys_to_export(cache, locked),
         since_manifest=since_manifest or {},
         since_time=since_time,
         upstream=upstream,
-        on_progress=on_progress,
+        on_checked=on_checked,
+        on_written=on_written,
     )
     return await asyncio.get_running_loop().run_in_executor(None, _write_bundle, plan, output)
 
@@ -139,7 +145,8 @@ class _Plan:
     since_manifest: dict[str, Entry]
     since_time: dt.datetime | None
     upstream: str
-    on_progress: Callable[[int, int], None]
+    on_checked: Callable[[int, int], None]
+    on_written: Callable[[int, int], None]
 
     def unchanged(self, entry: Entry, modified: dt.datetime) -> bool:
         previous = self.since_manifest.get(entry.key)
@@ -168,7 +175,6 @@ async def _keys_to_export(cache: TieredCache, locked: Iterable[Locked] | None) -
 def _write_bundle(plan: _Plan, output: Path) -> ExportReport:
     report = ExportReport()
     entries: list[Entry] = []
-    total = 2 * len(plan.keys)
     for done, key in enumerate(plan.keys, start=1):
         path = plan.root / key
         with contextlib.suppress(FileNotFoundError):  # evicted meanwhile: not exported
@@ -178,7 +184,7 @@ def _write_bundle(plan: _Plan, output: Path) -> ExportReport:
                 report.skipped_unchanged += 1
             else:
                 entries.append(entry)
-        plan.on_progress(done, total)
+        plan.on_checked(done, len(plan.keys))
     manifest = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -201,11 +207,12 @@ def _write_bundle(plan: _Plan, output: Path) -> ExportReport:
                     archive.addfile(info, handle)
                 report.files += 1
                 report.bytes += entry.size
-                plan.on_progress(len(plan.keys) + done * len(plan.keys) // len(entries), total)
+                plan.on_written(done, len(entries))
         temporary.replace(output)  # a bundle is complete, or not there
     finally:
         temporary.unlink(missing_ok=True)
-    plan.on_progress(total, total)
+    if not entries:
+        plan.on_written(0, 0)
     return report
 
 
