@@ -84,7 +84,13 @@ class H2Front:
                 self._server.close()
             for connection in list(self._open):
                 connection.abort()
-            await asyncio.sleep(0)
+            # Relays still asking the backend end here, not when the closed loop is
+            # collected (which left their client connections open and warned).
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            await asyncio.sleep(0.1)  # the transports they closed finish closing
             loop.stop()
 
         asyncio.run_coroutine_threadsafe(shut(), loop)
