@@ -18,8 +18,11 @@ def test_a_flushed_batch_equals_direct_observation() -> None:
     # Bounds themselves included: a value equal to a bucket's bound belongs in that bucket.
     samples = [0.0005, 0.001, 10.0, 11.0, 0.0] + [rng.expovariate(200) for _ in range(500)]
     for seconds in samples:
-        route, status = rng.choice(routes), rng.choice([200, 304, 404])
-        batched.observe_request(route, status, seconds)
+        route, status = rng.choice(routes), rng.choice([200, 304, 404, 502])
+        outcome = rng.choice(["hit", "miss", "stale", None])
+        batched.observe_request(route, status, seconds, outcome)
+        if outcome is not None:  # a mirror route: counted by outcome, any 5xx as an error
+            direct.outcomes.labels(route, "error" if status >= 500 else outcome).inc()
         direct.requests.labels(route, str(status)).inc()
         direct.latency.labels(route).observe(seconds)
         result = rng.choice(["hit", "fill"])

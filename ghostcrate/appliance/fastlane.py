@@ -239,6 +239,7 @@ class Lane:
                 return prepared
             if request.target in self._renewing:
                 self.count("updating")
+                request.outcome = "stale"
                 return prepared
         self.count("fill")
         return None
@@ -272,6 +273,8 @@ class Lane:
         self._renewing.add(request.target)
         try:
             reply = await self._reply(request, renew_ahead=renew_ahead)
+            if not renew_ahead:  # a renewal ahead's request was answered from the hot set
+                request.outcome = reply.outcome
             expires = self.loop.time() + reply.keep_for
             kept = self.hot.get(request.target)
             if kept is not None and reply.keep_for > 0 and kept.renew(reply, expires):
@@ -359,7 +362,7 @@ class Lane:
             self.hits = 0
         observe = self.metrics.batches.observe
         for request, status, _, _, seconds in answered:
-            observe(request.route, status, seconds)
+            observe(request.route, status, seconds, request.outcome)
         sink = access_sink()
         if self.access_log and sink is not None:
             sink.requests(
@@ -441,6 +444,7 @@ class Request:
         "keep_alive",
         "method",
         "offered_id",
+        "outcome",
         "path",
         "request_id",
         "route",
@@ -472,6 +476,8 @@ class Request:
         self.offered_id = offered.decode() if offered and _CLIENT_ID.fullmatch(offered) else None
         self.started = time.perf_counter()
         self.request_id = self.offered_id or new_request_id()
+        #: How it was answered (`Reply.outcome`): from the hot set unless the lane says else.
+        self.outcome = "hit"
 
     def again(self) -> Request:
         """The same request asked again (the same head): its own start time and request id.
@@ -491,6 +497,7 @@ class Request:
         request.offered_id = self.offered_id
         request.started = time.perf_counter()
         request.request_id = self.offered_id or new_request_id()
+        request.outcome = "hit"
         return request
 
     def choose(self, prepared: Prepared) -> tuple[int, bool]:

@@ -15,3 +15,5 @@ CACHE = web.AppKey("cache", TieredCache)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", AppMetrics)
 REPLIES = web.AppKey("replies", MirrorReplies)
+#: How a mirror route's request was answered (`Reply.outcome`), for the metrics.
+OUTCOME = web.RequestKey("outcome", str)

@@ -64,17 +64,29 @@ class RequestBatches:
     """
 
     def __init__(
-        self, requests: Counter, latency: Histogram, fast_lane: Counter, cache: CacheMetrics
+        self,
+        requests: Counter,
+        latency: Histogram,
+        fast_lane: Counter,
+        cache: CacheMetrics,
+        outcomes: Counter,
     ) -> None:
         self._requests = requests
         self._latency = latency
         self._fast_lane = fast_lane
         self._cache = cache
+        self._outcomes = outcomes
+        self._outcomes_pending: dict[tuple[str, str], int] = {}
         self._bounds = [*LATENCY_BUCKETS, math.inf]
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._fast_lane_pending: dict[str, int] = {}
 
-    def observe(self, route: str, status: int, seconds: float) -> None:
+    def observe(self, route: str, status: int, seconds: float, outcome: str | None) -> None:
+        """One answered request; `outcome` (None: not a mirror route) as `Reply.outcome`,
+        or `error` for a status of 500 or more."""
+        if outcome is not None:
+            key = (route, "error" if status >= 500 else outcome)
+            self._outcomes_pending[key] = self._outcomes_pending.get(key, 0) + 1
         pending = self._pending.get((route, status))
         if pending is None:
             pending = self._pending[(route, status)] = _Pending(len(self._bounds))
@@ -98,6 +110,9 @@ class RequestBatches:
                     pending.buckets[index] = 0
             pending.count = 0
             pending.total = 0.0
+        for (route, outcome), count in self._outcomes_pending.items():
+            self._outcomes.labels(route, outcome).inc(count)
+        self._outcomes_pending.clear()
         results = self._fast_lane_pending
         for result, count in results.items():
             if count:
@@ -118,10 +133,11 @@ class AppMetrics:
     latency: Histogram
     file_bytes: Counter
     fast_lane: Counter
+    outcomes: Counter
     batches: RequestBatches
 
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self.batches.observe(route, status, seconds)
+    def observe_request(self, route: str, status: int, seconds: float, outcome: str | None) -> None:
+        self.batches.observe(route, status, seconds, outcome)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> AppMetrics:
@@ -149,6 +165,14 @@ class AppMetrics:
             registry=registry,
         )
         cache = CacheMetrics.create(registry)
+        outcomes = Counter(
+            "ghostcrate_requests",
+            "Requests for the sparse index and crates, by route and outcome: hit (from the "
+            "cache), miss (the upstream was asked), stale (an expired copy the upstream did not "
+            "renew in time), error (a bad request, or a failure: every status of 500 or more)",
+            ["route", "outcome"],
+            registry=registry,
+        )
         return cls(
             proxy=ProxyMetrics.create(registry),
             cache=cache,
@@ -162,5 +186,6 @@ class AppMetrics:
                 registry=registry,
             ),
             fast_lane=fast_lane,
-            batches=RequestBatches(requests, latency, fast_lane, cache),
+            outcomes=outcomes,
+            batches=RequestBatches(requests, latency, fast_lane, cache, outcomes),
         )

@@ -10,7 +10,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ghostcrate.appliance.keys import METRICS
+from ghostcrate.appliance.keys import METRICS, OUTCOME
 from ghostcrate.appliance.logs import REQUEST_ID
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -49,4 +49,5 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response.headers["X-Request-Id"] = request_id
         return response
     finally:
-        metrics.observe_request(route, status, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        metrics.observe_request(route, status, seconds, request.get(OUTCOME))

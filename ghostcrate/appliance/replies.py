@@ -52,12 +52,16 @@ class Reply:
     cache_control: str | None = None
     #: Seconds for which the same request may get this same reply without asking the mirror.
     keep_for: float = 0.0
+    #: How it was found, for `ghostcrate_requests_total`: `hit` (from the cache), `miss`
+    #: (the upstream was asked), `stale` (an expired copy the upstream did not renew in
+    #: time), `error` (not answered as asked: a bad request, or a failure).
+    outcome: str = "hit"
 
 
 def error_reply(status: int, detail: str) -> Reply:
     """Cargo's error format: it prints `errors[].detail` to its user."""
     body = json.dumps({"errors": [{"detail": detail}]}).encode()
-    return Reply(status, JSON_CONTENT_TYPE, body)
+    return Reply(status, JSON_CONTENT_TYPE, body, outcome="error")
 
 
 def status_of(error: ProxyError) -> int:
@@ -122,14 +126,16 @@ class MirrorReplies:
             return error_reply(404, f"no index file here: {error}")
         try:
             max_age = self._settings.index_ttl * RENEW_WINDOW[0] if renew_ahead else None
-            offer = await self._index.offered(name, max_age=max_age, background=renew_ahead)
+            offer, outcome = await self._index.offered(
+                name, max_age=max_age, background=renew_ahead
+            )
         except ProxyError as error:
             return error_reply(status_of(error), str(error))
         if offer is None:
             missing = error_reply(
                 404, f"crate '{name}' does not exist (or, offline, has nothing cached)"
             )
-            return replace(missing, keep_for=self._settings.negative_ttl)
+            return replace(missing, keep_for=self._settings.negative_ttl, outcome=outcome)
         keep_for = self._settings.index_ttl
         if offer.checked_at is not None:  # fresh for what is left of its ttl
             keep_for = max(0.0, self._settings.index_ttl - (time.time() - offer.checked_at))
@@ -141,6 +147,7 @@ class MirrorReplies:
             last_modified=offer.last_modified,
             cache_control=REVALIDATE,
             keep_for=keep_for,
+            outcome=outcome,
         )
 
     async def download(self, name: str, version: str) -> Reply:
@@ -152,12 +159,15 @@ class MirrorReplies:
             return error_reply(
                 404, f"invalid version {version!r}: crate versions are SemVer, like 1.2.3"
             )
+        outcome = "hit"
         try:
-            found = await self._crates.cached(crate, version) or await self._crates.fetch(
-                crate, version
-            )
+            found = await self._crates.cached(crate, version)
+            if found is None:
+                outcome = "miss"
+                found = await self._crates.fetch(crate, version)
         except NotFound as error:
-            return replace(error_reply(404, str(error)), keep_for=self._keep_not_found(error))
+            kept = self._keep_not_found(error)
+            return replace(error_reply(404, str(error)), keep_for=kept, outcome="miss")
         except ProxyError as error:
             return error_reply(status_of(error), str(error))
         return Reply(
@@ -167,6 +177,7 @@ class MirrorReplies:
             file_size=found.size,
             cache_control=IMMUTABLE,
             keep_for=float("inf"),
+            outcome=outcome,
         )
 
     def _keep_not_found(self, error: NotFound) -> float:

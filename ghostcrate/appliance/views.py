@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ghostcrate.appliance.fileresponse import ZeroCopyFileResponse
-from ghostcrate.appliance.keys import METRICS, REGISTRY, REPLIES
+from ghostcrate.appliance.keys import METRICS, OUTCOME, REGISTRY, REPLIES
 from ghostcrate.appliance.metrics import exposition
 from ghostcrate.appliance.replies import Reply, not_modified
 
@@ -31,6 +31,7 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 def respond(request: web.Request, reply: Reply) -> web.StreamResponse:
+    request[OUTCOME] = reply.outcome
     headers = {}
     if reply.cache_control is not None:
         headers["Cache-Control"] = reply.cache_control

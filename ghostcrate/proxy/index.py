@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ghostcrate.cache import ExpiringSet, SingleFlight, TieredCache
 from ghostcrate.cargo.names import CrateName, index_path
@@ -58,6 +58,10 @@ class _Overdue:
     at: float
     #: Whether a request got the cached copy (and the line saying so was logged).
     served: bool = False
+
+
+#: How a lookup was answered (see `MirrorIndex._get`).
+Outcome = Literal["hit", "miss", "stale"]
 
 
 @dataclass(frozen=True)
@@ -112,26 +116,30 @@ class MirrorIndex:
         """
         check = functools.partial(check_index_body, name)
         path = index_path(name)
-        return await self._get(path, max_age, check, recent=recent, background=background)
+        index, _ = await self._get(path, max_age, check, recent=recent, background=background)
+        return index
 
     async def offered(
         self, name: CrateName, *, max_age: float | None = None, background: bool = False
-    ) -> Offer | None:
-        """The index file as clients see it; None for "no such crate".
+    ) -> tuple[Offer | None, Outcome]:
+        """The index file as clients see it (None for "no such crate"), and how it was found.
 
         Offline or with `only_cached`, only versions whose .crate is in the cache
         are offered, so cargo resolves to what it can download; such a view has
         its own ETag and no Last-Modified (adding a crate changes it).
         """
-        index = await self.get(name, max_age=max_age, background=background)
+        check = functools.partial(check_index_body, name)
+        index, outcome = await self._get(
+            index_path(name), max_age, check, recent=False, background=background
+        )
         if index is None:
-            return None
+            return None, outcome
         if not (self._settings.offline or self._settings.only_cached):
-            return Offer(index.body, index.etag, index.last_modified, index.checked_at)
+            return Offer(index.body, index.etag, index.last_modified, index.checked_at), outcome
         present = await self._cache.names_below(crate_dir(name))
         cached = {v for v in index.versions() if crate_key(name, v).rpartition("/")[2] in present}
         body = index.restricted_to(cached)
-        return Offer(body, body_etag(body), None) if body else None
+        return (Offer(body, body_etag(body), None) if body else None), outcome
 
     def missing_since(self, name: CrateName) -> float | None:
         """When the upstream said it has no such crate (epoch seconds), while remembered."""
@@ -139,7 +147,7 @@ class MirrorIndex:
 
     async def upstream_config(self) -> dict[str, Any]:
         """The upstream's config.json (it gives the download URL)."""
-        config = await self._get(CONFIG_PATH, None, parse_upstream_config, recent=True)
+        config, _ = await self._get(CONFIG_PATH, None, parse_upstream_config, recent=True)
         if config is None:
             raise UpstreamError("the upstream has no config.json; is [upstream] index right?")
         return parse_upstream_config(config.body)
@@ -156,25 +164,31 @@ class MirrorIndex:
         *,
         recent: bool,
         background: bool = False,
-    ) -> IndexFile | None:
+    ) -> tuple[IndexFile | None, Outcome]:
+        """The file (None: the upstream has none) and how it was found: from the cache
+        (`hit`, a remembered "none" too), from the upstream now (`miss`), or a copy
+        older than its `ttl` because the upstream failed or was late (`stale`)."""
         ttl = self._settings.index_ttl if max_age is None else max_age
         key = index_key(path)
         cached = await self._read(key, recent=recent)
         if self._settings.offline:  # whatever is cached is what there is
-            return cached
+            return cached, "hit"
         now = time.time()
         if cached is not None and now - cached.checked_at < ttl:
             self._metrics.index_results.labels("hit").inc()
-            return cached
+            return cached, "hit"
         if cached is None and key in self._missing:
             self._metrics.index_results.labels("not_found").inc()
-            return None
+            return None, "hit"
         if path != CONFIG_PATH:
             self._prefetch_upstream_config()
         flight = self._flights.start(key, lambda: self._refresh(key, path, ttl, check))
         if cached is None or background:
-            return await asyncio.shield(flight)
-        return await self._within_stale_after(key, flight, cached)
+            index = await asyncio.shield(flight)
+        else:
+            index = await self._within_stale_after(key, flight, cached)
+        stale = index is not None and time.time() - index.checked_at >= ttl
+        return index, "stale" if stale else "miss"
 
     async def _within_stale_after(
         self, key: str, flight: asyncio.Task[IndexFile | None], cached: IndexFile
