@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.appliance import Appliance, free_port
+from tests.support.s3 import MotoServer
 from tests.support.upstream import FakeUpstream
 
 #: Every command, with the arguments it needs besides --config.
@@ -82,6 +83,30 @@ def test_a_ca_bundle_without_certificates_names_the_setting(
     result = appliance.run("serve")
     assert result.returncode == 2
     assert_one_line(result.stderr, "[upstream] ca_bundle", str(bundle), str(appliance.config))
+
+
+def test_aws_credentials_that_cannot_be_read_name_the_file(
+    tmp_path: Path, upstream: FakeUpstream, bucket: str, moto: MotoServer
+) -> None:
+    unreadable = tmp_path / "credentials"
+    unreadable.mkdir()  # reading it fails, also for root
+    appliance = Appliance(
+        tmp_path,
+        upstream.url,
+        tables={"s3": {"bucket": bucket, "endpoint_url": moto.endpoint_url}},
+    )
+    result = appliance.run("check-config", env={"AWS_SHARED_CREDENTIALS_FILE": str(unreadable)})
+    assert result.returncode == 2
+    assert_one_line(result.stderr, str(unreadable), "cannot be read", "[s3]")
+
+
+def test_importing_a_file_that_is_not_there_is_a_usage_error(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    absent = tmp_path / "absent.tar"
+    result = Appliance(tmp_path, upstream.url).run("import", str(absent))
+    assert result.returncode == 2
+    assert result.stderr == f"ghostcrate import: {absent} is not a file\n"
 
 
 @pytest.fixture

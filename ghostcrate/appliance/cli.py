@@ -249,6 +249,9 @@ def _bundle_command(command: str) -> Callable[[LoadedSettings, argparse.Namespac
         from ghostcrate.proxy.warm import BadInput, find_lockfiles
 
         configure_logging(_command_log(loaded.settings.log, args))
+        if command == "import" and not args.bundle.is_file():
+            print(f"ghostcrate import: {args.bundle} is not a file", file=sys.stderr)
+            return exitcodes.USAGE
         try:
             selection = None
             if command == "export":

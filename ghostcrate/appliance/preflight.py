@@ -87,10 +87,14 @@ def _aws_credentials() -> list[str]:
         ("AWS_CONFIG_FILE", "~/.aws/config"),
     ):
         path = Path(os.environ.get(variable, default)).expanduser()
-        if path.exists() and not os.access(path, os.R_OK):
+        if not path.exists():
+            continue  # the chain goes on (environment, instance role)
+        try:
+            path.read_bytes()
+        except OSError as error:
             found.append(
-                f"{path} cannot be read, and [s3] sets no access_key_id: the S3 tier takes "
-                f"its credentials from there (or from {variable})"
+                f"{path} cannot be read ({error.strerror}), and [s3] sets no access_key_id: "
+                f"the S3 tier takes its credentials from there (or from {variable})"
             )
     return found
 
