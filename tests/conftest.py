@@ -69,6 +69,9 @@ async def stored_index_file(data_dir: Path, name: str) -> Path:
     stored = data_dir / "cache" / "index" / index_path(name)
     for _ in range(100):
         if stored.exists():
+            # The store that renamed it into place holds the file in memory until it
+            # returns (readers get that copy meanwhile): let it finish.
+            await asyncio.sleep(0.05)
             return stored
         await asyncio.sleep(0.02)
     raise AssertionError(f"{stored} was never stored")
