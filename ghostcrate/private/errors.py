@@ -1,0 +1,39 @@
+"""The registry's refusals: each carries the HTTP status and the sentence cargo prints."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """A request the registry refuses; `detail` tells the user what to fix."""
+
+    status = 400
+
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status is not None:
+            self.status = status
+
+
+class PublishRejected(RegistryError):
+    """A publish body, its metadata or its archive is not acceptable (nothing is stored)."""
+
+
+class NotFound(RegistryError):
+    status = 404
+
+
+class Conflict(RegistryError):
+    status = 409
+
+
+class Unauthorized(RegistryError):
+    """No token, or one that is not valid (unknown, expired, revoked)."""
+
+    status = 401
+
+
+class Forbidden(RegistryError):
+    """A valid token that may not do this."""
+
+    status = 403
