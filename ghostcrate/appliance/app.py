@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ghostcrate.appliance import views
+from ghostcrate.appliance import api, views
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     CACHE,
     METRICS,
+    PRIVATE,
     REGISTRY,
     REPLIES,
     SETTINGS,
 )
 from ghostcrate.appliance.metrics import AppMetrics
+from ghostcrate.appliance.namespace import MergedReplies
 from ghostcrate.appliance.observe import observe
 from ghostcrate.appliance.replies import MirrorReplies
 from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
+from ghostcrate.private.registry import Registry
 from ghostcrate.proxy.setup import open_mirror
 
 log = logging.getLogger(__name__)
@@ -34,11 +39,21 @@ def create_app(settings: Settings) -> web.Application:
     app[REGISTRY] = registry
     app[METRICS] = AppMetrics.create(registry)
     app.cleanup_ctx.append(_cache)
+    app.cleanup_ctx.append(_private)
     app.cleanup_ctx.append(_mirror)
 
     app.router.add_get("/index/config.json", views.index_config)
     app.router.add_get("/index/{path:.+}", views.index_file)
     app.router.add_get("/api/v1/crates/{name}/{version}/download", views.download)
+    app.router.add_put("/api/v1/crates/new", api.publish)
+    app.router.add_get("/api/v1/crates", api.search)
+    app.router.add_get("/api/v1/crates/{name}", api.crate_info)
+    app.router.add_delete("/api/v1/crates/{name}/{version}/yank", api.yank)
+    app.router.add_put("/api/v1/crates/{name}/{version}/unyank", api.unyank)
+    app.router.add_get("/api/v1/crates/{name}/owners", api.list_owners)
+    app.router.add_put("/api/v1/crates/{name}/owners", api.add_owners)
+    app.router.add_delete("/api/v1/crates/{name}/owners", api.remove_owners)
+    app.router.add_get("/me", api.me)
     app.router.add_get("/health", views.health)
     app.router.add_get("/metrics", views.metrics)
     return app
@@ -53,5 +68,18 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
 async def _mirror(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with open_mirror(settings.upstream, app[CACHE], app[METRICS].proxy) as mirror:
-        app[REPLIES] = MirrorReplies(settings, mirror.index, mirror.crates)
+        replies = MirrorReplies(settings, mirror.index, mirror.crates)
+        app[REPLIES] = MergedReplies(replies, app[PRIVATE])
         yield
+
+
+async def _private(app: web.Application) -> AsyncIterator[None]:
+    async with Registry.open(app[SETTINGS], app[CACHE].shared) as registry:
+        app[PRIVATE] = registry
+        watcher = asyncio.get_running_loop().create_task(registry.watch())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher

@@ -169,7 +169,76 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("bundle", type=Path, metavar="FILE", help="a bundle written by export")
     load.set_defaults(run=_bundle_command("import"))
+    _account_commands(commands, common)
     return parser
+
+
+def _account_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """`user` and `token`: `--config` and `--data-dir` go before or after the action."""
+    from ghostcrate.private.tokens import SCOPES
+
+    # The actions' copies of the common options set nothing unless given, so that they
+    # do not overwrite what was given before the action.
+    common_again = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common_again.add_argument("--config", type=Path, metavar="PATH", help="TOML config file")
+    common_again.add_argument("--data-dir", type=Path, metavar="DIR", help="overrides data_dir")
+    user = commands.add_parser(
+        "user",
+        parents=[common],
+        help="add and list users of the private registry",
+        description="Users own private crates and hold the tokens cargo publishes with.",
+    )
+    user_actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = user_actions.add_parser("add", parents=[common_again], help="add a user")
+    add.add_argument("name", metavar="NAME", help="login name (letters, digits, . - _)")
+    add.add_argument("--admin", action="store_true", help="may administer every crate")
+    user_actions.add_parser("list", parents=[common_again], help="list users")
+    user.set_defaults(run=_accounts("user"))
+
+    token = commands.add_parser(
+        "token",
+        parents=[common],
+        help="create, list and revoke API tokens for cargo",
+        description="Only a hash of each token is stored: `create` prints the token once, "
+        "alone on standard output.",
+    )
+    token_actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = token_actions.add_parser("create", parents=[common_again], help="create a token")
+    create.add_argument("--user", required=True, metavar="NAME", help="whose token it is")
+    create.add_argument("--name", default="cargo", help="a label for lists (default: cargo)")
+    create.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        choices=SCOPES,
+        help="limit the token to this action (repeatable; default: all of them)",
+    )
+    create.add_argument(
+        "--crates",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="limit the token to crates matching this pattern, e.g. 'acme-*' (repeatable)",
+    )
+    create.add_argument(
+        "--expires", type=float, metavar="DAYS", help="the token stops working after DAYS days"
+    )
+    listing = token_actions.add_parser("list", parents=[common_again], help="list tokens")
+    listing.add_argument("--user", metavar="NAME", help="only this user's tokens")
+    revoke = token_actions.add_parser("revoke", parents=[common_again], help="revoke a token")
+    revoke.add_argument("id", type=int, metavar="ID", help="the token's id (see `token list`)")
+    token.set_defaults(run=_accounts("token"))
+
+
+def _accounts(command: str) -> Callable[[LoadedSettings, argparse.Namespace], int]:
+    def run(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+        from ghostcrate.appliance.accounts_cli import run_token, run_user
+
+        configure_logging(LogSettings(level="warning", format="text"))
+        runner = run_user if command == "user" else run_token
+        return asyncio.run(runner(loaded.settings, args))
+
+    return run
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 
 from ghostcrate.appliance.logs import REQUEST_ID
 from ghostcrate.appliance.replies import error_reply, status_of
+from ghostcrate.private.errors import RegistryError
 from ghostcrate.proxy import ProxyError
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     except ProxyError as error:
         return error_response(status_of(error), str(error))
+    except RegistryError as error:
+        return error_response(error.status, error.detail)
     except web.HTTPException as error:
         if error.status < 400 or error.content_type == "application/json":
             raise

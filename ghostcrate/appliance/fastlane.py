@@ -52,6 +52,8 @@ from ghostcrate.appliance.replies import (
     error_reply,
     not_modified,
 )
+from ghostcrate.cargo.names import CrateName, InvalidName, index_path
+from ghostcrate.private.changes import Change
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,12 @@ class Lane:
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.replies = app[REPLIES]
+        registry = self.replies.registry
+        #: The registry's shared change counter, and the registry, to notice on each hit
+        #: that another worker changed a private crate (`find`).
+        self._generation = registry.generation.view
+        self._registry = registry
+        registry.listeners.append(self.forget_changed)
         self.metrics = app[METRICS]
         #: Counts a fast-lane outcome ("fill", "handover", ...; hits are counted in `_book`).
         self.count: Callable[[str], None] = self.metrics.batches.fast_lane_result
@@ -227,6 +235,9 @@ class Lane:
         meanwhile get the reply that was fresh until a moment ago, instead of
         queueing behind the upstream's round trip.
         """
+        if self._generation[0] != self._registry.seen:  # a change not applied here yet
+            self.count("fill")
+            return None
         prepared = self.hot.get(request.target)
         if prepared is not None:
             if prepared.gzip_wanted and b"accept-encoding" in request.headers:
@@ -261,6 +272,20 @@ class Lane:
                 self.hot.add_gzip(target, prepared, future.result())
 
         future.add_done_callback(done)
+
+    def forget_changed(self, changes: list[Change]) -> None:
+        """Forget the kept replies that the registry's changes made stale."""
+        for change in changes:
+            if change.name is None:
+                continue
+            try:
+                path = index_path(CrateName(change.name))
+            except InvalidName:
+                continue
+            self.hot.discard(f"/index/{path}".encode())
+            if change.version is not None:
+                target = f"/api/v1/crates/{change.name}/{change.version}/download"
+                self.hot.discard(target.encode())
 
     async def _renew_ahead(self, request: Request) -> None:
         """Renew a reply that is still asked for before it expires: nobody waits for it."""

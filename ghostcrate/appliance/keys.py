@@ -6,14 +6,16 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ghostcrate.appliance.metrics import AppMetrics
-from ghostcrate.appliance.replies import MirrorReplies
+from ghostcrate.appliance.namespace import MergedReplies
 from ghostcrate.cache import TieredCache
 from ghostcrate.config import Settings
+from ghostcrate.private.registry import Registry
 
 SETTINGS = web.AppKey("settings", Settings)
 CACHE = web.AppKey("cache", TieredCache)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", AppMetrics)
-REPLIES = web.AppKey("replies", MirrorReplies)
+REPLIES = web.AppKey("replies", MergedReplies)
+PRIVATE = web.AppKey("private", Registry)
 #: How a mirror route's request was answered (`Reply.outcome`), for the metrics.
 OUTCOME = web.RequestKey("outcome", str)

@@ -37,6 +37,7 @@ from ghostcrate.appliance.metrics import MULTIPROCESS_ENV
 from ghostcrate.appliance.preflight import cannot_listen
 from ghostcrate.appliance.runner import FastLaneRunner
 from ghostcrate.config import Settings
+from ghostcrate.private.registry import Registry
 
 log = logging.getLogger("ghostcrate")
 
@@ -51,6 +52,7 @@ RESTART_BACKOFF_SECONDS = 1.0
 def serve(settings: Settings) -> int:
     configure_logging(settings.log)
     log.info(f"starting: {describe(settings)}", extra=_startup_fields(settings))
+    asyncio.run(_prepare_registry(settings))
     if settings.server.workers == 1:
         try:
             _run(settings, None)
@@ -62,6 +64,12 @@ def serve(settings: Settings) -> int:
         code = _supervise(settings)
     log.info("stopped")
     return code
+
+
+async def _prepare_registry(settings: Settings) -> None:
+    """Before any worker starts: migrate the registry database, remove what a crash left."""
+    async with Registry.open(settings) as registry:
+        await registry.recover()
 
 
 def mode(settings: Settings) -> str:

@@ -232,6 +232,8 @@ def _from_text(text: str, kind: Any) -> Any:
         return ENV_BOOLEANS.get(text.strip().lower(), text)
     if kind is Path:
         return Path(text)
+    if typing.get_origin(kind) is list:  # comma-separated
+        return [part.strip() for part in text.split(",") if part.strip()]
     if kind in (int, float):
         try:
             return kind(text)
@@ -252,6 +254,7 @@ SENTENCES = {
     "string_too_short": "must be at least {min_length} characters long",
     "string_too_long": "must be at most {max_length} characters long",
     "literal_error": "must be {expected}",
+    "list_type": 'must be a list of strings, like ["a", "b"]',
     "missing": "must be set",
     "value_error": "{error}",
 }

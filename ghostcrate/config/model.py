@@ -199,6 +199,32 @@ class S3Settings(_Section):
         return prefix + "/" if prefix else ""
 
 
+def _check_patterns(values: list[str]) -> list[str]:
+    for value in values:
+        if not value or not _NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a crate name pattern: use letters, digits, '-', '_' and '*'"
+            )
+    return values
+
+
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9_*-]{1,64}")
+NamePatterns = Annotated[list[str], AfterValidator(_check_patterns)]
+
+
+class PrivateSettings(_Section):
+    """The private registry: crates published here, overlaying the mirror in one namespace."""
+
+    #: Largest `.crate` that `cargo publish` may upload (crates.io's limit: 10 MB).
+    max_upload: Size = 10 * 2**20
+    #: Largest total size of a published `.crate`'s files once unpacked.
+    max_unpacked: Size = 512 * 2**20
+    #: Names (patterns with `*`) that may be published although the upstream has them.
+    allow_shadowing: NamePatterns = []
+    #: Name patterns (`acme-*`) that are never fetched from the upstream: only published here.
+    reserved: NamePatterns = []
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -210,4 +236,5 @@ class Settings(_Section):
     upstream: UpstreamSettings = UpstreamSettings()
     cache: CacheSettings = CacheSettings()
     s3: S3Settings | None = None
+    private: PrivateSettings = PrivateSettings()
     log: LogSettings = LogSettings()

@@ -129,7 +129,19 @@ class Appliance:
             ) from None
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.url + path, headers=headers or {})
+        return self.request("GET", path, headers=headers)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        """Status and body of one request (0 and the error when there is no answer)."""
+        request = urllib.request.Request(
+            self.url + path, data=body, headers=headers or {}, method=method
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.read()

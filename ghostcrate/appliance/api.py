@@ -1,0 +1,150 @@
+"""cargo's web API for the private registry: publish, yank, owners, search, crate metadata.
+
+Each view authenticates (where the route needs it), hands the work to the
+registry, and answers in crates.io's shapes. Refusals are `RegistryError`s,
+which the `cargo_errors` middleware turns into cargo's error format.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ghostcrate.appliance.keys import PRIVATE, REPLIES, SETTINGS
+from ghostcrate.private.errors import PublishRejected, RegistryError, Unauthorized
+from ghostcrate.private.publish import NO_WARNINGS
+from ghostcrate.private.tokens import Actor
+
+log = logging.getLogger(__name__)
+
+#: Room for the metadata and the two length fields around the `.crate` itself.
+METADATA_ROOM = (1 << 20) + 8
+#: crates.io's default and largest page of search results.
+SEARCH_DEFAULT, SEARCH_MAX = 10, 100
+
+
+async def actor_of(request: web.Request) -> Actor:
+    """Who the request's token stands for; 401 without a token, 403 for a bad one."""
+    token = request.headers.get("Authorization", "").strip()
+    token = token.removeprefix("Bearer ").strip()
+    if not token:
+        raise Unauthorized(
+            "this action requires a token: create one with `ghostcrate token create` "
+            "and run `cargo login --registry <name>`"
+        )
+    return await request.app[PRIVATE].accounts.authenticate(token)
+
+
+async def publish(request: web.Request) -> web.Response:
+    actor = await actor_of(request)
+    body = await _read_body(request, request.app[SETTINGS].private.max_upload + METADATA_ROOM)
+    registry = request.app[PRIVATE]
+    await registry.publish(body, actor, request.app[REPLIES])
+    return web.json_response({"warnings": NO_WARNINGS})
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to be longer than `limit`."""
+    too_large = PublishRejected(
+        f"the upload is larger than this registry accepts ({limit >> 20} MiB with metadata); "
+        "see [private] max_upload",
+        status=413,
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def yank(request: web.Request) -> web.Response:
+    return await _set_yanked(request, yanked=True)
+
+
+async def unyank(request: web.Request) -> web.Response:
+    return await _set_yanked(request, yanked=False)
+
+
+async def _set_yanked(request: web.Request, *, yanked: bool) -> web.Response:
+    actor = await actor_of(request)
+    name, version = request.match_info["name"], request.match_info["version"]
+    await request.app[PRIVATE].set_yanked(name, version, actor, yanked=yanked)
+    log.info(
+        "yanked" if yanked else "unyanked",
+        extra={"crate": name, "version": version, "user": actor.user},
+    )
+    return web.json_response({"ok": True})
+
+
+async def list_owners(request: web.Request) -> web.Response:
+    registry = request.app[PRIVATE]
+    name = request.match_info["name"]
+    await registry.info(name)  # 404 unless it is a private crate
+    owners = await registry.crates.owner_names(name)
+    return web.json_response(
+        {"users": [{"id": row["id"], "login": row["name"], "name": row["name"]} for row in owners]}
+    )
+
+
+async def add_owners(request: web.Request) -> web.Response:
+    return await _change_owners(request, add=True)
+
+
+async def remove_owners(request: web.Request) -> web.Response:
+    return await _change_owners(request, add=False)
+
+
+async def _change_owners(request: web.Request, *, add: bool) -> web.Response:
+    actor = await actor_of(request)
+    users = await _user_list(request)
+    name = request.match_info["name"]
+    found = await request.app[PRIVATE].change_owners(name, users, actor, add=add)
+    who = ", ".join(found)
+    message = (
+        f"user(s) {who} added as owner(s) of crate {name}"
+        if add
+        else f"user(s) {who} removed as owner(s) of crate {name}"
+    )
+    return web.json_response({"ok": True, "msg": message})
+
+
+async def _user_list(request: web.Request) -> list[str]:
+    try:
+        document = await request.json()
+    except ValueError:
+        raise RegistryError('expected a JSON body like {"users": ["alice"]}') from None
+    users = document.get("users") if isinstance(document, dict) else None
+    if (
+        not isinstance(users, list)
+        or not users
+        or not all(isinstance(user, str) and user for user in users)
+    ):
+        raise RegistryError('expected a JSON body like {"users": ["alice"]}')
+    return users
+
+
+async def search(request: web.Request) -> web.Response:
+    query = request.query.get("q", "")
+    try:
+        per_page = int(request.query.get("per_page", SEARCH_DEFAULT))
+    except ValueError:
+        raise RegistryError("per_page must be a whole number from 1 to 100") from None
+    per_page = min(max(per_page, 1), SEARCH_MAX)
+    crates, total = await request.app[PRIVATE].crates.search(query, per_page)
+    return web.json_response({"crates": crates, "meta": {"total": total}})
+
+
+async def crate_info(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[PRIVATE].info(request.match_info["name"]))
+
+
+async def me(request: web.Request) -> web.Response:
+    """The URL `cargo login` shows: how to get a token here."""
+    return web.Response(
+        text="Ask an administrator of this GhostCrate for a token "
+        "(`ghostcrate token create --user NAME`), then run `cargo login --registry <name>`.\n"
+    )

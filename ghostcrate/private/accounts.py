@@ -1,0 +1,216 @@
+"""Users and their API tokens in the registry database."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+
+import aiosqlite
+
+from ghostcrate.private import changes
+from ghostcrate.private.db import Database, Row
+from ghostcrate.private.errors import Conflict, Forbidden, NotFound, RegistryError, Unauthorized
+from ghostcrate.private.tokens import (
+    SCOPES,
+    Actor,
+    looks_like_token,
+    new_token,
+    token_hash,
+)
+
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: How long a worker trusts a token it has looked up; revocations reach it sooner,
+#: through the changes feed, so this only bounds memory and clock drift of expiry.
+REMEMBER_SECONDS = 60.0
+_REMEMBERED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    admin: bool
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: int
+    user: str
+    name: str
+    scopes: tuple[str, ...]
+    crates: tuple[str, ...]
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+
+class Accounts:
+    """Users and tokens; token lookups are remembered until the changes feed says otherwise."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._remembered: dict[str, tuple[Actor, float]] = {}
+
+    def forget(self) -> None:
+        """Drop every remembered token (a token or user changed somewhere)."""
+        self._remembered.clear()
+
+    # --- users --------------------------------------------------------------
+
+    async def add_user(self, name: str, *, admin: bool = False) -> tuple[User, int]:
+        """A new user, and the change's seq."""
+        if not _USER_NAME.fullmatch(name):
+            raise RegistryError(
+                f"invalid user name {name!r}: use letters, digits, '.', '-' and '_', "
+                "starting with a letter or digit, at most 64 characters"
+            )
+        async with self._db.write() as connection:
+            if await _user_row(connection, name) is not None:
+                raise Conflict(f"user {name!r} already exists")
+            cursor = await connection.execute(
+                "INSERT INTO users (name, admin, created_at) VALUES (?, ?, ?)",
+                (name, int(admin), time.time()),
+            )
+            seq = await changes.record(connection, changes.ACCOUNTS)
+        assert cursor.lastrowid is not None
+        return User(cursor.lastrowid, name, admin, False), seq
+
+    async def user(self, name: str) -> User | None:
+        row = await self._db.one("SELECT * FROM users WHERE lower(name) = lower(?)", (name,))
+        return _user(row) if row is not None else None
+
+    async def users(self) -> list[User]:
+        return [_user(row) for row in await self._db.all("SELECT * FROM users ORDER BY name")]
+
+    # --- tokens -------------------------------------------------------------
+
+    async def create_token(
+        self,
+        user: str,
+        *,
+        name: str = "cargo",
+        scopes: tuple[str, ...] = (),
+        crates: tuple[str, ...] = (),
+        expires_in_days: float | None = None,
+    ) -> tuple[str, TokenInfo]:
+        """A new token for `user`: the token itself (shown once) and what is stored of it."""
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown:
+            raise RegistryError(
+                f"unknown scope {', '.join(unknown)}: scopes are {', '.join(SCOPES)}"
+            )
+        if expires_in_days is not None and expires_in_days <= 0:
+            raise RegistryError("--expires must be a positive number of days")
+        found = await self.user(user)
+        if found is None:
+            raise NotFound(f"no user {user!r}: add it first with `ghostcrate user add {user}`")
+        token = new_token()
+        now = time.time()
+        expires_at = now + expires_in_days * 86400 if expires_in_days is not None else None
+        async with self._db.write() as connection:
+            cursor = await connection.execute(
+                "INSERT INTO tokens (user_id, name, hash, scopes, crates, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    found.id,
+                    name,
+                    token_hash(token),
+                    json.dumps(list(scopes)),
+                    json.dumps(list(crates)),
+                    now,
+                    expires_at,
+                ),
+            )
+        assert cursor.lastrowid is not None
+        info = TokenInfo(cursor.lastrowid, found.name, name, scopes, crates, now, expires_at, None)
+        return token, info
+
+    async def tokens(self, user: str | None = None) -> list[TokenInfo]:
+        sql = "SELECT t.*, u.name AS user FROM tokens t JOIN users u ON u.id = t.user_id"
+        params: tuple[str, ...] = ()
+        if user is not None:
+            sql += " WHERE lower(u.name) = lower(?)"
+            params = (user,)
+        rows = await self._db.all(sql + " ORDER BY t.id", params)
+        return [_token_info(row) for row in rows]
+
+    async def revoke_token(self, token_id: int) -> int:
+        """Revoke a token; the change's seq. `NotFound` if there is no such live token."""
+        async with self._db.write() as connection:
+            cursor = await connection.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (time.time(), token_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"no live token with id {token_id} (see `ghostcrate token list`)")
+            return await changes.record(connection, changes.ACCOUNTS)
+
+    async def authenticate(self, token: str) -> Actor:
+        """The actor a token stands for; `Unauthorized` if it is unknown, expired or revoked."""
+        now = time.time()
+        remembered = self._remembered.get(token)
+        if remembered is not None and remembered[1] > now:
+            actor = remembered[0]
+        else:
+            actor = await self._look_up(token)
+            if len(self._remembered) >= _REMEMBERED:
+                self._remembered.clear()
+            self._remembered[token] = (actor, now + REMEMBER_SECONDS)
+        if actor.expires_at is not None and actor.expires_at <= now:
+            raise Unauthorized("the token has expired: create a new one and run `cargo login`")
+        return actor
+
+    async def _look_up(self, token: str) -> Actor:
+        if not looks_like_token(token):
+            raise Forbidden(
+                "authentication failed: the token is not a GhostCrate token "
+                "(run `cargo login --registry ...` with one from `ghostcrate token create`)"
+            )
+        row = await self._db.one(
+            "SELECT t.*, u.name AS user, u.admin, u.disabled FROM tokens t"
+            " JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
+            (token_hash(token),),
+        )
+        if row is None:
+            raise Forbidden("authentication failed: the token is unknown")
+        if row["revoked_at"] is not None:
+            raise Forbidden("authentication failed: the token has been revoked")
+        if row["disabled"]:
+            raise Forbidden("authentication failed: the token's user is disabled")
+        return Actor(
+            user_id=row["user_id"],
+            user=row["user"],
+            admin=bool(row["admin"]),
+            token_id=row["id"],
+            scopes=frozenset(json.loads(row["scopes"])),
+            crates=tuple(json.loads(row["crates"])),
+            expires_at=row["expires_at"],
+        )
+
+
+async def _user_row(connection: aiosqlite.Connection, name: str) -> Row | None:
+    async with connection.execute(
+        "SELECT * FROM users WHERE lower(name) = lower(?)", (name,)
+    ) as cursor:
+        row: Row | None = await cursor.fetchone()
+        return row
+
+
+def _user(row: Row) -> User:
+    return User(row["id"], row["name"], bool(row["admin"]), bool(row["disabled"]))
+
+
+def _token_info(row: Row) -> TokenInfo:
+    return TokenInfo(
+        id=row["id"],
+        user=row["user"],
+        name=row["name"],
+        scopes=tuple(json.loads(row["scopes"])),
+        crates=tuple(json.loads(row["crates"])),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )

@@ -1,0 +1,110 @@
+"""The durable store of private `.crate` files: data, not cache.
+
+Files are named by their sha256 (`private/crates/ab/abcd....crate` below
+`data_dir`), outside the evictable disk tier, so no eviction, `gc` or `verify`
+of the mirror's cache ever sees them. A file is written to a temporary name,
+flushed to disk, and renamed; its directory is flushed too, so once `put`
+returns the file survives a crash. With S3, the same file is stored in the
+bucket below `private/crates/` before `put` returns, so another node (or this
+one rebuilt) has it.
+
+A file whose version never reached the database (a crash between the two) is
+an orphan: `orphans` finds them so that start-up removes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Protocol
+
+from ghostcrate.private.errors import RegistryError
+
+#: Key prefix of private crates in the S3 bucket (below the `[s3] prefix`).
+S3_PREFIX = "private/crates/"
+_SUFFIX = ".crate"
+_TEMPORARY = ".partial"
+
+
+class Bucket(Protocol):
+    """What the store needs of the S3 tier."""
+
+    async def put_bytes(self, key: str, data: bytes) -> bool: ...
+
+    async def get(self, key: str) -> bytes | None: ...
+
+
+class BlobStore:
+    """Private `.crate` files by checksum, on local disk and, with `[s3]`, in the bucket."""
+
+    def __init__(self, root: Path, bucket: Bucket | None = None) -> None:
+        self.root = root
+        self._bucket = bucket
+
+    def path(self, cksum: str) -> Path:
+        return self.root / cksum[:2] / f"{cksum}{_SUFFIX}"
+
+    async def put(self, cksum: str, data: bytes) -> None:
+        """Store `data` durably (and in the bucket) under its checksum `cksum`."""
+        await asyncio.get_running_loop().run_in_executor(None, self._write, cksum, data)
+        if self._bucket is not None and not await self._bucket.put_bytes(
+            S3_PREFIX + cksum + _SUFFIX, data
+        ):
+            raise RegistryError(
+                "the crate could not be stored in the S3 bucket, so it was not published; "
+                "try again (the server log says why S3 failed)",
+                status=503,
+            )
+
+    async def find(self, cksum: str) -> Path | None:
+        """The local file, fetched from the bucket first if only the bucket has it."""
+        path = self.path(cksum)
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, path.is_file):
+            return path
+        if self._bucket is None:
+            return None
+        data = await self._bucket.get(S3_PREFIX + cksum + _SUFFIX)
+        if data is None:
+            return None
+        await loop.run_in_executor(None, self._write, cksum, data)
+        return path
+
+    def _write(self, cksum: str, data: bytes) -> None:
+        path = self.path(cksum)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}{_TEMPORARY}")
+        with partial.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(path)
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def orphans(self, known: set[str], older_than: float = 0.0) -> list[Path]:
+        """Files (and leftover temporaries) whose checksum is not in `known`.
+
+        Only those last changed more than `older_than` seconds ago: a publish in
+        progress elsewhere has written its file but not yet committed its version.
+        """
+        found: list[Path] = []
+        if not self.root.is_dir():
+            return found
+        limit = time.time() - older_than
+        for path in self.root.glob("*/*"):
+            name = path.name
+            temporary = name.endswith(_TEMPORARY)
+            if not temporary and name.removesuffix(_SUFFIX) in known:
+                continue
+            try:
+                if path.stat().st_mtime <= limit:
+                    found.append(path)
+            except FileNotFoundError:
+                continue
+        return found

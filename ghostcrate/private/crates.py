@@ -1,0 +1,301 @@
+"""Private crates in the registry database: versions, index files, yanks, owners, search."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import aiosqlite
+
+from ghostcrate.cargo.semver import InvalidVersion, Version
+from ghostcrate.private import changes
+from ghostcrate.private.db import Database, Row
+from ghostcrate.private.errors import Forbidden, NotFound, RegistryError
+from ghostcrate.private.tokens import Actor, canonical
+
+#: Crate metadata kept from the newest version, for search and the crate's API page.
+ABOUT_FIELDS = ("description", "repository", "homepage", "documentation")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexBody:
+    """A private crate's index file: one JSON line per version, oldest first."""
+
+    body: bytes
+    #: When its newest line was added or changed (Unix time), for Last-Modified.
+    changed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    """A validated publish, ready to be recorded."""
+
+    name: str
+    version: str
+    cksum: str
+    size: int
+    entry: dict[str, object]
+    keywords: tuple[str, ...]
+    license: str | None
+    about: dict[str, str | None]
+
+
+class Crates:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def names(self) -> dict[str, str]:
+        """Every private crate: canonical name -> name as published."""
+        rows = await self._db.all("SELECT canonical, name FROM crates")
+        return {row["canonical"]: row["name"] for row in rows}
+
+    async def index_body(self, name: str) -> IndexBody | None:
+        """The index file of the crate whose lowercase name is `name.lower()`, if private."""
+        rows = await self._db.all(
+            "SELECT c.name, v.entry, v.yanked, v.created_at FROM versions v"
+            " JOIN crates c ON c.id = v.crate_id WHERE c.canonical = ? ORDER BY v.id",
+            (canonical(name),),
+        )
+        if not rows or rows[0]["name"].lower() != name.lower():
+            return None
+        lines = []
+        for row in rows:
+            entry = json.loads(row["entry"])
+            entry["yanked"] = bool(row["yanked"])
+            lines.append(json.dumps(entry, separators=(",", ":")).encode())
+        changed_at = await self._db.one(
+            "SELECT max(at) FROM changes WHERE kind = ? AND lower(name) = lower(?)",
+            (changes.CRATE, rows[0]["name"]),
+        )
+        at = changed_at[0] if changed_at is not None and changed_at[0] is not None else 0.0
+        return IndexBody(b"\n".join(lines) + b"\n", max(at, rows[-1]["created_at"]))
+
+    async def cksum(self, name: str, version: str) -> str | None:
+        """The checksum of a private version, if `name` (any case) has it."""
+        row = await self._db.one(
+            "SELECT c.name, v.cksum FROM versions v JOIN crates c ON c.id = v.crate_id"
+            " WHERE c.canonical = ? AND v.num = ?",
+            (canonical(name), version),
+        )
+        if row is None or row["name"].lower() != name.lower():
+            return None
+        return str(row["cksum"])
+
+    async def cksums(self) -> set[str]:
+        return {row[0] for row in await self._db.all("SELECT cksum FROM versions")}
+
+    async def crate(self, name: str) -> Row | None:
+        return await self._db.one("SELECT * FROM crates WHERE canonical = ?", (canonical(name),))
+
+    async def versions(self, name: str) -> list[Row]:
+        return await self._db.all(
+            "SELECT v.*, u.name AS publisher FROM versions v JOIN crates c ON c.id = v.crate_id"
+            " LEFT JOIN users u ON u.id = v.published_by WHERE c.canonical = ? ORDER BY v.id",
+            (canonical(name),),
+        )
+
+    async def owner_names(self, name: str) -> list[Row]:
+        return await self._db.all(
+            "SELECT u.id, u.name FROM owners o JOIN users u ON u.id = o.user_id"
+            " JOIN crates c ON c.id = o.crate_id WHERE c.canonical = ? ORDER BY u.name",
+            (canonical(name),),
+        )
+
+    async def is_owner(self, crate_id: int, user_id: int) -> bool:
+        row = await self._db.one(
+            "SELECT 1 FROM owners WHERE crate_id = ? AND user_id = ?", (crate_id, user_id)
+        )
+        return row is not None
+
+    # --- writes -------------------------------------------------------------
+
+    async def add_version(self, new: NewVersion, actor: Actor) -> int:
+        """Record a published version (and its crate, if new) and its change; the change's seq.
+
+        The caller has checked everything; here only what a concurrent publish could
+        have changed since is checked again, inside the transaction.
+        """
+        now = time.time()
+        async with self._db.write() as connection:
+            crate = await _one(
+                connection, "SELECT * FROM crates WHERE canonical = ?", (canonical(new.name),)
+            )
+            if crate is None:
+                cursor = await connection.execute(
+                    "INSERT INTO crates (name, canonical, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (new.name, canonical(new.name), now, now),
+                )
+                assert cursor.lastrowid is not None
+                crate_id = cursor.lastrowid
+                await connection.execute(
+                    "INSERT INTO owners (crate_id, user_id) VALUES (?, ?)",
+                    (crate_id, actor.user_id),
+                )
+            else:
+                crate_id = crate["id"]
+                if crate["name"] != new.name:
+                    raise RegistryError(
+                        f"crate {new.name!r} is already published here as {crate['name']!r}: "
+                        "names that differ only in case or '-'/'_' are the same crate"
+                    )
+            taken = await _one(
+                connection,
+                "SELECT num FROM versions WHERE crate_id = ? AND num_no_build = ?",
+                (crate_id, new.version.partition("+")[0]),
+            )
+            if taken is not None:
+                raise RegistryError(
+                    f"crate {new.name}@{taken['num']} already exists: "
+                    "publish a new version (build metadata does not make a new one)",
+                    status=409,
+                )
+            await connection.execute(
+                "INSERT INTO versions (crate_id, num, num_no_build, cksum, size, entry,"
+                " published_by, created_at, license) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    crate_id,
+                    new.version,
+                    new.version.partition("+")[0],
+                    new.cksum,
+                    new.size,
+                    json.dumps(new.entry, separators=(",", ":")),
+                    actor.user_id,
+                    now,
+                    new.license,
+                ),
+            )
+            await connection.execute(
+                "UPDATE crates SET updated_at = ?, description = ?, repository = ?,"
+                " homepage = ?, documentation = ?, keywords = ? WHERE id = ?",
+                (
+                    now,
+                    *(new.about.get(field) for field in ABOUT_FIELDS),
+                    " ".join(new.keywords),
+                    crate_id,
+                ),
+            )
+            return await changes.record(connection, changes.CRATE, new.name, new.version)
+
+    async def set_yanked(self, name: str, version: str, actor: Actor, *, yanked: bool) -> int:
+        """Yank or unyank a version as an owner (or an admin); the change's seq."""
+        async with self._db.write() as connection:
+            crate = await self._owned(connection, name, actor, "yank")
+            row = await _one(
+                connection,
+                "SELECT id FROM versions WHERE crate_id = ? AND num = ?",
+                (crate["id"], version),
+            )
+            if row is None:
+                raise NotFound(f"crate {crate['name']} has no version {version}")
+            await connection.execute(
+                "UPDATE versions SET yanked = ? WHERE id = ?", (int(yanked), row["id"])
+            )
+            return await changes.record(connection, changes.CRATE, crate["name"], version)
+
+    async def change_owners(
+        self, name: str, users: list[str], actor: Actor, *, add: bool
+    ) -> tuple[list[str], int]:
+        """Add or remove owners by user name; their names as stored, and the change's seq."""
+        async with self._db.write() as connection:
+            crate = await self._owned(connection, name, actor, "change-owners")
+            found: list[str] = []
+            for login in users:
+                user = await _one(
+                    connection, "SELECT id, name FROM users WHERE lower(name) = lower(?)", (login,)
+                )
+                if user is None:
+                    raise NotFound(f"could not find user with login `{login}`")
+                found.append(user["name"])
+                if add:
+                    await connection.execute(
+                        "INSERT OR IGNORE INTO owners (crate_id, user_id) VALUES (?, ?)",
+                        (crate["id"], user["id"]),
+                    )
+                else:
+                    await connection.execute(
+                        "DELETE FROM owners WHERE crate_id = ? AND user_id = ?",
+                        (crate["id"], user["id"]),
+                    )
+            left = await _one(
+                connection, "SELECT count(*) AS n FROM owners WHERE crate_id = ?", (crate["id"],)
+            )
+            if left is not None and left["n"] == 0:
+                raise RegistryError("cannot remove all individual owners of a crate")
+            seq = await changes.record(connection, changes.OWNERS, crate["name"])
+            return found, seq
+
+    async def _owned(
+        self, connection: aiosqlite.Connection, name: str, actor: Actor, scope: str
+    ) -> Row:
+        crate = await _one(
+            connection, "SELECT * FROM crates WHERE canonical = ?", (canonical(name),)
+        )
+        if crate is None or crate["name"].lower() != name.lower():
+            raise NotFound(f"crate `{name}` does not exist in this registry")
+        if not actor.allows(scope, crate["name"]):
+            raise Forbidden(
+                f"this token does not have the `{scope}` scope for crate {crate['name']}"
+            )
+        owner = await _one(
+            connection,
+            "SELECT 1 FROM owners WHERE crate_id = ? AND user_id = ?",
+            (crate["id"], actor.user_id),
+        )
+        if owner is None and not actor.admin:
+            raise Forbidden(f"you are not an owner of crate {crate['name']}")
+        return crate
+
+    # --- reading for people -------------------------------------------------
+
+    async def search(self, query: str, limit: int) -> tuple[list[dict[str, object]], int]:
+        """Crates whose name, description or keywords contain `query`: exact name first."""
+        words = query.strip()
+        like = "%" + _escape_like(words.lower()) + "%"
+        rows = await self._db.all(
+            "SELECT * FROM crates WHERE canonical LIKE ? ESCAPE '\\' OR"
+            " lower(coalesce(description, '')) LIKE ? ESCAPE '\\' OR"
+            " lower(keywords) LIKE ? ESCAPE '\\'"
+            " ORDER BY canonical = ? DESC, canonical",
+            ("%" + _escape_like(canonical(words)) + "%", like, like, canonical(words)),
+        )
+        found = []
+        for row in rows[:limit]:
+            versions = await self.versions(row["name"])
+            newest = max_version(
+                [v["num"] for v in versions], [v["num"] for v in versions if v["yanked"]]
+            )
+            found.append(
+                {
+                    "name": row["name"],
+                    "max_version": newest or "0.0.0",
+                    "description": row["description"] or "",
+                }
+            )
+        return found, len(rows)
+
+
+def max_version(numbers: list[str], yanked: list[str]) -> str | None:
+    """The highest version in `numbers`, preferring releases and versions not in `yanked`."""
+    parsed = []
+    for number in numbers:
+        try:
+            parsed.append((number not in yanked, Version.parse(number), number))
+        except InvalidVersion:
+            continue
+    if not parsed:
+        return None
+    return max(parsed, key=lambda item: (item[0], not item[1].pre.text, item[1]))[2]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def _one(
+    connection: aiosqlite.Connection, sql: str, params: tuple[object, ...]
+) -> Row | None:
+    async with connection.execute(sql, params) as cursor:
+        row: Row | None = await cursor.fetchone()
+        return row

@@ -1,0 +1,139 @@
+"""`cargo publish`: from the request body to a stored, recorded version, or nothing at all.
+
+Every check runs before anything is written. Then the `.crate` is stored
+durably (and in the bucket), and only then is the version recorded in the
+database, in one transaction: a crash before the commit leaves at most an
+unreferenced file, which start-up removes (`Registry.recover`); a crash after
+it leaves a complete version. No index entry is ever without its file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from ghostcrate.cargo.semver import InvalidVersion, Version, VersionReq
+from ghostcrate.config.model import PrivateSettings
+from ghostcrate.private.archive import check_archive
+from ghostcrate.private.blobs import BlobStore
+from ghostcrate.private.crates import ABOUT_FIELDS, Crates, NewVersion
+from ghostcrate.private.errors import Forbidden, PublishRejected, RegistryError
+from ghostcrate.private.metadata import DepMeta, PublishMeta, index_entry, parse_metadata
+from ghostcrate.private.tokens import Actor, canonical, matches
+from ghostcrate.private.upload import split_body
+
+CRATES_IO_INDEX = "https://github.com/rust-lang/crates.io-index"
+#: What the publish answer says when all went well (crates.io's shape).
+NO_WARNINGS: dict[str, list[str]] = {"invalid_categories": [], "invalid_badges": [], "other": []}
+
+
+class Upstream(Protocol):
+    """What publishing asks of the mirror: which versions the upstream offers for a name."""
+
+    async def upstream_versions(self, name: str) -> list[tuple[str, bool]] | None:
+        """(version, yanked) of the upstream's crate `name`, or None if it has none.
+
+        Raises `RegistryError` (503) when the upstream cannot tell now.
+        """
+        ...
+
+
+class Publisher:
+    def __init__(
+        self,
+        settings: PrivateSettings,
+        crates: Crates,
+        blobs: BlobStore,
+        private_versions: Callable[[str], Awaitable[list[tuple[str, bool]] | None]],
+    ) -> None:
+        self._settings = settings
+        self._crates = crates
+        self._blobs = blobs
+        self._private_versions = private_versions
+
+    async def publish(self, body: bytes, actor: Actor, upstream: Upstream) -> int:
+        """Check and store a publish; the seq of its change."""
+        raw, data = split_body(body, max_crate=self._settings.max_upload)
+        meta = parse_metadata(raw)
+        check_archive(data, meta, max_unpacked=self._settings.max_unpacked)
+        await self._check_name(meta, actor, upstream)
+        for dep in meta.deps:
+            await self._check_dependency(meta, dep, upstream)
+        cksum = hashlib.sha256(data).hexdigest()
+        new = NewVersion(
+            name=meta.name,
+            version=meta.vers,
+            cksum=cksum,
+            size=len(data),
+            entry=index_entry(meta, cksum),
+            keywords=tuple(meta.keywords),
+            license=meta.license,
+            about={field: getattr(meta, field) for field in ABOUT_FIELDS},
+        )
+        await self._blobs.put(cksum, data)
+        return await self._crates.add_version(new, actor)
+
+    async def _check_name(self, meta: PublishMeta, actor: Actor, upstream: Upstream) -> None:
+        crate = await self._crates.crate(meta.name)
+        if crate is not None:
+            if not actor.allows("publish-update", crate["name"]):
+                raise Forbidden(
+                    f"this token does not have the `publish-update` scope for crate {meta.name}"
+                )
+            if not actor.admin and not await self._crates.is_owner(crate["id"], actor.user_id):
+                raise Forbidden(
+                    f"you are not an owner of crate {crate['name']}; an owner can add you "
+                    f"with `cargo owner --add {actor.user} {crate['name']}`"
+                )
+            return
+        if not actor.allows("publish-new", meta.name):
+            raise Forbidden(f"this token does not have the `publish-new` scope for {meta.name}")
+        settings = self._settings
+        if matches(settings.reserved, meta.name) or matches(settings.allow_shadowing, meta.name):
+            return
+        for spelling in _spellings(meta.name):
+            if await upstream.upstream_versions(spelling) is not None:
+                raise RegistryError(
+                    f"crate `{spelling}` exists upstream, so `{meta.name}` cannot be published "
+                    "here: a private crate must not shadow a public one (dependency confusion). "
+                    "Choose another name, or list it in [private] allow_shadowing",
+                    status=409,
+                )
+
+    async def _check_dependency(self, meta: PublishMeta, dep: DepMeta, upstream: Upstream) -> None:
+        if dep.registry not in (None, CRATES_IO_INDEX):
+            return  # another registry's crate: cargo resolves it there
+        if canonical(dep.name) == canonical(meta.name):
+            return  # a dev-dependency on itself (cargo allows it for doc tests)
+        versions = await self._private_versions(dep.name)
+        where = "this registry"
+        if versions is None:
+            if matches(self._settings.reserved, dep.name):
+                versions = None
+            else:
+                versions = await upstream.upstream_versions(dep.name)
+                where = "this registry or upstream"
+        if versions is None:
+            raise PublishRejected(
+                f"dependency `{dep.name}` of {meta.name} does not exist in {where}: "
+                "publish it first"
+            )
+        try:
+            req = VersionReq.parse(dep.version_req)
+        except InvalidVersion as error:
+            raise PublishRejected(f"dependency `{dep.name}`: {error}") from None
+        for number, yanked in versions:
+            try:
+                if not yanked and req.matches(Version.parse(number)):
+                    return
+            except InvalidVersion:
+                continue
+        raise PublishRejected(
+            f"no version of dependency `{dep.name}` matches `{dep.version_req}` in {where}"
+        )
+
+
+def _spellings(name: str) -> list[str]:
+    """`name`, and the same name with all of its `-`/`_` one way and the other."""
+    return list(dict.fromkeys([name, name.replace("-", "_"), name.replace("_", "-")]))

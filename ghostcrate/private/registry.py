@@ -1,0 +1,222 @@
+"""The private registry as the appliance sees it: one object per process.
+
+It answers "is this name private?" from memory (`owns`, `reserved`), renders
+private index files and finds private `.crate` files, and carries out writes.
+Every write records a change; the shared `Generation` then tells every worker
+to apply the changes it has not seen (`sync`) before it answers anything, so
+a publish is visible everywhere before its answer leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ghostcrate.config import Settings
+from ghostcrate.private.accounts import Accounts
+from ghostcrate.private.blobs import BlobStore, Bucket
+from ghostcrate.private.changes import ACCOUNTS, CRATE, Change
+from ghostcrate.private.crates import Crates, IndexBody, max_version
+from ghostcrate.private.db import Database
+from ghostcrate.private.errors import NotFound
+from ghostcrate.private.generation import Generation
+from ghostcrate.private.publish import Publisher, Upstream
+from ghostcrate.private.tokens import Actor, canonical, matches
+
+log = logging.getLogger(__name__)
+
+#: How often a worker compares the database's newest change with the shared generation
+#: (a process killed between its commit and raising the generation is caught up here).
+WATCH_SECONDS = 1.0
+#: A stored `.crate` without a version this old is left by a crash, not a publish underway.
+ORPHAN_AGE = 3600.0
+
+
+def private_dir(settings: Settings) -> Path:
+    return settings.data_dir / "private"
+
+
+class Registry:
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
+        self._settings = settings.private
+        self.db = db
+        self.blobs = blobs
+        self.accounts = Accounts(db)
+        self.crates = Crates(db)
+        self.generation = Generation(private_dir(settings) / "generation")
+        self._publisher = Publisher(settings.private, self.crates, blobs, self.private_versions)
+        #: The newest change this process has applied.
+        self.seen = 0
+        #: Private crates: canonical name -> name as published.
+        self.names: dict[str, str] = {}
+        #: Called with the changes `sync` applies (the lanes forget their kept replies).
+        self.listeners: list[Callable[[list[Change]], None]] = []
+        self._sync_lock = asyncio.Lock()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, settings: Settings, bucket: Bucket | None = None
+    ) -> AsyncIterator[Registry]:
+        root = private_dir(settings)
+        async with Database.open(root / "registry.db") as db:
+            registry = cls(settings, db, BlobStore(root / "crates", bucket))
+            try:
+                await registry._load()
+                yield registry
+            finally:
+                registry.generation.close()
+
+    async def _load(self) -> None:
+        row = await self.db.one("SELECT coalesce(max(seq), 0) FROM changes")
+        newest = int(row[0]) if row is not None else 0
+        self.names = await self.crates.names()
+        self.seen = newest
+        self.generation.advance(newest)
+
+    # --- the namespace ------------------------------------------------------
+
+    def stale(self) -> bool:
+        """Whether another process has made a change this one has not applied yet."""
+        return self.generation.view[0] != self.seen
+
+    def owns(self, name: str) -> bool:
+        return canonical(name) in self.names
+
+    def reserved(self, name: str) -> bool:
+        """Whether `name` must never be asked of the upstream (private or reserved)."""
+        return canonical(name) in self.names or matches(self._settings.reserved, name)
+
+    async def sync(self) -> None:
+        """Apply the changes other processes (or this one) made since the last call."""
+        if not self.stale():
+            return
+        async with self._sync_lock:
+            rows = await self.db.all(
+                "SELECT seq, kind, name, version FROM changes WHERE seq > ? ORDER BY seq",
+                (self.seen,),
+            )
+            if not rows:
+                return
+            applied = [Change(row[0], row[1], row[2], row[3]) for row in rows]
+            for change in applied:
+                if change.kind == CRATE and change.name is not None:
+                    self.names[canonical(change.name)] = change.name
+                elif change.kind == ACCOUNTS:
+                    self.accounts.forget()
+            self.seen = applied[-1].seq
+            for listener in self.listeners:
+                listener(applied)
+
+    async def _applied(self, seq: int) -> None:
+        """After a write: tell every process, and apply it here before answering."""
+        self.generation.advance(seq)
+        await self.sync()
+
+    async def watch(self) -> None:
+        """Forever: raise the generation to the database's newest change, once a second."""
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            with contextlib.suppress(Exception):
+                row = await self.db.one("SELECT coalesce(max(seq), 0) FROM changes")
+                if row is not None:
+                    self.generation.advance(int(row[0]))
+
+    async def recover(self) -> int:
+        """Remove `.crate` files that no version refers to (left by a crash); how many."""
+        known = await self.crates.cksums()
+        removed = 0
+        for path in self.blobs.orphans(known, older_than=0.0):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        if removed:
+            log.warning("removed private crate files without a version", extra={"files": removed})
+        return removed
+
+    # --- reading ------------------------------------------------------------
+
+    async def index_file(self, name: str) -> IndexBody | None:
+        await self.sync()
+        return await self.crates.index_body(name)
+
+    async def crate_file(self, name: str, version: str) -> Path | None:
+        await self.sync()
+        cksum = await self.crates.cksum(name, version)
+        return None if cksum is None else await self.blobs.find(cksum)
+
+    async def private_versions(self, name: str) -> list[tuple[str, bool]] | None:
+        """(version, yanked) of private crate `name` (exact lowercase), or None."""
+        rows = await self.crates.versions(name)
+        if not rows or self.names.get(canonical(name), "").lower() != name.lower():
+            return None
+        return [(row["num"], bool(row["yanked"])) for row in rows]
+
+    async def info(self, name: str) -> dict[str, object]:
+        """`GET /api/v1/crates/NAME`: the crate and its versions, in crates.io's shape."""
+        crate = await self.crates.crate(name)
+        if crate is None or crate["name"].lower() != name.lower():
+            raise NotFound(f"crate `{name}` does not exist in this registry")
+        versions = await self.crates.versions(name)
+        numbers = [row["num"] for row in versions]
+        yanked = [row["num"] for row in versions if row["yanked"]]
+        newest = max_version(numbers, yanked)
+        api = f"/api/v1/crates/{crate['name']}"
+        return {
+            "crate": {
+                "id": crate["name"],
+                "name": crate["name"],
+                "description": crate["description"],
+                "homepage": crate["homepage"],
+                "repository": crate["repository"],
+                "documentation": crate["documentation"],
+                "keywords": crate["keywords"].split(),
+                "max_version": newest,
+                "newest_version": numbers[-1] if numbers else None,
+                "max_stable_version": newest,
+                "created_at": _iso(crate["created_at"]),
+                "updated_at": _iso(crate["updated_at"]),
+            },
+            "versions": [
+                {
+                    "crate": crate["name"],
+                    "num": row["num"],
+                    "yanked": bool(row["yanked"]),
+                    "checksum": row["cksum"],
+                    "crate_size": row["size"],
+                    "license": row["license"],
+                    "created_at": _iso(row["created_at"]),
+                    "dl_path": f"{api}/{row['num']}/download",
+                    "published_by": {"login": row["publisher"]} if row["publisher"] else None,
+                }
+                for row in reversed(versions)
+            ],
+        }
+
+    # --- writing ------------------------------------------------------------
+
+    async def publish(self, body: bytes, actor: Actor, upstream: Upstream) -> None:
+        await self.sync()  # dependencies on crates another worker has just published
+        await self._applied(await self._publisher.publish(body, actor, upstream))
+
+    async def set_yanked(self, name: str, version: str, actor: Actor, *, yanked: bool) -> None:
+        await self._applied(await self.crates.set_yanked(name, version, actor, yanked=yanked))
+
+    async def change_owners(
+        self, name: str, users: list[str], actor: Actor, *, add: bool
+    ) -> list[str]:
+        found, seq = await self.crates.change_owners(name, users, actor, add=add)
+        await self._applied(seq)
+        return found
+
+    async def revoke_token(self, token_id: int) -> None:
+        await self._applied(await self.accounts.revoke_token(token_id))
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,82 @@
+"""The registry database's schema, as numbered migrations applied in order.
+
+`PRAGMA user_version` records how many have been applied; opening a database
+applies the missing ones in one transaction each, so a database made by an
+older GhostCrate is upgraded in place. Never edit a migration that has shipped:
+add the next one. The SQL keeps to what PostgreSQL also has (no SQLite-only
+types), so the same model can move to a shared database later.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: users, their API tokens, private crates, their versions and owners, and the
+    # feed of changes that tells every worker what to forget.
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        admin INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX users_name ON users (lower(name));
+
+    CREATE TABLE tokens (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        scopes TEXT NOT NULL,
+        crates TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL
+    );
+
+    CREATE TABLE crates (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        canonical TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+
+    CREATE TABLE versions (
+        id INTEGER PRIMARY KEY,
+        crate_id INTEGER NOT NULL REFERENCES crates (id),
+        num TEXT NOT NULL,
+        num_no_build TEXT NOT NULL,
+        cksum TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        entry TEXT NOT NULL,
+        yanked INTEGER NOT NULL DEFAULT 0,
+        published_by INTEGER REFERENCES users (id),
+        created_at REAL NOT NULL,
+        UNIQUE (crate_id, num_no_build)
+    );
+
+    CREATE TABLE owners (
+        crate_id INTEGER NOT NULL REFERENCES crates (id),
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        PRIMARY KEY (crate_id, user_id)
+    );
+
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        name TEXT,
+        version TEXT,
+        at REAL NOT NULL
+    );
+    """,
+    # 2: what `cargo search` and `GET /api/v1/crates/NAME` show, from the newest version.
+    """
+    ALTER TABLE crates ADD COLUMN description TEXT;
+    ALTER TABLE crates ADD COLUMN keywords TEXT NOT NULL DEFAULT '';
+    ALTER TABLE crates ADD COLUMN repository TEXT;
+    ALTER TABLE crates ADD COLUMN homepage TEXT;
+    ALTER TABLE crates ADD COLUMN documentation TEXT;
+    ALTER TABLE versions ADD COLUMN license TEXT;
+    """,
+)

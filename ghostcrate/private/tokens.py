@@ -1,0 +1,65 @@
+"""API tokens: how they are made, stored (only a hash), and what each may do.
+
+A token is `gcr_` and 43 URL-safe characters (256 random bits); the database
+keeps its sha256, so a leaked database gives no usable token. Scopes are
+crates.io's: a token with none may do everything its user may; one with
+scopes may do only those, and only to crates matching its name patterns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+PREFIX = "gcr_"
+#: crates.io's endpoint scopes.
+SCOPES = ("publish-new", "publish-update", "yank", "change-owners")
+_TOKEN = re.compile(r"gcr_[A-Za-z0-9_-]{43}")
+
+
+def new_token() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def looks_like_token(text: str) -> bool:
+    return _TOKEN.fullmatch(text) is not None
+
+
+def canonical(name: str) -> str:
+    """A crate name or name pattern as names are compared: lowercase, `-` equal to `_`."""
+    return name.lower().replace("-", "_")
+
+
+def matches(patterns: tuple[str, ...] | list[str], name: str) -> bool:
+    """Whether crate `name` matches one of `patterns` (`*` is any run of characters)."""
+    key = canonical(name)
+    return any(fnmatchcase(key, canonical(pattern)) for pattern in patterns)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who a request acts for: a user, through one of their tokens."""
+
+    user_id: int
+    user: str
+    admin: bool
+    token_id: int
+    #: Endpoint scopes; empty means every scope.
+    scopes: frozenset[str] = frozenset()
+    #: Crate name patterns the token is limited to; empty means every crate.
+    crates: tuple[str, ...] = ()
+    #: Unix time after which the token no longer works, if it expires.
+    expires_at: float | None = None
+
+    def allows(self, scope: str, crate: str) -> bool:
+        """Whether the token's scopes let it do `scope` to crate `crate`."""
+        if self.scopes and scope not in self.scopes:
+            return False
+        return not self.crates or matches(self.crates, crate)

@@ -1,0 +1,70 @@
+"""Driving the private registry as its users do: packages on disk, cargo publish, tokens."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.support.appliance import Appliance
+from tests.support.cargo import CargoEnv
+from tests.support.crates import CrateSpec, crate_files
+
+REGISTRY = "ghostcrate"
+
+
+def configure_registry(cargo: CargoEnv, appliance: Appliance, token: str | None = None) -> None:
+    """The README's snippet: crates-io replaced by the appliance, which is also a registry."""
+    cargo.configure_replacement(appliance.index_url)
+    with cargo.config_path.open("a") as config:
+        config.write(f'\n[registries.{REGISTRY}]\nindex = "sparse+{appliance.index_url}"\n')
+    if token is not None:
+        (cargo.home / "credentials.toml").write_text(
+            f'[registries.{REGISTRY}]\ntoken = "{token}"\n'
+        )
+
+
+def write_package(root: Path, spec: CrateSpec, registry_deps: tuple[str, ...] = ()) -> Path:
+    """The package's source tree at `root` (what `cargo publish` packs).
+
+    Dependencies named in `registry_deps` are written with `registry = "ghostcrate"`;
+    the others as plain crates.io dependencies (which the mirror replaces).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for relative, content in crate_files(spec).items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    manifest = (root / "Cargo.toml").read_text()
+    for dep in registry_deps:
+        manifest = manifest.replace(f"{dep} = {{ ", f'{dep} = {{ registry = "{REGISTRY}", ', 1)
+    (root / "Cargo.toml").write_text(manifest + "\n[workspace]\n")
+    return root
+
+
+def publish(
+    cargo: CargoEnv, package: Path, *, check: bool = True, verify: bool = False
+) -> subprocess.CompletedProcess[str]:
+    args = ["publish", "--registry", REGISTRY, "--allow-dirty"]
+    if not verify:
+        args.append("--no-verify")
+    return cargo.run(args, package, check=check)
+
+
+def add_user(appliance: Appliance, name: str, *, admin: bool = False) -> None:
+    result = appliance.run("user", "add", name, *(["--admin"] if admin else []))
+    assert result.returncode == 0, result.stderr
+
+
+def create_token(appliance: Appliance, user: str, *options: str) -> str:
+    result = appliance.run("token", "create", "--user", user, *options)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert token.startswith("gcr_"), result.stdout
+    assert "\n" not in token, result.stdout  # the token alone on standard output
+    return token
+
+
+def errors(body: bytes) -> str:
+    """The `detail` of cargo's error format."""
+    return str(json.loads(body)["errors"][0]["detail"])
