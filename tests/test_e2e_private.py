@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from ghostcrate.appliance.namespace import SEARCH_TIMEOUT
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv, read_lockfile
 from tests.support.crates import CRATES_IO_SOURCE, CrateSpec, Dep, make_workspace, parse_app_output
@@ -57,3 +60,158 @@ def test_published_crates_resolve_and_build_beside_mirrored_ones(
     # Once private, a name is never asked of the upstream again.
     assert upstream.index_count("acme-utils") == upstream.index_count("acme-core") == 0
     assert upstream.download_count("acme-core") == 0
+
+
+def test_yank_and_unyank_change_what_cargo_resolves(
+    start_appliance: StartAppliance, tmp_path: Path
+) -> None:
+    appliance = start_appliance()
+    cargo = publisher(tmp_path, appliance)
+    for version in ("1.0.0", "1.1.0"):
+        publish(cargo, write_package(tmp_path / version, CrateSpec("acme-core", version)))
+    consumer = CargoEnv(tmp_path / "consumer")
+    configure_registry(consumer, appliance)
+
+    def resolved(name: str) -> str:
+        app = make_workspace(tmp_path / name, {"acme-core": "1"})
+        consumer.run(["generate-lockfile"], app)
+        return {p.name: p.version for p in read_lockfile(app)}["acme-core"]
+
+    assert resolved("before") == "1.1.0"
+    cargo.run(["yank", "--registry", "ghostcrate", "--version", "1.1.0", "acme-core"], tmp_path)
+    assert resolved("yanked") == "1.0.0"
+    undo = ["yank", "--registry", "ghostcrate", "--version", "1.1.0", "--undo", "acme-core"]
+    cargo.run(undo, tmp_path)
+    assert resolved("unyanked") == "1.1.0"
+
+
+def test_owners_are_listed_added_and_removed_with_cargo_owner(
+    start_appliance: StartAppliance, tmp_path: Path
+) -> None:
+    appliance = start_appliance()
+    cargo = publisher(tmp_path, appliance)
+    add_user(appliance, "bob")
+    publish(cargo, write_package(tmp_path / "core", CORE))
+    owner = ["owner", "--registry", "ghostcrate"]
+    assert "alice" in cargo.run([*owner, "--list", "acme-core"], tmp_path).stdout
+    added = cargo.run([*owner, "--add", "bob", "acme-core"], tmp_path)
+    assert "bob" in added.stderr
+    assert cargo.run([*owner, "--list", "acme-core"], tmp_path).stdout.split() == [
+        "alice",
+        "(alice)",
+        "bob",
+        "(bob)",
+    ]
+    cargo.run([*owner, "--remove", "bob", "acme-core"], tmp_path)
+    assert "bob" not in cargo.run([*owner, "--list", "acme-core"], tmp_path).stdout
+    missing = cargo.run([*owner, "--add", "carol", "acme-core"], tmp_path, check=False)
+    assert missing.returncode != 0
+    assert "could not find user with login `carol`" in missing.stderr
+
+
+def test_search_shows_private_crates_first_then_the_upstreams(
+    start_appliance: StartAppliance, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    appliance = start_appliance()
+    cargo = publisher(tmp_path, appliance)
+    publish(cargo, write_package(tmp_path / "core", CrateSpec("multitool", "0.3.0")))
+    found = cargo.run(["search", "--registry", "ghostcrate", "multi"], tmp_path).stdout
+    names = [line.split(" = ")[0] for line in found.splitlines() if " = " in line]
+    assert names == ["multitool", "multi"]
+    assert upstream.count("/api/v1/crates", prefix=True) == 1
+
+    upstream.set_latency(30, scope="search")
+    started = time.monotonic()
+    slow = cargo.run(["search", "--registry", "ghostcrate", "multi"], tmp_path).stdout
+    assert time.monotonic() - started < SEARCH_TIMEOUT + 2
+    assert [line.split(" = ")[0] for line in slow.splitlines() if " = " in line] == ["multitool"]
+
+
+def test_cargo_info_and_the_crate_api_describe_a_private_crate(
+    start_appliance: StartAppliance, tmp_path: Path
+) -> None:
+    appliance = start_appliance()
+    cargo = publisher(tmp_path, appliance)
+    publish(cargo, write_package(tmp_path / "core", CORE))
+    status, body = appliance.get("/api/v1/crates/acme-core")
+    assert status == 200
+    info = json.loads(body)
+    assert info["crate"]["max_version"] == "1.0.0"
+    assert info["versions"][0]["published_by"] == {"login": "alice"}
+    consumer = CargoEnv(tmp_path / "consumer")
+    configure_registry(consumer, appliance)
+    shown = consumer.run(["info", "--registry", "ghostcrate", "acme-core"], tmp_path)
+    assert "acme-core" in shown.stdout
+    assert "1.0.0" in shown.stdout
+
+
+def test_a_name_the_upstream_has_is_refused_unless_shadowing_is_allowed(
+    start_appliance: StartAppliance, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    appliance = start_appliance()
+    cargo = publisher(tmp_path, appliance)
+    refused = publish(
+        cargo, write_package(tmp_path / "multi", CrateSpec("multi", "9.0.0")), check=False
+    )
+    assert refused.returncode != 0
+    assert "crate `multi` exists upstream" in refused.stderr
+    assert upstream.index_count("multi") == 1  # the registry asked, and was told
+    # Nor under another spelling that crates.io would treat as the same name.
+    spelled = publish(
+        cargo, write_package(tmp_path / "dash", CrateSpec("dash_name", "9.0.0")), check=False
+    )
+    assert "crate `dash-name` exists upstream" in spelled.stderr
+    assert appliance.get("/index/mu/lt/multi")[1].count(b'"vers"') == 3  # the mirror's
+
+
+def test_allow_shadowing_lets_a_private_crate_take_a_public_name_for_good(
+    start_appliance: StartAppliance, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    appliance = start_appliance(tables={"private": {"allow_shadowing": ["multi"]}})
+    cargo = publisher(tmp_path, appliance)
+    assert appliance.get("/index/mu/lt/multi")[1].count(b'"vers"') == 3  # mirrored, now kept
+    publish(cargo, write_package(tmp_path / "multi", CrateSpec("multi", "9.0.0")))
+    upstream.reset_counts()
+    status, body = appliance.get("/index/mu/lt/multi")
+    assert status == 200
+    assert [json.loads(line)["vers"] for line in body.splitlines()] == ["9.0.0"]
+    assert appliance.get("/api/v1/crates/multi/1.0.0/download")[0] == 404
+    assert upstream.index_count("multi") == upstream.download_count("multi") == 0
+
+
+def test_reserved_names_are_never_fetched_from_the_upstream(
+    start_appliance: StartAppliance, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    upstream.publish(CrateSpec("acme-evil", "99.0.0"))  # the attacker's
+    appliance = start_appliance(tables={"private": {"reserved": ["acme-*"]}})
+    app = make_workspace(tmp_path / "app", {"acme-evil": "99"})
+    consumer = CargoEnv(tmp_path / "consumer")
+    configure_registry(consumer, appliance)
+    failed = consumer.run(["generate-lockfile"], app, check=False)
+    assert failed.returncode != 0
+    assert "acme-evil" in failed.stderr
+    assert appliance.get("/api/v1/crates/acme-evil/99.0.0/download")[0] == 404
+    assert upstream.index_count("acme-evil") == upstream.download_count("acme-evil") == 0
+    # A reserved name is published without asking the upstream either.
+    cargo = publisher(tmp_path, appliance)
+    publish(cargo, write_package(tmp_path / "evil", CrateSpec("acme-evil", "1.0.0")))
+    assert upstream.index_count("acme-evil") == 0
+    consumer.run(["generate-lockfile"], make_workspace(tmp_path / "ok", {"acme-evil": "1"}))
+
+
+def test_a_publish_is_in_the_index_of_every_worker_before_it_is_answered(
+    start_appliance: StartAppliance, tmp_path: Path
+) -> None:
+    appliance = start_appliance(server={"workers": 2})
+    cargo = publisher(tmp_path, appliance)
+    publish(cargo, write_package(tmp_path / "v1", CORE))
+    # Every worker's hot set holds the index file (each request on a new connection).
+    for _ in range(20):
+        assert appliance.get("/index/ac/me/acme-core")[0] == 200
+    publish(cargo, write_package(tmp_path / "v2", CrateSpec("acme-core", "1.1.0")))
+    for _ in range(20):  # no wait: the answer to the publish came after every worker knew
+        assert b'"1.1.0"' in appliance.get("/index/ac/me/acme-core")[1]
+    cargo.run(["yank", "--registry", "ghostcrate", "--version", "1.1.0", "acme-core"], tmp_path)
+    for _ in range(20):
+        line = appliance.get("/index/ac/me/acme-core")[1].splitlines()[1]
+        assert json.loads(line)["yanked"] is True

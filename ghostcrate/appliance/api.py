@@ -134,8 +134,7 @@ async def search(request: web.Request) -> web.Response:
     except ValueError:
         raise RegistryError("per_page must be a whole number from 1 to 100") from None
     per_page = min(max(per_page, 1), SEARCH_MAX)
-    crates, total = await request.app[PRIVATE].crates.search(query, per_page)
-    return web.json_response({"crates": crates, "meta": {"total": total}})
+    return web.json_response(await request.app[REPLIES].search(query, per_page))
 
 
 async def crate_info(request: web.Request) -> web.Response:

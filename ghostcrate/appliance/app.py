@@ -69,7 +69,7 @@ async def _mirror(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with open_mirror(settings.upstream, app[CACHE], app[METRICS].proxy) as mirror:
         replies = MirrorReplies(settings, mirror.index, mirror.crates)
-        app[REPLIES] = MergedReplies(replies, app[PRIVATE])
+        app[REPLIES] = MergedReplies(replies, app[PRIVATE], mirror.search)
         yield
 
 

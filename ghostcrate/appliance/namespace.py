@@ -28,15 +28,38 @@ from ghostcrate.cargo.names import CrateName, InvalidName, index_path, parse_ind
 from ghostcrate.private.errors import RegistryError
 from ghostcrate.private.registry import Registry
 from ghostcrate.proxy.indexfile import body_etag
+from ghostcrate.proxy.search import UpstreamSearch
+
+#: Seconds `cargo search` waits for the upstream's results before showing private ones only.
+SEARCH_TIMEOUT = 3.0
 
 
 class MergedReplies:
     """The index and download routes of the appliance: the registry's names, then the mirror's."""
 
-    def __init__(self, mirror: MirrorReplies, registry: Registry) -> None:
+    def __init__(
+        self, mirror: MirrorReplies, registry: Registry, upstream_search: UpstreamSearch
+    ) -> None:
         self.mirror = mirror
         self.registry = registry
         self.config = mirror.config
+        self._upstream_search = upstream_search
+
+    async def search(self, query: str, per_page: int) -> dict[str, object]:
+        """`cargo search`: private hits first, then the upstream's that are not private names.
+
+        The upstream is given `SEARCH_TIMEOUT` seconds; without its answer (or offline),
+        only private hits are shown.
+        """
+        await self.registry.sync()
+        hits, total = await self.registry.crates.search(query, per_page)
+        if len(hits) < per_page:
+            found = await self._upstream_search.search(query, per_page, SEARCH_TIMEOUT)
+            if found is not None:
+                public = [hit for hit in found[0] if not self.registry.reserved(hit["name"])]
+                hits += public[: per_page - len(hits)]
+                total += found[1]
+        return {"crates": hits, "meta": {"total": total}}
 
     async def index_file(self, path: str, *, renew_ahead: bool = False) -> Reply:
         registry = self.registry

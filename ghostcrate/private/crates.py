@@ -249,7 +249,7 @@ class Crates:
 
     # --- reading for people -------------------------------------------------
 
-    async def search(self, query: str, limit: int) -> tuple[list[dict[str, object]], int]:
+    async def search(self, query: str, limit: int) -> tuple[list[dict[str, str]], int]:
         """Crates whose name, description or keywords contain `query`: exact name first."""
         words = query.strip()
         like = "%" + _escape_like(words.lower()) + "%"

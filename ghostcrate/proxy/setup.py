@@ -11,6 +11,7 @@ from ghostcrate.config import UpstreamSettings
 from ghostcrate.proxy.crates import MirrorCrates
 from ghostcrate.proxy.index import MirrorIndex
 from ghostcrate.proxy.metrics import ProxyMetrics
+from ghostcrate.proxy.search import UpstreamSearch
 from ghostcrate.proxy.upstream import UpstreamClient
 
 
@@ -18,6 +19,7 @@ from ghostcrate.proxy.upstream import UpstreamClient
 class Mirror:
     index: MirrorIndex
     crates: MirrorCrates
+    search: UpstreamSearch
 
 
 @asynccontextmanager
@@ -28,7 +30,7 @@ async def open_mirror(
         index = MirrorIndex(cache, upstream, settings, metrics)
         crates = MirrorCrates(cache, index, upstream, metrics)
         try:
-            yield Mirror(index, crates)
+            yield Mirror(index, crates, UpstreamSearch(index, upstream))
         finally:
             await crates.close()
             await index.close()

@@ -178,7 +178,7 @@ class UpstreamClient:
                 raise UpstreamError(f"the upstream answered {response.status} for {what}")
             if (response.content_length or 0) > MAX_INDEX_BYTES:
                 raise UpstreamError(f"the upstream sent an oversized {what}")
-            body = await _read_bounded(response, MAX_INDEX_BYTES, what)
+            body = await read_bounded(response, MAX_INDEX_BYTES, what)
             return Modified(
                 body, response.headers.get("ETag"), response.headers.get("Last-Modified")
             )
@@ -323,7 +323,7 @@ def _cut_short(error: BaseException) -> bool:
     )
 
 
-async def _read_bounded(response: UpstreamResponse, limit: int, what: str) -> bytes:
+async def read_bounded(response: UpstreamResponse, limit: int, what: str) -> bytes:
     chunks = []
     size = 0
     async for chunk in response.chunks():

@@ -24,8 +24,8 @@ from aiohttp import web
 from tests.support.crates import BuiltCrate, CrateSpec, Registry, built, index_path
 from tests.support.threaded import ThreadedServer
 
-Scope = Literal["index", "download", "config", "all"]
-RequestKind = Literal["config", "index", "download", "other"]
+Scope = Literal["index", "download", "config", "search", "all"]
+RequestKind = Literal["config", "index", "download", "search", "other"]
 FaultKind = Literal["latency", "status", "drop", "truncate", "corrupt", "trickle"]
 
 _MARKERS = {
@@ -354,12 +354,14 @@ class FakeUpstream(ThreadedServer):
         rel = path_qs.split("?", 1)[0].lstrip("/")
         if rel == "config.json":
             return _Target("config")
+        if rel == "api/v1/crates":
+            return _Target("search")
         name = rel.rsplit("/", 1)[-1]
         if name and index_path(name) == rel:
             return _Target("index", name)
         return _Target("other")
 
-    def _answer(self, request: web.Request, target: _Target) -> _Answer:
+    def _answer(self, request: web.Request, target: _Target) -> _Answer:  # noqa: PLR0911 - a return per kind
         """The fault-free answer."""
         crate, version = target.crate, target.version
         with self._lock:
@@ -373,12 +375,30 @@ class FakeUpstream(ThreadedServer):
                     return _Answer(self._missing_status, {}, b"crate not found\n")
                 mtime = self._mtimes.get(crate, self._default_mtime)
                 return self._conditional(request, data, "text/plain", mtime)
+            if target.kind == "search":
+                return self._search(request.query.get("q", ""), request.query.get("per_page"))
             if target.kind == "download" and crate is not None and version is not None:
                 found = self.registry.crate(crate, version)
                 if found is not None and _download_markers_agree(found, target.groups):
                     return _Answer(200, {"Content-Type": "application/gzip"}, found.data)
                 return _Answer(404, {}, b"crate file not found\n")
         return _Answer(404, {}, b"not found\n")
+
+    def _search(self, query: str, per_page: str | None) -> _Answer:
+        """crates.io's search: names containing the query, exact match first."""
+        key = query.lower().replace("-", "_")
+        names = [n for n in self.registry.names() if key in n.lower().replace("-", "_")]
+        names.sort(key=lambda n: (n.lower().replace("-", "_") != key, n.lower()))
+        found = [
+            {
+                "name": name,
+                "max_version": self.registry.versions(name)[-1].version,
+                "description": "GhostCrate test crate",
+            }
+            for name in names[: int(per_page or 10)]
+        ]
+        body = json.dumps({"crates": found, "meta": {"total": len(names)}}).encode()
+        return _Answer(200, {"Content-Type": "application/json"}, body)
 
     def _conditional(
         self, request: web.Request, body: bytes, content_type: str, mtime: float
