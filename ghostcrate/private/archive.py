@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 64 * 1024
 MAX_MANIFEST = 4 << 20
+# The ratio limit applies above this size: a tiny crate is mostly tar padding and headers,
+# which compress better than 200:1 (a 10 kB empty tar gzips to 45 bytes).
+RATIO_FLOOR = 1 << 20
 MAX_TAR_HEADER = 64 * 1024  # a pax or GNU long-name header; real ones are a few hundred bytes
 _EXTENDED_HEADERS = frozenset(
     {
@@ -68,17 +71,12 @@ def check_archive(
     """Check a `.crate` against its publish metadata and return its Cargo.toml's facts."""
     if not data.startswith(_GZIP_MAGIC):
         raise PublishRejected("the .crate file is not gzip-compressed; make it with cargo package")
-    limit = min(max_unpacked, max_ratio * len(data))
+    limit = min(max_unpacked, max(max_ratio * len(data), RATIO_FLOOR))
     inflater = _Inflater(data, limit, ratio_bound=limit < max_unpacked, max_ratio=max_ratio)
     top = f"{meta.name}-{meta.vers}"
     try:
         manifest_text = _walk(io.BufferedReader(inflater, _CHUNK), top, max_members)
         inflater.finish()
-    except zlib.error:
-        raise PublishRejected(
-            "the .crate file is not a valid gzip stream (damaged or truncated); "
-            "run cargo package again"
-        ) from None
     except (tarfile.TarError, EOFError, ValueError, OverflowError) as error:
         raise PublishRejected(
             f"the .crate file is not a valid tar archive ({error}); run cargo package again"
@@ -88,6 +86,12 @@ def check_archive(
     manifest = _parse_manifest(manifest_text)
     _check_agreement(manifest, meta)
     return manifest
+
+
+def _not_gzip() -> PublishRejected:
+    return PublishRejected(
+        "the .crate file is not a valid gzip stream (damaged or truncated); run cargo package again"
+    )
 
 
 class _Inflater(io.RawIOBase):
@@ -118,12 +122,15 @@ class _Inflater(io.RawIOBase):
             if not pending:
                 pending = self._input[self._taken : self._taken + _CHUNK]
                 self._taken += len(pending)
-            chunk = self._zlib.decompress(pending, min(size, _CHUNK))
+            try:
+                chunk = self._zlib.decompress(pending, min(size, _CHUNK))
+            except zlib.error:
+                raise _not_gzip() from None
             self._count(len(chunk))
             if chunk:
                 return chunk
             if not pending:
-                raise zlib.error("truncated gzip stream")
+                raise _not_gzip()
         return b""
 
     def _count(self, size: int) -> None:

@@ -391,6 +391,15 @@ def _parse_features(raw: dict[str, object]) -> dict[str, list[str]]:
     return features
 
 
+def _is_version_req(text: str) -> bool:
+    """Whether `text` is a requirement; blank is not one (the semver crate refuses it too)."""
+    try:
+        VersionReq.parse(text)
+    except ValueError:  # InvalidVersion, or int() of too many digits
+        return False
+    return bool(text.strip())
+
+
 def _parse_dep(raw: object, where: str) -> DepMeta:
     fields = _Fields(raw, where)
     name = fields.required_str("name")
@@ -399,13 +408,11 @@ def _parse_dep(raw: object, where: str) -> DepMeta:
     if alias is not None:
         _check_dep_name(alias, "dependency rename")
     version_req = fields.required_str("version_req")
-    try:
-        VersionReq.parse(version_req)
-    except ValueError:
+    if not _is_version_req(version_req):
         raise PublishRejected(
             f"dependency {name!r} has an invalid version requirement {version_req!r}; "
             "fix it in Cargo.toml"
-        ) from None
+        )
     kind = fields.optional_str("kind") or "normal"
     if kind not in _KINDS:
         raise PublishRejected(
