@@ -25,6 +25,7 @@ from tests.support.upstream import FakeUpstream
 pytestmark = pytest.mark.e2e
 
 StartAppliance = Callable[..., Appliance]
+CRATES_IO_INDEX_URL = CRATES_IO_SOURCE.removeprefix("registry+")
 
 CORE = CrateSpec("acme-core", "1.0.0")
 UTILS = CrateSpec("acme-utils", "1.0.0", deps=(Dep("acme-core", "1"), Dep("z", "0.1")))
@@ -215,3 +216,27 @@ def test_a_publish_is_in_the_index_of_every_worker_before_it_is_answered(
     for _ in range(20):
         line = appliance.get("/index/ac/me/acme-core")[1].splitlines()[1]
         assert json.loads(line)["yanked"] is True
+
+
+def test_both_ways_of_naming_a_private_dependency_give_one_crate(
+    start_appliance: StartAppliance, tmp_path: Path
+) -> None:
+    appliance = start_appliance()
+    cargo = publisher(tmp_path, appliance)
+    publish(cargo, write_package(tmp_path / "core", CORE))
+    # acme-utils names acme-core as a ghostcrate dependency, z (mirrored) plainly.
+    publish(cargo, write_package(tmp_path / "utils", UTILS, registry_deps=("acme-core",)))
+    status, body = appliance.get("/index/ac/me/acme-utils")
+    assert status == 200
+    deps = {dep["name"]: dep for dep in json.loads(body)["deps"]}
+    assert deps["acme-core"]["registry"] == deps["z"]["registry"] == CRATES_IO_INDEX_URL
+
+    mixed = {"acme-core": "1", "acme-utils": '{ version = "1", registry = "ghostcrate" }'}
+    app = make_workspace(tmp_path / "app", mixed)
+    consumer = CargoEnv(tmp_path / "consumer")
+    configure_registry(consumer, appliance)
+    output = parse_app_output(consumer.run(["run", "-q"], app).stdout)
+    assert output["acme-utils"][1] == ["acme-core@1.0.0", "z@0.1.1"]
+    locked = [p for p in read_lockfile(app) if p.source is not None]
+    assert [p.source for p in locked if p.name == "acme-core"] == [CRATES_IO_SOURCE]
+    assert [p.source for p in locked if p.name == "acme-utils"] == [f"sparse+{appliance.index_url}"]

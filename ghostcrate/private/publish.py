@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Protocol
 
 from ghostcrate.cargo.semver import InvalidVersion, Version, VersionReq
@@ -46,7 +47,10 @@ class Publisher:
         crates: Crates,
         blobs: BlobStore,
         private_versions: Callable[[str], Awaitable[list[tuple[str, bool]] | None]],
+        own_index: str,
     ) -> None:
+        #: This registry's index URL, as cargo names it in publish metadata.
+        self._own_index = _url_key(own_index)
         self._settings = settings
         self._crates = crates
         self._blobs = blobs
@@ -66,7 +70,7 @@ class Publisher:
             version=meta.vers,
             cksum=cksum,
             size=len(data),
-            entry=index_entry(meta, cksum),
+            entry=index_entry(one_namespace(meta, self._own_index), cksum),
             keywords=tuple(meta.keywords),
             license=meta.license,
             about={field: getattr(meta, field) for field in ABOUT_FIELDS},
@@ -102,7 +106,7 @@ class Publisher:
                 )
 
     async def _check_dependency(self, meta: PublishMeta, dep: DepMeta, upstream: Upstream) -> None:
-        if dep.registry not in (None, CRATES_IO_INDEX):
+        if not _in_namespace(dep, self._own_index):
             return  # another registry's crate: cargo resolves it there
         if canonical(dep.name) == canonical(meta.name):
             return  # a dev-dependency on itself (cargo allows it for doc tests)
@@ -132,6 +136,30 @@ class Publisher:
         raise PublishRejected(
             f"no version of dependency `{dep.name}` matches `{dep.version_req}` in {where}"
         )
+
+
+def one_namespace(meta: PublishMeta, own_index: str) -> PublishMeta:
+    """`meta` with every dependency in the merged namespace recorded as a crates.io one.
+
+    cargo sends `registry: null` for a dependency written with `registry = "ghostcrate"`
+    and the crates.io index URL for a plain one. Both are the same crate here; recorded
+    as crates.io's, a dependency resolves through the replaced crates-io source whichever
+    way the consumer named the crate that needs it, so a workspace that mixes the two
+    styles gets one copy of it, not one per source.
+    """
+    deps = tuple(
+        replace(dep, registry=CRATES_IO_INDEX) if _in_namespace(dep, own_index) else dep
+        for dep in meta.deps
+    )
+    return replace(meta, deps=deps)
+
+
+def _in_namespace(dep: DepMeta, own_index: str) -> bool:
+    return dep.registry is None or _url_key(dep.registry) in (own_index, CRATES_IO_INDEX)
+
+
+def _url_key(url: str) -> str:
+    return url.removeprefix("sparse+").rstrip("/")
 
 
 def _spellings(name: str) -> list[str]:

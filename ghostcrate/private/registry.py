@@ -49,7 +49,13 @@ class Registry:
         self.accounts = Accounts(db)
         self.crates = Crates(db)
         self.generation = Generation(private_dir(settings) / "generation")
-        self._publisher = Publisher(settings.private, self.crates, blobs, self.private_versions)
+        self._publisher = Publisher(
+            settings.private,
+            self.crates,
+            blobs,
+            self.private_versions,
+            own_index=f"{settings.server.base_url}/index/",
+        )
         #: The newest change this process has applied.
         self.seen = 0
         #: Private crates: canonical name -> name as published.
