@@ -11,8 +11,9 @@ import logging
 
 from aiohttp import web
 
-from ghostcrate.appliance.keys import PRIVATE, REPLIES, SETTINGS
-from ghostcrate.private.errors import PublishRejected, RegistryError, Unauthorized
+from ghostcrate.appliance.keys import POLICY, PRIVATE, REPLIES, SETTINGS
+from ghostcrate.appliance.policy import token_of
+from ghostcrate.private.errors import NotFound, PublishRejected, RegistryError
 from ghostcrate.private.publish import NO_WARNINGS
 from ghostcrate.private.tokens import Actor
 
@@ -25,15 +26,15 @@ SEARCH_DEFAULT, SEARCH_MAX = 10, 100
 
 
 async def actor_of(request: web.Request) -> Actor:
-    """Who the request's token stands for; 401 without a token, 403 for a bad one."""
-    token = request.headers.get("Authorization", "").strip()
-    token = token.removeprefix("Bearer ").strip()
-    if not token:
-        raise Unauthorized(
-            "this action requires a token: create one with `ghostcrate token create` "
-            "and run `cargo login --registry <name>`"
-        )
-    return await request.app[PRIVATE].accounts.authenticate(token)
+    """Who a write acts for: a valid token whose user `[auth] publish` lets write."""
+    token = token_of(request.headers.get("Authorization"))
+    return await request.app[POLICY].writer(token, request.remote)
+
+
+async def may_read_private(request: web.Request) -> bool:
+    """Whether the reader may see private crates (a bad or missing required token raises)."""
+    token = token_of(request.headers.get("Authorization"))
+    return await request.app[POLICY].may_read_private(token, request.remote)
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -83,6 +84,8 @@ async def _set_yanked(request: web.Request, *, yanked: bool) -> web.Response:
 async def list_owners(request: web.Request) -> web.Response:
     registry = request.app[PRIVATE]
     name = request.match_info["name"]
+    if not await may_read_private(request):
+        raise NotFound(f"crate `{name}` does not exist in this registry")
     await registry.info(name)  # 404 unless it is a private crate
     owners = await registry.crates.owner_names(name)
     return web.json_response(
@@ -134,11 +137,16 @@ async def search(request: web.Request) -> web.Response:
     except ValueError:
         raise RegistryError("per_page must be a whole number from 1 to 100") from None
     per_page = min(max(per_page, 1), SEARCH_MAX)
-    return web.json_response(await request.app[REPLIES].search(query, per_page))
+    private = await may_read_private(request)
+    found = await request.app[REPLIES].search(query, per_page, include_private=private)
+    return web.json_response(found)
 
 
 async def crate_info(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[PRIVATE].info(request.match_info["name"]))
+    name = request.match_info["name"]
+    if not await may_read_private(request):
+        raise NotFound(f"crate `{name}` does not exist in this registry")
+    return web.json_response(await request.app[PRIVATE].info(name))
 
 
 async def me(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     CACHE,
     METRICS,
+    POLICY,
     PRIVATE,
     REGISTRY,
     REPLIES,
@@ -23,6 +24,7 @@ from ghostcrate.appliance.keys import (
 from ghostcrate.appliance.metrics import AppMetrics
 from ghostcrate.appliance.namespace import MergedReplies
 from ghostcrate.appliance.observe import observe
+from ghostcrate.appliance.policy import Policy
 from ghostcrate.appliance.replies import MirrorReplies
 from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
@@ -69,13 +71,16 @@ async def _mirror(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with open_mirror(settings.upstream, app[CACHE], app[METRICS].proxy) as mirror:
         replies = MirrorReplies(settings, mirror.index, mirror.crates)
-        app[REPLIES] = MergedReplies(replies, app[PRIVATE], mirror.search)
+        app[REPLIES] = MergedReplies(
+            replies, app[PRIVATE], mirror.search, auth_required=settings.auth.required
+        )
         yield
 
 
 async def _private(app: web.Application) -> AsyncIterator[None]:
     async with Registry.open(app[SETTINGS], app[CACHE].shared) as registry:
         app[PRIVATE] = registry
+        app[POLICY] = Policy(app[SETTINGS].auth, registry.accounts)
         watcher = asyncio.get_running_loop().create_task(registry.watch())
         try:
             yield

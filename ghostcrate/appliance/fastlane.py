@@ -40,10 +40,11 @@ from prometheus_client import Counter
 
 from ghostcrate.appliance.fileresponse import sendfile_all
 from ghostcrate.appliance.hotset import HotSet, Prepared
-from ghostcrate.appliance.keys import METRICS, REPLIES, SETTINGS
+from ghostcrate.appliance.keys import METRICS, POLICY, REPLIES, SETTINGS
 from ghostcrate.appliance.lanelog import QuietLog
 from ghostcrate.appliance.logs import REQUEST_ID, access_sink
 from ghostcrate.appliance.observe import new_request_id
+from ghostcrate.appliance.policy import token_of
 from ghostcrate.appliance.replies import (
     CONFIG_ROUTE,
     DOWNLOAD_ROUTE,
@@ -153,6 +154,9 @@ class Lane:
         self._generation = registry.generation.view
         self._registry = registry
         registry.listeners.append(self.forget_changed)
+        policy = app[POLICY]
+        #: `[auth]`, unless every read is open to everyone (then nothing is checked).
+        self.guard = None if policy.open_reads else policy
         self.metrics = app[METRICS]
         #: Counts a fast-lane outcome ("fill", "handover", ...; hits are counted in `_book`).
         self.count: Callable[[str], None] = self.metrics.batches.fast_lane_result
@@ -240,6 +244,13 @@ class Lane:
             return None
         prepared = self.hot.get(request.target)
         if prepared is not None:
+            guard = self.guard
+            if guard is not None and not guard.quick(
+                request.token,
+                request.remote,
+                private=None if request.route == CONFIG_ROUTE else prepared.reply.private,
+            ):
+                return None  # `prepare` looks the token up, or refuses
             if prepared.gzip_wanted and b"accept-encoding" in request.headers:
                 self.compress_if_accepted(request, prepared)
             now = self.loop.time()
@@ -295,6 +306,11 @@ class Lane:
     async def prepare(self, request: Request, *, renew_ahead: bool = False) -> Prepared:
         """Ask the mirror, and keep the reply for as long as it says."""
         REQUEST_ID.set(request.request_id)
+        if self.guard is not None and not renew_ahead:
+            refused = await self._refused(request)
+            if refused is not None:
+                request.outcome = refused.outcome
+                return Prepared(refused, 0)
         self._renewing.add(request.target)
         try:
             reply = await self._reply(request, renew_ahead=renew_ahead)
@@ -315,6 +331,14 @@ class Lane:
         finally:
             self._renewing.discard(request.target)
         return prepared
+
+    async def _refused(self, request: Request) -> Reply | None:
+        """The reply that refuses `request` under `[auth]`, or None if it is allowed."""
+        assert self.guard is not None
+        replies = self.replies
+        await replies.registry.sync()
+        private = replies.is_private(request.route, request.path)
+        return await self.guard.read(request.token, request.remote, private=private)
 
     async def _reply(self, request: Request, *, renew_ahead: bool) -> Reply:
         target = request.target.decode()
@@ -471,10 +495,12 @@ class Request:
         "offered_id",
         "outcome",
         "path",
+        "remote",
         "request_id",
         "route",
         "started",
         "target",
+        "token",
     )
 
     def __init__(
@@ -503,6 +529,11 @@ class Request:
         self.request_id = self.offered_id or new_request_id()
         #: How it was answered (`Reply.outcome`): from the hot set unless the lane says else.
         self.outcome = "hit"
+        authorization = headers.get(b"authorization")
+        #: The API token cargo sent, if any (`[auth]`).
+        self.token = token_of(authorization.decode("latin-1")) if authorization else None
+        #: The client's address; each connection sets it before asking the lane.
+        self.remote: str | None = None
 
     def again(self) -> Request:
         """The same request asked again (the same head): its own start time and request id.
@@ -523,6 +554,8 @@ class Request:
         request.started = time.perf_counter()
         request.request_id = self.offered_id or new_request_id()
         request.outcome = "hit"
+        request.token = self.token
+        request.remote = None
         return request
 
     def choose(self, prepared: Prepared) -> tuple[int, bool]:
@@ -865,6 +898,7 @@ class FastLane(asyncio.Protocol):
         ):
             self._upgrade(upgrade, request)
             return
+        request.remote = self._remote
         try:
             prepared = self._lane.find(request)
         except Exception as error:

@@ -433,6 +433,7 @@ class H2Lane(asyncio.Protocol):
             relay.push()
 
     def _serve(self, stream_id: int, request: Request) -> None:
+        request.remote = self._remote
         prepared = self._lane.find(request)
         if prepared is not None and prepared.file is None and self._writable.is_set():
             status, gzip = request.choose(prepared)

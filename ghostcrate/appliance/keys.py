@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from ghostcrate.appliance.metrics import AppMetrics
 from ghostcrate.appliance.namespace import MergedReplies
+from ghostcrate.appliance.policy import Policy
 from ghostcrate.cache import TieredCache
 from ghostcrate.config import Settings
 from ghostcrate.private.registry import Registry
@@ -17,5 +18,6 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", AppMetrics)
 REPLIES = web.AppKey("replies", MergedReplies)
 PRIVATE = web.AppKey("private", Registry)
+POLICY = web.AppKey("policy", Policy)
 #: How a mirror route's request was answered (`Reply.outcome`), for the metrics.
 OUTCOME = web.RequestKey("outcome", str)

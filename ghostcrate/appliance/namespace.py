@@ -17,8 +17,10 @@ from email.utils import formatdate
 
 from ghostcrate.appliance.replies import (
     CRATE_CONTENT_TYPE,
+    DOWNLOAD_ROUTE,
     IMMUTABLE,
     INDEX_CONTENT_TYPE,
+    INDEX_ROUTE,
     REVALIDATE,
     MirrorReplies,
     Reply,
@@ -38,21 +40,48 @@ class MergedReplies:
     """The index and download routes of the appliance: the registry's names, then the mirror's."""
 
     def __init__(
-        self, mirror: MirrorReplies, registry: Registry, upstream_search: UpstreamSearch
+        self,
+        mirror: MirrorReplies,
+        registry: Registry,
+        upstream_search: UpstreamSearch,
+        *,
+        auth_required: bool = False,
     ) -> None:
         self.mirror = mirror
         self.registry = registry
         self.config = mirror.config
+        if auth_required:  # cargo then sends its token with every request
+            config = json.loads(mirror.config.body) | {"auth-required": True}
+            body = json.dumps(config).encode()
+            self.config = replace(mirror.config, body=body, etag=body_etag(body))
         self._upstream_search = upstream_search
 
-    async def search(self, query: str, per_page: int) -> dict[str, object]:
+    def is_private(self, route: str, target: str) -> bool | None:
+        """Whether a request for an index file or download is about a private name.
+
+        None for config.json, which is neither.
+        """
+        if route == INDEX_ROUTE:
+            name = target.rpartition("/")[2]
+        elif route == DOWNLOAD_ROUTE:
+            name = target.split("/")[4]
+        else:
+            return None
+        return self.registry.reserved(name)
+
+    async def search(
+        self, query: str, per_page: int, *, include_private: bool = True
+    ) -> dict[str, object]:
         """`cargo search`: private hits first, then the upstream's that are not private names.
 
         The upstream is given `SEARCH_TIMEOUT` seconds; without its answer (or offline),
         only private hits are shown.
         """
         await self.registry.sync()
-        hits, total = await self.registry.crates.search(query, per_page)
+        hits: list[dict[str, str]] = []
+        total = 0
+        if include_private:
+            hits, total = await self.registry.crates.search(query, per_page)
         if len(hits) < per_page:
             found = await self._upstream_search.search(query, per_page, SEARCH_TIMEOUT)
             if found is not None:
@@ -82,6 +111,7 @@ class MergedReplies:
             cache_control=REVALIDATE,
             # Kept until a change to this crate makes every worker forget it.
             keep_for=math.inf,
+            private=True,
         )
 
     async def download(self, name: str, version: str) -> Reply:
@@ -92,7 +122,7 @@ class MergedReplies:
         path = await registry.crate_file(name, version)
         if path is None:
             missing = error_reply(404, f"crate {name}@{version} is not published here")
-            return replace(missing, keep_for=math.inf)
+            return replace(missing, keep_for=math.inf, private=True)
         return Reply(
             200,
             CRATE_CONTENT_TYPE,
@@ -100,6 +130,7 @@ class MergedReplies:
             file_size=await asyncio.get_running_loop().run_in_executor(None, os.path.getsize, path),
             cache_control=IMMUTABLE,
             keep_for=math.inf,
+            private=True,
         )
 
     async def upstream_versions(self, name: str) -> list[tuple[str, bool]] | None:
@@ -129,4 +160,4 @@ def _unpublished(name: str) -> Reply:
     missing = error_reply(
         404, f"crate '{name}' does not exist: the name is private to this registry"
     )
-    return replace(missing, keep_for=math.inf)
+    return replace(missing, keep_for=math.inf, private=True)

@@ -56,6 +56,8 @@ class Reply:
     #: (the upstream was asked), `stale` (an expired copy the upstream did not renew in
     #: time), `error` (not answered as asked: a bad request, or a failure).
     outcome: str = "hit"
+    #: A private crate's (or a reserved name's): `[auth] read_private` decides who gets it.
+    private: bool = False
 
 
 def error_reply(status: int, detail: str) -> Reply:

@@ -10,24 +10,50 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ghostcrate.appliance.fileresponse import ZeroCopyFileResponse
-from ghostcrate.appliance.keys import METRICS, OUTCOME, REGISTRY, REPLIES
+from ghostcrate.appliance.keys import METRICS, OUTCOME, POLICY, REGISTRY, REPLIES
 from ghostcrate.appliance.metrics import exposition
-from ghostcrate.appliance.replies import Reply, not_modified
+from ghostcrate.appliance.policy import token_of
+from ghostcrate.appliance.replies import (
+    CONFIG_ROUTE,
+    DOWNLOAD_ROUTE,
+    INDEX_ROUTE,
+    Reply,
+    not_modified,
+)
 
 
 async def index_config(request: web.Request) -> web.StreamResponse:
     """config.json: where cargo downloads crates and finds the web API."""
-    return respond(request, request.app[REPLIES].config)
+    refused = await _refused(request, CONFIG_ROUTE)
+    return respond(request, refused or request.app[REPLIES].config)
 
 
 async def index_file(request: web.Request) -> web.StreamResponse:
+    refused = await _refused(request, INDEX_ROUTE)
+    if refused is not None:
+        return respond(request, refused)
     return respond(request, await request.app[REPLIES].index_file(request.match_info["path"]))
 
 
 async def download(request: web.Request) -> web.StreamResponse:
+    refused = await _refused(request, DOWNLOAD_ROUTE)
+    if refused is not None:
+        return respond(request, refused)
     replies = request.app[REPLIES]
     reply = await replies.download(request.match_info["name"], request.match_info["version"])
     return respond(request, reply)
+
+
+async def _refused(request: web.Request, route: str) -> Reply | None:
+    """What `[auth]` answers instead, as the lanes do (`Lane._refused`)."""
+    policy = request.app[POLICY]
+    if policy.open_reads:
+        return None
+    replies = request.app[REPLIES]
+    await replies.registry.sync()
+    private = replies.is_private(route, request.path)
+    token = token_of(request.headers.get("Authorization"))
+    return await policy.read(token, request.remote, private=private)
 
 
 def respond(request: web.Request, reply: Reply) -> web.StreamResponse:

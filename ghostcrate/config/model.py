@@ -225,6 +225,43 @@ class PrivateSettings(_Section):
     reserved: NamePatterns = []
 
 
+def _check_principals(values: list[str]) -> list[str]:
+    for value in values:
+        if value in PRINCIPAL_WORDS or (
+            value.startswith("user:") and _USER.fullmatch(value.removeprefix("user:"))
+        ):
+            continue
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not one of anonymous, token, admin, user:NAME or an address "
+                "range like 10.0.0.0/8"
+            ) from None
+    return values
+
+
+PRINCIPAL_WORDS = frozenset({"anonymous", "token", "admin"})
+_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+Principals = Annotated[list[str], AfterValidator(_check_principals)]
+
+
+class AuthSettings(_Section):
+    """Who may do what. Each list names who may: `anonymous` (anyone), `token` (any valid
+    token), `admin` (users added with --admin), `user:NAME`, or an address range (CIDR)."""
+
+    #: Every route asks for a valid token, and config.json says `auth-required` so that
+    #: cargo sends it; the lists below then narrow who may do what.
+    required: bool = False
+    read_mirror: Principals = ["anonymous"]
+    #: Whoever may not read private crates gets 404 for them, as if they did not exist.
+    read_private: Principals = ["anonymous"]
+    #: Publish, yank and change owners (of crates they own: owners are checked as well).
+    publish: Principals = ["token"]
+    #: Act as an owner of every private crate.
+    admin: Principals = ["admin"]
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -237,4 +274,5 @@ class Settings(_Section):
     cache: CacheSettings = CacheSettings()
     s3: S3Settings | None = None
     private: PrivateSettings = PrivateSettings()
+    auth: AuthSettings = AuthSettings()
     log: LogSettings = LogSettings()

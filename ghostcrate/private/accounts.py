@@ -148,6 +148,17 @@ class Accounts:
                 raise NotFound(f"no live token with id {token_id} (see `ghostcrate token list`)")
             return await changes.record(connection, changes.ACCOUNTS)
 
+    def remembered(self, token: str) -> Actor | None:
+        """The actor of a token this process looked up lately, if it is still valid."""
+        remembered = self._remembered.get(token)
+        if remembered is None:
+            return None
+        actor, until = remembered
+        now = time.time()
+        if until <= now or (actor.expires_at is not None and actor.expires_at <= now):
+            return None
+        return actor
+
     async def authenticate(self, token: str) -> Actor:
         """The actor a token stands for; `Unauthorized` if it is unknown, expired or revoked."""
         now = time.time()

@@ -18,6 +18,9 @@ def configure_registry(cargo: CargoEnv, appliance: Appliance, token: str | None 
     cargo.configure_replacement(appliance.index_url)
     with cargo.config_path.open("a") as config:
         config.write(f'\n[registries.{REGISTRY}]\nindex = "sparse+{appliance.index_url}"\n')
+        # cargo sends a token to a registry that asks for one (`auth-required`, or a 401)
+        # only through a credential provider it is told to use.
+        config.write('\n[registry]\nglobal-credential-providers = ["cargo:token"]\n')
     if token is not None:
         (cargo.home / "credentials.toml").write_text(
             f'[registries.{REGISTRY}]\ntoken = "{token}"\n'

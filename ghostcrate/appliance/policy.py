@@ -1,0 +1,154 @@
+"""Who may do what (`[auth]`), decided in one place for the lanes, aiohttp and the API.
+
+Reads are checked twice over: `quick` answers from memory (a token this
+process has looked up before, the client's address) so that a cache hit in
+the fast lane stays a dictionary lookup; whatever it cannot allow goes to
+`read`, which looks the token up and says why a request is refused. A reader
+who may not read private crates is told that they do not exist (404).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from ghostcrate.appliance.replies import Reply, error_reply
+from ghostcrate.config.model import AuthSettings
+from ghostcrate.private.accounts import Accounts
+from ghostcrate.private.errors import Forbidden, RegistryError, Unauthorized
+from ghostcrate.private.tokens import Actor
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+TOKEN_NEEDED = (
+    "this registry requires a token: create one with `ghostcrate token create` "
+    "and run `cargo login --registry <name>`"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One `[auth]` list: who it lets through."""
+
+    anonymous: bool
+    token: bool
+    admin: bool
+    users: frozenset[str]
+    networks: tuple[Network, ...]
+
+    @classmethod
+    def parse(cls, values: list[str]) -> Rule:
+        words = set(values)
+        users = [v.removeprefix("user:").lower() for v in values if v.startswith("user:")]
+        return cls(
+            anonymous="anonymous" in words,
+            token="token" in words,
+            admin="admin" in words,
+            users=frozenset(users),
+            networks=tuple(
+                ipaddress.ip_network(v, strict=False)
+                for v in values
+                if v not in ("anonymous", "token", "admin") and not v.startswith("user:")
+            ),
+        )
+
+    def allows(self, actor: Actor | None, remote: str | None) -> bool:
+        if self.anonymous:
+            return True
+        if actor is not None and (
+            self.token or (self.admin and actor.admin) or actor.user.lower() in self.users
+        ):
+            return True
+        return bool(self.networks) and _in(remote, self.networks)
+
+
+class Policy:
+    def __init__(self, settings: AuthSettings, accounts: Accounts) -> None:
+        self.required = settings.required
+        self.read_mirror = Rule.parse(settings.read_mirror)
+        self.read_private = Rule.parse(settings.read_private)
+        self.publish = Rule.parse(settings.publish)
+        self.admin = Rule.parse(settings.admin)
+        self._accounts = accounts
+        #: Every read is allowed without looking at the request: the lanes skip the checks.
+        self.open_reads = (
+            not self.required and self.read_mirror.anonymous and (self.read_private.anonymous)
+        )
+
+    def quick(self, token: str | None, remote: str | None, *, private: bool | None) -> bool:
+        """Whether a read is allowed on what this process remembers (False: ask `read`).
+
+        `private` None is config.json: anyone may read it unless `required`.
+        """
+        actor = self._accounts.remembered(token) if token else None
+        if self.required and actor is None:
+            return False
+        if private is None:
+            return True
+        return (self.read_private if private else self.read_mirror).allows(actor, remote)
+
+    async def read(
+        self, token: str | None, remote: str | None, *, private: bool | None
+    ) -> Reply | None:
+        """None if the read is allowed, else the reply that refuses it (see `quick`)."""
+        actor = None
+        if token:
+            try:
+                actor = await self._accounts.authenticate(token)
+            except RegistryError as error:
+                return error_reply(error.status, error.detail)
+        if self.required and actor is None:
+            return error_reply(401, TOKEN_NEEDED)
+        if private is None:
+            return None
+        rule = self.read_private if private else self.read_mirror
+        if rule.allows(actor, remote):
+            return None
+        if private:
+            return error_reply(404, "no such crate here")
+        if actor is None:
+            return error_reply(401, "reading crates here needs a token ([auth] read_mirror)")
+        return error_reply(403, f"user {actor.user} may not read crates here ([auth] read_mirror)")
+
+    async def actor(self, token: str | None, remote: str | None) -> Actor | None:
+        """Who a token stands for (None without one; refused if bad or required)."""
+        if not token:
+            if self.required:
+                raise Unauthorized(TOKEN_NEEDED)
+            return None
+        return await self._accounts.authenticate(token)
+
+    async def writer(self, token: str | None, remote: str | None) -> Actor:
+        """The actor of a write (publish, yank, owners), checked against `[auth] publish`."""
+        actor = await self.actor(token, remote)
+        if actor is None:
+            raise Unauthorized(TOKEN_NEEDED)
+        if not self.publish.allows(actor, remote):
+            raise Forbidden(f"user {actor.user} may not publish here ([auth] publish)")
+        return replace(actor, admin=self.admin.allows(actor, remote))
+
+    async def may_read_private(self, token: str | None, remote: str | None) -> bool:
+        """For the API's reading routes (crate metadata, owners, search)."""
+        actor = await self.actor(token, remote)
+        return self.read_private.allows(actor, remote)
+
+
+def token_of(authorization: str | None) -> str | None:
+    """The token in an Authorization header: cargo sends it bare; `Bearer ` is allowed."""
+    if authorization is None:
+        return None
+    return authorization.strip().removeprefix("Bearer ").strip() or None
+
+
+@lru_cache(maxsize=4096)
+def _address(remote: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(remote)
+    except ValueError:
+        return None
+
+
+def _in(remote: str | None, networks: tuple[Network, ...]) -> bool:
+    address = _address(remote) if remote is not None else None
+    return address is not None and any(address in network for network in networks)
