@@ -33,12 +33,14 @@ log = logging.getLogger(__name__)
 #: How often a worker compares the database's newest change with the shared generation
 #: (a process killed between its commit and raising the generation is caught up here).
 WATCH_SECONDS = 1.0
-#: A stored `.crate` without a version this old is left by a crash, not a publish underway.
-ORPHAN_AGE = 3600.0
 
 
 def private_dir(settings: Settings) -> Path:
     return settings.data_dir / "private"
+
+
+def registry_database(settings: Settings) -> Path:
+    return private_dir(settings) / "registry.db"
 
 
 class Registry:
