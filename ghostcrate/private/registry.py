@@ -66,7 +66,7 @@ class Registry:
         cls, settings: Settings, bucket: Bucket | None = None
     ) -> AsyncIterator[Registry]:
         root = private_dir(settings)
-        async with Database.open(root / "registry.db") as db:
+        async with Database.open(registry_database(settings)) as db:
             registry = cls(settings, db, BlobStore(root / "crates", bucket))
             try:
                 await registry._load()
