@@ -9,14 +9,18 @@ problem is one sentence naming the setting and where it was set;
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
+import sqlite3
 import ssl
 import tempfile
 from pathlib import Path
 
 from ghostcrate.config import LoadedSettings
+from ghostcrate.private.db import newer_schema
+from ghostcrate.private.registry import registry_database
 
 
 def problems(loaded: LoadedSettings) -> list[str]:
@@ -27,7 +31,7 @@ def problems(loaded: LoadedSettings) -> list[str]:
         found += _ca_bundle(settings.upstream.ca_bundle, _origin(loaded, "upstream.ca_bundle"))
     if settings.s3 is not None and settings.s3.access_key_id is None:
         found += _aws_credentials()
-    return found
+    return found + _registry_database(registry_database(settings))
 
 
 def address_in_use(host: str, port: int) -> str | None:
@@ -67,6 +71,19 @@ def _data_dir(path: Path, origin: str) -> list[str]:
     except OSError as error:
         return [f"data_dir {path} is not writable: {error.strerror} ({origin})"]
     return []
+
+
+def _registry_database(path: Path) -> list[str]:
+    """A registry database that a newer GhostCrate migrated (or that is no database)."""
+    if not path.is_file():
+        return []  # made on first start
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as error:
+        return [f"the registry database {path} cannot be read: {error}"]
+    problem = newer_schema(version)
+    return [] if problem is None else [f"{problem} ({path})"]
 
 
 def _ca_bundle(path: Path, origin: str) -> list[str]:

@@ -5,22 +5,29 @@ Files are named by their sha256 (`private/crates/ab/abcd....crate` below
 of the mirror's cache ever sees them. A file is written to a temporary name,
 flushed to disk, and renamed; its directory is flushed too, so once `put`
 returns the file survives a crash. With S3, the same file is stored in the
-bucket below `private/crates/` before `put` returns, so another node (or this
-one rebuilt) has it.
+bucket below `private/crates/` first, so another node (or this one rebuilt)
+has it, and a bucket that refuses it leaves no local file behind.
 
 A file whose version never reached the database (a crash between the two) is
-an orphan: `orphans` finds them so that start-up removes them.
+an orphan: `orphans` finds them so that start-up removes them. An orphan in the
+bucket is left there: other nodes may know its version (each node has its own
+database until the registry moves to PostgreSQL), and being named by its
+checksum it is harmless, overwritten by the same bytes if they are published.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Protocol
 
 from ghostcrate.private.errors import RegistryError
+
+log = logging.getLogger(__name__)
 
 #: Key prefix of private crates in the S3 bucket (below the `[s3] prefix`).
 S3_PREFIX = "private/crates/"
@@ -47,8 +54,7 @@ class BlobStore:
         return self.root / cksum[:2] / f"{cksum}{_SUFFIX}"
 
     async def put(self, cksum: str, data: bytes) -> None:
-        """Store `data` durably (and in the bucket) under its checksum `cksum`."""
-        await asyncio.get_running_loop().run_in_executor(None, self._write, cksum, data)
+        """Store `data` in the bucket (if any), then durably on disk, under its checksum `cksum`."""
         if self._bucket is not None and not await self._bucket.put_bytes(
             S3_PREFIX + cksum + _SUFFIX, data
         ):
@@ -57,6 +63,7 @@ class BlobStore:
                 "try again (the server log says why S3 failed)",
                 status=503,
             )
+        await asyncio.get_running_loop().run_in_executor(None, self._write, cksum, data)
 
     async def find(self, cksum: str) -> Path | None:
         """The local file, fetched from the bucket first if only the bucket has it."""
@@ -68,6 +75,12 @@ class BlobStore:
             return None
         data = await self._bucket.get(S3_PREFIX + cksum + _SUFFIX)
         if data is None:
+            return None
+        if await loop.run_in_executor(None, _sha256, data) != cksum:
+            log.error(
+                "a private crate in the S3 bucket does not match its checksum",
+                extra={"cksum": cksum},
+            )
             return None
         await loop.run_in_executor(None, self._write, cksum, data)
         return path
@@ -108,3 +121,7 @@ class BlobStore:
             except FileNotFoundError:
                 continue
         return found
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -89,12 +89,24 @@ async def schema_version(connection: aiosqlite.Connection) -> int:
     return int(row[0]) if row is not None else 0
 
 
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer GhostCrate; this one must not touch it."""
+
+
+def newer_schema(version: int) -> str | None:
+    """Why a database at schema `version` cannot be used by this GhostCrate, if it cannot."""
+    if version <= len(MIGRATIONS):
+        return None
+    return (
+        f"the registry database has schema {version}, newer than this GhostCrate knows "
+        f"({len(MIGRATIONS)}): run the GhostCrate that upgraded it, or a newer one"
+    )
+
+
 def _check_known(version: int) -> None:
-    if version > len(MIGRATIONS):
-        raise RuntimeError(
-            f"the registry database has schema {version}, newer than this "
-            f"GhostCrate knows ({len(MIGRATIONS)}): upgrade GhostCrate"
-        )
+    problem = newer_schema(version)
+    if problem is not None:
+        raise SchemaTooNew(problem)
 
 
 async def migrate(connection: aiosqlite.Connection, upto: int = len(MIGRATIONS)) -> None:

@@ -33,12 +33,14 @@ log = logging.getLogger(__name__)
 #: How often a worker compares the database's newest change with the shared generation
 #: (a process killed between its commit and raising the generation is caught up here).
 WATCH_SECONDS = 1.0
-#: A stored `.crate` without a version this old is left by a crash, not a publish underway.
-ORPHAN_AGE = 3600.0
 
 
 def private_dir(settings: Settings) -> Path:
     return settings.data_dir / "private"
+
+
+def registry_database(settings: Settings) -> Path:
+    return private_dir(settings) / "registry.db"
 
 
 class Registry:
@@ -70,7 +72,7 @@ class Registry:
         cls, settings: Settings, bucket: Bucket | None = None
     ) -> AsyncIterator[Registry]:
         root = private_dir(settings)
-        async with Database.open(root / "registry.db") as db:
+        async with Database.open(registry_database(settings)) as db:
             registry = cls(settings, db, BlobStore(root / "crates", bucket))
             try:
                 await registry._load()

@@ -6,6 +6,9 @@ from ghostcrate.cargo.names import CrateName, InvalidName, index_path, is_versio
 
 CONFIG_PATH = "config.json"
 CONFIG_KEY = "index/" + CONFIG_PATH
+#: Every key the mirror writes starts with one of these. A shared bucket also holds
+#: keys that are not the mirror's (the private registry's crates, which are data).
+MIRROR_PREFIXES = ("index/", "crates/")
 
 
 def index_key(path: str) -> str:

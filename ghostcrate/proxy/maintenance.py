@@ -18,7 +18,13 @@ from ghostcrate.cache import TieredCache
 from ghostcrate.cargo.names import CrateName, InvalidName, index_path
 from ghostcrate.proxy.errors import UpstreamError
 from ghostcrate.proxy.indexfile import IndexFile, check_index_body, parse_upstream_config
-from ghostcrate.proxy.keys import CONFIG_KEY, index_key, is_index_key, parse_crate_key
+from ghostcrate.proxy.keys import (
+    CONFIG_KEY,
+    MIRROR_PREFIXES,
+    index_key,
+    is_index_key,
+    parse_crate_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +56,11 @@ class GcReport:
 
 
 async def verification_items(cache: TieredCache) -> list[Item]:
-    """Everything `verify` will check, in every tier."""
+    """Everything `verify` will check: the disk tier, and the mirror's keys in the shared tier."""
     items = [Item("disk", key) for key, _ in await cache.disk.files()]
     if cache.shared is not None:
-        items += [Item(cache.shared.name, key) async for key, _ in cache.shared.iterate()]
+        for prefix in MIRROR_PREFIXES:
+            items += [Item(cache.shared.name, key) async for key, _ in cache.shared.iterate(prefix)]
     return items
 
 

@@ -1,0 +1,141 @@
+"""The registry database's migrations: an old database is upgraded in place, a newer one refused."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from ghostcrate.private.crates import Crates, NewVersion
+from ghostcrate.private.db import Database, SchemaTooNew, migrate, schema_version
+from ghostcrate.private.schema import MIGRATIONS
+from ghostcrate.private.tokens import Actor
+from tests.support.appliance import Appliance
+from tests.support.upstream import FakeUpstream
+
+ENTRY = {"name": "acme-core", "vers": "1.0.0", "deps": [], "cksum": "a" * 64, "features": {}}
+
+
+async def make_first_schema_database(path: Path) -> None:
+    """A database as the first GhostCrate with a registry left it: migration 1 and its data."""
+    async with aiosqlite.connect(path, isolation_level=None) as connection:
+        await migrate(connection, upto=1)
+        assert await schema_version(connection) == 1
+        await connection.execute("BEGIN")
+        await connection.execute(
+            "INSERT INTO users (id, name, admin, created_at) VALUES (1, 'alice', 1, 1.0)"
+        )
+        await connection.execute(
+            "INSERT INTO crates (id, name, canonical, created_at, updated_at)"
+            " VALUES (1, 'acme-core', 'acme_core', 1.0, 1.0)"
+        )
+        await connection.execute(
+            "INSERT INTO versions (crate_id, num, num_no_build, cksum, size, entry,"
+            " published_by, created_at) VALUES (1, '1.0.0', '1.0.0', ?, 10, ?, 1, 1.0)",
+            ("a" * 64, json.dumps(ENTRY)),
+        )
+        await connection.execute("INSERT INTO owners (crate_id, user_id) VALUES (1, 1)")
+        await connection.execute(
+            "INSERT INTO changes (kind, name, version, at)"
+            " VALUES ('crate', 'acme-core', '1.0.0', 1.0)"
+        )
+        await connection.commit()
+
+
+async def test_a_database_made_by_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    await make_first_schema_database(path)
+
+    async with Database.open(path) as db:
+        row = await db.one("PRAGMA user_version")
+        assert row is not None
+        assert row[0] == len(MIGRATIONS)
+        crates = Crates(db)
+        # What version 1 held is all there.
+        assert await crates.names() == {"acme_core": "acme-core"}
+        assert await crates.cksum("acme-core", "1.0.0") == "a" * 64
+        body = await crates.index_body("acme-core")
+        assert body is not None
+        assert json.loads(body.body) == {**ENTRY, "yanked": False}
+        owners = await crates.owner_names("acme-core")
+        assert [owner["name"] for owner in owners] == ["alice"]
+        old = (await crates.versions("acme-core"))[0]
+        assert (old["license"], old["publisher"]) == (None, "alice")
+        # The columns the later migrations added are usable, beside the old rows.
+        actor = Actor(user_id=1, user="alice", admin=True, token_id=0)
+        await crates.add_version(
+            NewVersion(
+                name="acme-core",
+                version="1.1.0",
+                cksum="b" * 64,
+                size=20,
+                entry={**ENTRY, "vers": "1.1.0", "cksum": "b" * 64},
+                keywords=("acme", "core"),
+                license="MIT",
+                about={
+                    "description": "the core",
+                    "repository": None,
+                    "homepage": None,
+                    "documentation": None,
+                },
+            ),
+            actor,
+        )
+        crate = await crates.crate("acme-core")
+        assert crate is not None
+        assert (crate["description"], crate["keywords"]) == ("the core", "acme core")
+        assert [v["license"] for v in await crates.versions("acme-core")] == [None, "MIT"]
+        found, total = await crates.search("core", 10)
+        assert (found, total) == (
+            [{"name": "acme-core", "max_version": "1.1.0", "description": "the core"}],
+            1,
+        )
+
+    # Opening it again applies nothing more.
+    async with Database.open(path) as db:
+        row = await db.one("PRAGMA user_version")
+        assert row is not None
+        assert row[0] == len(MIGRATIONS)
+
+
+def newer_database(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE future (id INTEGER PRIMARY KEY)")
+        connection.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    connection.close()
+
+
+async def test_a_database_newer_than_this_ghostcrate_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    newer_database(path)
+    known = len(MIGRATIONS)
+    with pytest.raises(SchemaTooNew, match=rf"schema {known + 1}, newer .* knows \({known}\)"):
+        async with Database.open(path):
+            pass
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 1
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    connection.close()
+    assert tables == {"future"}
+
+
+@pytest.mark.parametrize("command", [("serve",), ("user", "list")], ids=lambda c: c[0])
+def test_serve_refuses_a_newer_database_in_one_line(
+    tmp_path: Path, upstream: FakeUpstream, command: tuple[str, ...]
+) -> None:
+    appliance = Appliance(tmp_path, upstream.url)
+    database = appliance.data_dir / "private" / "registry.db"
+    newer_database(database)
+    result = appliance.run(*command)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert lines == [
+        f"ghostcrate: the registry database has schema {len(MIGRATIONS) + 1}, newer than this "
+        f"GhostCrate knows ({len(MIGRATIONS)}): run the GhostCrate that upgraded it, "
+        f"or a newer one ({database})"
+    ]
