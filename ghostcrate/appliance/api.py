@@ -25,15 +25,21 @@ SEARCH_DEFAULT, SEARCH_MAX = 10, 100
 
 
 async def actor_of(request: web.Request) -> Actor:
-    """Who the request's token stands for; 401 without a token, 403 for a bad one."""
+    """Who the request's token stands for; 401 without a token, 403 for a bad one.
+
+    The changes feed is applied first, so a token revoked a moment ago, even by
+    another process, is refused here although this worker remembered it.
+    """
     token = request.headers.get("Authorization", "").strip()
     token = token.removeprefix("Bearer ").strip()
     if not token:
         raise Unauthorized(
-            "this action requires a token: create one with `ghostcrate token create` "
-            "and run `cargo login --registry <name>`"
+            "this action requires a token: ask an administrator for one "
+            "(`ghostcrate token create`) and run `cargo login --registry <name>`"
         )
-    return await request.app[PRIVATE].accounts.authenticate(token)
+    registry = request.app[PRIVATE]
+    await registry.sync()
+    return await registry.accounts.authenticate(token)
 
 
 async def publish(request: web.Request) -> web.Response:
