@@ -26,13 +26,19 @@ SEARCH_DEFAULT, SEARCH_MAX = 10, 100
 
 
 async def actor_of(request: web.Request) -> Actor:
-    """Who a write acts for: a valid token whose user `[auth] publish` lets write."""
+    """Who a write acts for: a valid token whose user `[auth] publish` lets write.
+
+    The changes feed is applied first, so a token revoked a moment ago, even by
+    another process, is refused here although this worker remembered it.
+    """
+    await request.app[PRIVATE].sync()
     token = token_of(request.headers.get("Authorization"))
     return await request.app[POLICY].writer(token, request.remote)
 
 
 async def may_read_private(request: web.Request) -> bool:
     """Whether the reader may see private crates (a bad or missing required token raises)."""
+    await request.app[PRIVATE].sync()
     token = token_of(request.headers.get("Authorization"))
     return await request.app[POLICY].may_read_private(token, request.remote)
 

@@ -221,7 +221,10 @@ def _account_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         help="limit the token to crates matching this pattern, e.g. 'acme-*' (repeatable)",
     )
     create.add_argument(
-        "--expires", type=float, metavar="DAYS", help="the token stops working after DAYS days"
+        "--expires",
+        type=float,
+        metavar="DAYS",
+        help="the token stops working after DAYS days (a fraction too: 0.5 is 12 hours)",
     )
     listing = token_actions.add_parser("list", parents=[common_again], help="list tokens")
     listing.add_argument("--user", metavar="NAME", help="only this user's tokens")

@@ -22,8 +22,8 @@ from ghostcrate.private.tokens import Actor
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TOKEN_NEEDED = (
-    "this registry requires a token: create one with `ghostcrate token create` "
-    "and run `cargo login --registry <name>`"
+    "this action requires a token: ask an administrator for one "
+    "(`ghostcrate token create`) and run `cargo login --registry <name>`"
 )
 
 
@@ -100,16 +100,11 @@ class Policy:
                 return error_reply(error.status, error.detail)
         if self.required and actor is None:
             return error_reply(401, TOKEN_NEEDED)
-        if private is None:
+        if private is None or (self.read_private if private else self.read_mirror).allows(
+            actor, remote
+        ):
             return None
-        rule = self.read_private if private else self.read_mirror
-        if rule.allows(actor, remote):
-            return None
-        if private:
-            return error_reply(404, "no such crate here")
-        if actor is None:
-            return error_reply(401, "reading crates here needs a token ([auth] read_mirror)")
-        return error_reply(403, f"user {actor.user} may not read crates here ([auth] read_mirror)")
+        return _refusal(actor, private=private)
 
     async def actor(self, token: str | None, remote: str | None) -> Actor | None:
         """Who a token stands for (None without one; refused if bad or required)."""
@@ -132,6 +127,14 @@ class Policy:
         """For the API's reading routes (crate metadata, owners, search)."""
         actor = await self.actor(token, remote)
         return self.read_private.allows(actor, remote)
+
+
+def _refusal(actor: Actor | None, *, private: bool) -> Reply:
+    if private:  # as if it did not exist
+        return error_reply(404, "no such crate here")
+    if actor is None:
+        return error_reply(401, "reading crates here needs a token ([auth] read_mirror)")
+    return error_reply(403, f"user {actor.user} may not read crates here ([auth] read_mirror)")
 
 
 def token_of(authorization: str | None) -> str | None:

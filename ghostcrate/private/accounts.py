@@ -11,13 +11,14 @@ import aiosqlite
 
 from ghostcrate.private import changes
 from ghostcrate.private.db import Database, Row
-from ghostcrate.private.errors import Conflict, Forbidden, NotFound, RegistryError, Unauthorized
+from ghostcrate.private.errors import Conflict, Forbidden, NotFound, RegistryError
 from ghostcrate.private.tokens import (
     SCOPES,
     Actor,
     looks_like_token,
     new_token,
     token_hash,
+    valid_pattern,
 )
 
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -25,6 +26,10 @@ _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: through the changes feed, so this only bounds memory and clock drift of expiry.
 REMEMBER_SECONDS = 60.0
 _REMEMBERED = 10_000
+_NEW_TOKEN = (
+    "ask an administrator for a new one (`ghostcrate token create`) "
+    "and run `cargo login --registry <name>`"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,12 @@ class Accounts:
             raise RegistryError(
                 f"unknown scope {', '.join(unknown)}: scopes are {', '.join(SCOPES)}"
             )
+        invalid = [pattern for pattern in crates if not valid_pattern(pattern)]
+        if invalid:
+            raise RegistryError(
+                f"invalid crate pattern {', '.join(invalid)}: use a crate name, "
+                "or the start of one and `*` (e.g. 'acme-*'), as crates.io does"
+            )
         if expires_in_days is not None and expires_in_days <= 0:
             raise RegistryError("--expires must be a positive number of days")
         found = await self.user(user)
@@ -160,7 +171,7 @@ class Accounts:
         return actor
 
     async def authenticate(self, token: str) -> Actor:
-        """The actor a token stands for; `Unauthorized` if it is unknown, expired or revoked."""
+        """The actor a token stands for; `Forbidden` (crates.io's 403) if it is not valid."""
         now = time.time()
         remembered = self._remembered.get(token)
         if remembered is not None and remembered[1] > now:
@@ -171,26 +182,35 @@ class Accounts:
                 self._remembered.clear()
             self._remembered[token] = (actor, now + REMEMBER_SECONDS)
         if actor.expires_at is not None and actor.expires_at <= now:
-            raise Unauthorized("the token has expired: create a new one and run `cargo login`")
+            raise Forbidden(
+                f"authentication failed: the token expired at {_utc(actor.expires_at)}: "
+                f"{_NEW_TOKEN}"
+            )
         return actor
 
     async def _look_up(self, token: str) -> Actor:
         if not looks_like_token(token):
-            raise Forbidden(
-                "authentication failed: the token is not a GhostCrate token "
-                "(run `cargo login --registry ...` with one from `ghostcrate token create`)"
-            )
+            raise Forbidden(f"authentication failed: this is not a GhostCrate token: {_NEW_TOKEN}")
         row = await self._db.one(
             "SELECT t.*, u.name AS user, u.admin, u.disabled FROM tokens t"
             " JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
             (token_hash(token),),
         )
         if row is None:
-            raise Forbidden("authentication failed: the token is unknown")
+            raise Forbidden(
+                "authentication failed: the token is unknown here (mistyped, or for another "
+                f"registry?): {_NEW_TOKEN}"
+            )
         if row["revoked_at"] is not None:
-            raise Forbidden("authentication failed: the token has been revoked")
+            raise Forbidden(
+                f"authentication failed: the token was revoked at {_utc(row['revoked_at'])}: "
+                f"{_NEW_TOKEN}"
+            )
         if row["disabled"]:
-            raise Forbidden("authentication failed: the token's user is disabled")
+            raise Forbidden(
+                f"authentication failed: user {row['user']} is disabled: "
+                "ask an administrator of this registry"
+            )
         return Actor(
             user_id=row["user_id"],
             user=row["user"],
@@ -212,6 +232,10 @@ async def _user_row(connection: aiosqlite.Connection, name: str) -> Row | None:
 
 def _user(row: Row) -> User:
     return User(row["id"], row["name"], bool(row["admin"]), bool(row["disabled"]))
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 def _token_info(row: Row) -> TokenInfo:

@@ -234,17 +234,14 @@ class Crates:
         )
         if crate is None or crate["name"].lower() != name.lower():
             raise NotFound(f"crate `{name}` does not exist in this registry")
-        if not actor.allows(scope, crate["name"]):
-            raise Forbidden(
-                f"this token does not have the `{scope}` scope for crate {crate['name']}"
-            )
+        actor.check(scope, crate["name"])
         owner = await _one(
             connection,
             "SELECT 1 FROM owners WHERE crate_id = ? AND user_id = ?",
             (crate["id"], actor.user_id),
         )
         if owner is None and not actor.admin:
-            raise Forbidden(f"you are not an owner of crate {crate['name']}")
+            raise not_owner(crate["name"], actor)
         return crate
 
     # --- reading for people -------------------------------------------------
@@ -274,6 +271,14 @@ class Crates:
                 }
             )
         return found, len(rows)
+
+
+def not_owner(crate: str, actor: Actor) -> Forbidden:
+    """crates.io's refusal (403) of a user who does not own `crate`, with the way out."""
+    return Forbidden(
+        f"you ({actor.user}) are not an owner of crate {crate}: an owner or an administrator "
+        f"can add you with `cargo owner --add {actor.user} {crate}`"
+    )
 
 
 def max_version(numbers: list[str], yanked: list[str]) -> str | None:

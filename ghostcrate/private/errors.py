@@ -28,12 +28,12 @@ class Conflict(RegistryError):
 
 
 class Unauthorized(RegistryError):
-    """No token, or one that is not valid (unknown, expired, revoked)."""
+    """No token at all (401: cargo's `auth-required` flow asks for one on it)."""
 
     status = 401
 
 
 class Forbidden(RegistryError):
-    """A valid token that may not do this."""
+    """A token that is not valid (unknown, expired, revoked) or may not do this, as crates.io."""
 
     status = 403

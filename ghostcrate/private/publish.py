@@ -18,8 +18,8 @@ from ghostcrate.cargo.semver import InvalidVersion, Version, VersionReq
 from ghostcrate.config.model import PrivateSettings
 from ghostcrate.private.archive import check_archive
 from ghostcrate.private.blobs import BlobStore
-from ghostcrate.private.crates import ABOUT_FIELDS, Crates, NewVersion
-from ghostcrate.private.errors import Forbidden, PublishRejected, RegistryError
+from ghostcrate.private.crates import ABOUT_FIELDS, Crates, NewVersion, not_owner
+from ghostcrate.private.errors import PublishRejected, RegistryError
 from ghostcrate.private.metadata import DepMeta, PublishMeta, index_entry, parse_metadata
 from ghostcrate.private.tokens import Actor, canonical, matches
 from ghostcrate.private.upload import split_body
@@ -81,18 +81,11 @@ class Publisher:
     async def _check_name(self, meta: PublishMeta, actor: Actor, upstream: Upstream) -> None:
         crate = await self._crates.crate(meta.name)
         if crate is not None:
-            if not actor.allows("publish-update", crate["name"]):
-                raise Forbidden(
-                    f"this token does not have the `publish-update` scope for crate {meta.name}"
-                )
+            actor.check("publish-update", crate["name"])
             if not actor.admin and not await self._crates.is_owner(crate["id"], actor.user_id):
-                raise Forbidden(
-                    f"you are not an owner of crate {crate['name']}; an owner can add you "
-                    f"with `cargo owner --add {actor.user} {crate['name']}`"
-                )
+                raise not_owner(crate["name"], actor)
             return
-        if not actor.allows("publish-new", meta.name):
-            raise Forbidden(f"this token does not have the `publish-new` scope for {meta.name}")
+        actor.check("publish-new", meta.name)
         settings = self._settings
         if matches(settings.reserved, meta.name) or matches(settings.allow_shadowing, meta.name):
             return

@@ -3,7 +3,8 @@
 A token is `gcr_` and 43 URL-safe characters (256 random bits); the database
 keeps its sha256, so a leaked database gives no usable token. Scopes are
 crates.io's: a token with none may do everything its user may; one with
-scopes may do only those, and only to crates matching its name patterns.
+scopes may do only those, and only to crates matching its name patterns
+(crates.io's crate scopes: a name, or a name's beginning and `*`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import secrets
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from ghostcrate.private.errors import Forbidden
+
 PREFIX = "gcr_"
 #: crates.io's endpoint scopes.
 SCOPES = ("publish-new", "publish-update", "yank", "change-owners")
 _TOKEN = re.compile(r"gcr_[A-Za-z0-9_-]{43}")
+#: A token's crate pattern, as crates.io allows them: `*`, a name, or a name's start and `*`.
+_CRATE_PATTERN = re.compile(r"\*|[A-Za-z][A-Za-z0-9_-]{0,63}\*?")
 
 
 def new_token() -> str:
@@ -30,6 +35,10 @@ def token_hash(token: str) -> str:
 
 def looks_like_token(text: str) -> bool:
     return _TOKEN.fullmatch(text) is not None
+
+
+def valid_pattern(pattern: str) -> bool:
+    return _CRATE_PATTERN.fullmatch(pattern) is not None
 
 
 def canonical(name: str) -> str:
@@ -60,6 +69,23 @@ class Actor:
 
     def allows(self, scope: str, crate: str) -> bool:
         """Whether the token's scopes let it do `scope` to crate `crate`."""
+        return self._refusal(scope, crate) is None
+
+    def check(self, scope: str, crate: str) -> None:
+        """Raise `Forbidden` (crates.io's 403) unless `allows(scope, crate)`, saying why."""
+        refusal = self._refusal(scope, crate)
+        if refusal is not None:
+            raise Forbidden(refusal)
+
+    def _refusal(self, scope: str, crate: str) -> str | None:
         if self.scopes and scope not in self.scopes:
-            return False
-        return not self.crates or matches(self.crates, crate)
+            return (
+                f"this token does not have the `{scope}` scope (it has "
+                f"{', '.join(sorted(self.scopes))}): use a token created with `--scope {scope}`"
+            )
+        if self.crates and not matches(self.crates, crate):
+            return (
+                f"this token is limited to crates {', '.join(self.crates)}, not {crate}: "
+                f"use a token whose `--crates` matches {crate}"
+            )
+        return None

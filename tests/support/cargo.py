@@ -111,14 +111,16 @@ class CargoEnv:
         check: bool = True,
         timeout: float = 120.0,
         env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run `cargo *args` in `cwd`; with `check`, a failure raises AssertionError."""
+        """Run `cargo *args` in `cwd` (`stdin` as its input); with `check`, a failure raises."""
         cmd = ["cargo", *args]
         try:
             result = subprocess.run(
                 cmd,
                 cwd=cwd,
                 env=self.env(env),
+                input=stdin,
                 capture_output=True,
                 text=True,
                 timeout=timeout,

@@ -46,12 +46,47 @@ def write_package(root: Path, spec: CrateSpec, registry_deps: tuple[str, ...] = 
 
 
 def publish(
-    cargo: CargoEnv, package: Path, *, check: bool = True, verify: bool = False
+    cargo: CargoEnv,
+    package: Path,
+    *,
+    check: bool = True,
+    verify: bool = False,
+    token: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """`cargo publish --no-verify` of `package`; `token` instead of the configured one."""
     args = ["publish", "--registry", REGISTRY, "--allow-dirty"]
     if not verify:
         args.append("--no-verify")
-    return cargo.run(args, package, check=check)
+    return cargo.run(args, package, check=check, env=token_env(token))
+
+
+def yank(
+    cargo: CargoEnv,
+    crate: str,
+    version: str,
+    *,
+    undo: bool = False,
+    check: bool = True,
+    token: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`cargo yank [--undo] --version VERSION CRATE`; `token` instead of the configured one."""
+    args = ["yank", "--registry", REGISTRY, "--version", version, crate]
+    if undo:
+        args.insert(1, "--undo")
+    return cargo.run(args, cargo.root, check=check, env=token_env(token))
+
+
+def owner(
+    cargo: CargoEnv, crate: str, *options: str, check: bool = True, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`cargo owner OPTIONS CRATE` (`--add bob`, `--remove bob`, `--list`)."""
+    args = ["owner", "--registry", REGISTRY, *options, crate]
+    return cargo.run(args, cargo.root, check=check, env=token_env(token))
+
+
+def token_env(token: str | None) -> dict[str, str]:
+    """The environment that makes cargo use `token` for this registry (none: the configured one)."""
+    return {} if token is None else {f"CARGO_REGISTRIES_{REGISTRY.upper()}_TOKEN": token}
 
 
 def add_user(appliance: Appliance, name: str, *, admin: bool = False) -> None:
