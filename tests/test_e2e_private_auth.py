@@ -70,6 +70,8 @@ def test_who_may_not_read_private_crates_is_told_they_do_not_exist_by_every_fron
     start_appliance: StartAppliance, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     appliance = start_appliance(tables={"auth": {"read_private": ["token"]}})
+    # Only a token lets one read private crates, so cargo is told to send its token.
+    assert json.loads(appliance.get("/index/config.json")[1])["auth-required"] is True
     token = published(tmp_path, appliance)
     for _ in range(2):  # a second time from the hot sets
         allowed = statuses(appliance, token)
@@ -95,11 +97,12 @@ def test_address_ranges_and_named_users_in_the_policy(
 ) -> None:
     appliance = start_appliance(
         tables={
+            "private": {"reserved": ["acme-*"]},
             "auth": {
                 "read_mirror": ["10.0.0.0/8"],
                 "read_private": ["127.0.0.0/8"],
                 "publish": ["user:alice"],
-            }
+            },
         }
     )
     token = published(tmp_path, appliance)  # alice may publish

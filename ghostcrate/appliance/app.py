@@ -72,7 +72,7 @@ async def _mirror(app: web.Application) -> AsyncIterator[None]:
     async with open_mirror(settings.upstream, app[CACHE], app[METRICS].proxy) as mirror:
         replies = MirrorReplies(settings, mirror.index, mirror.crates)
         app[REPLIES] = MergedReplies(
-            replies, app[PRIVATE], mirror.search, auth_required=settings.auth.required
+            replies, app[PRIVATE], mirror.search, auth_required=app[POLICY].tokens_wanted
         )
         yield
 

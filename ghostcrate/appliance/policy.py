@@ -53,6 +53,11 @@ class Rule:
             ),
         )
 
+    @property
+    def wants_token(self) -> bool:
+        """Whether some reader gets in only with a token."""
+        return not self.anonymous and (self.token or self.admin or bool(self.users))
+
     def allows(self, actor: Actor | None, remote: str | None) -> bool:
         if self.anonymous:
             return True
@@ -71,6 +76,11 @@ class Policy:
         self.publish = Rule.parse(settings.publish)
         self.admin = Rule.parse(settings.admin)
         self._accounts = accounts
+        #: config.json says `auth-required`, the only way to make cargo send its token when
+        #: it reads the index: when `required`, or when a read rule names token holders.
+        self.tokens_wanted = self.required or any(
+            rule.wants_token for rule in (self.read_mirror, self.read_private)
+        )
         #: Every read is allowed without looking at the request: the lanes skip the checks.
         self.open_reads = (
             not self.required and self.read_mirror.anonymous and (self.read_private.anonymous)
