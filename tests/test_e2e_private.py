@@ -240,3 +240,41 @@ def test_both_ways_of_naming_a_private_dependency_give_one_crate(
     locked = [p for p in read_lockfile(app) if p.source is not None]
     assert [p.source for p in locked if p.name == "acme-core"] == [CRATES_IO_SOURCE]
     assert [p.source for p in locked if p.name == "acme-utils"] == [f"sparse+{appliance.index_url}"]
+
+
+def test_a_workspace_is_published_in_dependency_order(
+    start_appliance: StartAppliance, tmp_path: Path
+) -> None:
+    appliance = start_appliance()
+    cargo = publisher(tmp_path, appliance)
+    root = tmp_path / "workspace"
+    members = {
+        "acme-top": CrateSpec("acme-top", "0.1.0", deps=(Dep("acme-mid", "0.1"),)),
+        "acme-mid": CrateSpec("acme-mid", "0.1.0", deps=(Dep("acme-base", "0.1"),)),
+        "acme-base": CrateSpec("acme-base", "0.1.0", deps=(Dep("z", "0.1"),)),
+    }
+    for name, spec in members.items():
+        write_package(root / name, spec)
+        manifest = root / name / "Cargo.toml"
+        text = manifest.read_text().replace("\n[workspace]\n", "\n")
+        for dep in spec.deps:
+            if dep.name.startswith("acme-"):  # a path dependency inside the workspace
+                text = text.replace(
+                    f'{dep.name} = {{ version = "{dep.req}"',
+                    f'{dep.name} = {{ path = "../{dep.name}", version = "{dep.req}"',
+                )
+        manifest.write_text(text)
+    (root / "Cargo.toml").write_text(
+        '[workspace]\nresolver = "2"\nmembers = ["acme-top", "acme-mid", "acme-base"]\n'
+    )
+    done = cargo.run(
+        ["publish", "--workspace", "--registry", "ghostcrate", "--allow-dirty", "--no-verify"],
+        root,
+    )
+    order = [line.split()[1] for line in done.stderr.splitlines() if "Uploaded" in line]
+    assert order == ["acme-base", "acme-mid", "acme-top"], done.stderr
+    app = make_workspace(tmp_path / "app", {"acme-top": "0.1"})
+    consumer = CargoEnv(tmp_path / "consumer")
+    configure_registry(consumer, appliance)
+    output = parse_app_output(consumer.run(["run", "-q"], app).stdout)
+    assert output["acme-top"][1] == ["acme-mid@0.1.0"]
