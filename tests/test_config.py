@@ -124,6 +124,11 @@ def test_env_rule() -> None:
         ("[s3]\nprefix = 'x'\n", "'s3.bucket' must be set"),
         ("[s3]\nbucket = 'ab'\n", "'s3.bucket' must be at least 3 characters long"),
         ("[s3]\nbucket = 'abc'\naccess_key_id = 'k'\n", "[s3] must set both access_key_id"),
+        ("[private]\nreserved = 'acme-*'\n", "'private.reserved' must be a list of strings"),
+        ("[private]\nreserved = ['acme/*']\n", "'acme/*' is not a crate name pattern"),
+        ("[auth]\nread_private = ['tokens']\n", "'tokens' is not one of anonymous, token"),
+        ("[auth]\npublish = ['10.0.0.0/33']\n", "is not one of anonymous, token, admin"),
+        ("[auth]\nrequired = 'yes'\n", "'auth.required' must be true or false"),
         ("[server\n", "not valid TOML"),
     ],
 )
@@ -184,8 +189,12 @@ def test_environment_values_are_read_as_their_keys_types() -> None:
         "GHOSTCRATE_CACHE__MEMORY_BYTES": "1MiB",
         "GHOSTCRATE_CACHE__DISK_MAX_BYTES": "1000",
         "GHOSTCRATE_DATA_DIR": "relative/data",
+        "GHOSTCRATE_PRIVATE__RESERVED": "acme-*, corp_*",
+        "GHOSTCRATE_AUTH__READ_PRIVATE": "token,10.0.0.0/8",
     }
     settings = load_settings(None, environ).settings
+    assert settings.private.reserved == ["acme-*", "corp_*"]
+    assert settings.auth.read_private == ["token", "10.0.0.0/8"]
     assert settings.server.workers == 3
     assert settings.upstream.index_ttl == 2.5
     assert settings.cache.memory_bytes == 2**20

@@ -41,6 +41,16 @@ REQUESTS: list[tuple[str, str, tuple[tuple[str, str], ...]]] = [
     ("POST", "/health", ()),
     ("DELETE", CRATE, ()),
     ("GET", "/no/such/route", ()),
+    # The registry's API: no token, a mirrored (not private) crate, search, /me.
+    ("PUT", "/api/v1/crates/new", ()),
+    ("PUT", "/api/v1/crates/new", (("authorization", "gcr_" + "x" * 43),)),
+    ("DELETE", "/api/v1/crates/abc/0.2.0/yank", ()),
+    ("PUT", "/api/v1/crates/abc/0.2.0/unyank", (("authorization", "not-a-token"),)),
+    ("GET", "/api/v1/crates/abc", ()),
+    ("GET", "/api/v1/crates/abc/owners", ()),
+    ("GET", "/api/v1/crates?q=ab&per_page=5", ()),
+    ("GET", "/api/v1/crates?per_page=lots", ()),
+    ("GET", "/me", ()),
 ]
 
 
