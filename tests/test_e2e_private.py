@@ -278,3 +278,22 @@ def test_a_workspace_is_published_in_dependency_order(
     configure_registry(consumer, appliance)
     output = parse_app_output(consumer.run(["run", "-q"], app).stdout)
     assert output["acme-top"][1] == ["acme-mid@0.1.0"]
+
+
+def test_private_index_files_and_crates_are_hot_set_hits_in_the_lanes(
+    start_appliance: StartAppliance, tmp_path: Path
+) -> None:
+    appliance = start_appliance()
+    cargo = publisher(tmp_path, appliance)
+    publish(cargo, write_package(tmp_path / "core", CORE))
+    for target in ("/index/ac/me/acme-core", "/api/v1/crates/acme-core/1.0.0/download"):
+        assert appliance.get(target)[0] == 200  # kept now
+    hits = appliance.metric("ghostcrate_fast_lane_requests_total", result="hit")
+    for _ in range(10):
+        for target in ("/index/ac/me/acme-core", "/api/v1/crates/acme-core/1.0.0/download"):
+            assert appliance.get(target)[0] == 200
+    assert appliance.metric("ghostcrate_fast_lane_requests_total", result="hit") >= hits + 20
+    events = [e for e in appliance.events() if e.get("msg") == "published"]
+    assert [(e["crate"], e["version"], e["user"]) for e in events] == [
+        ("acme-core", "1.0.0", "alice")
+    ]

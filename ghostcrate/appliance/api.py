@@ -47,7 +47,11 @@ async def publish(request: web.Request) -> web.Response:
     actor = await actor_of(request)
     body = await _read_body(request, request.app[SETTINGS].private.max_upload + METADATA_ROOM)
     registry = request.app[PRIVATE]
-    await registry.publish(body, actor, request.app[REPLIES])
+    new = await registry.publish(body, actor, request.app[REPLIES])
+    log.info(
+        "published",
+        extra={"crate": new.name, "version": new.version, "cksum": new.cksum, "user": actor.user},
+    )
     return web.json_response({"warnings": NO_WARNINGS})
 
 
@@ -112,6 +116,10 @@ async def _change_owners(request: web.Request, *, add: bool) -> web.Response:
     users = await _user_list(request)
     name = request.match_info["name"]
     found = await request.app[PRIVATE].change_owners(name, users, actor, add=add)
+    log.info(
+        "owners added" if add else "owners removed",
+        extra={"crate": name, "owners": found, "user": actor.user},
+    )
     who = ", ".join(found)
     message = (
         f"user(s) {who} added as owner(s) of crate {name}"

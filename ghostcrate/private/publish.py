@@ -56,8 +56,10 @@ class Publisher:
         self._blobs = blobs
         self._private_versions = private_versions
 
-    async def publish(self, body: bytes, actor: Actor, upstream: Upstream) -> int:
-        """Check and store a publish; the seq of its change."""
+    async def publish(
+        self, body: bytes, actor: Actor, upstream: Upstream
+    ) -> tuple[int, NewVersion]:
+        """Check and store a publish; the seq of its change, and what was published."""
         raw, data = split_body(body, max_crate=self._settings.max_upload)
         meta = parse_metadata(raw)
         check_archive(data, meta, max_unpacked=self._settings.max_unpacked)
@@ -76,7 +78,7 @@ class Publisher:
             about={field: getattr(meta, field) for field in ABOUT_FIELDS},
         )
         await self._blobs.put(cksum, data)
-        return await self._crates.add_version(new, actor)
+        return await self._crates.add_version(new, actor), new
 
     async def _check_name(self, meta: PublishMeta, actor: Actor, upstream: Upstream) -> None:
         crate = await self._crates.crate(meta.name)

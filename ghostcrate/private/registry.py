@@ -21,7 +21,7 @@ from ghostcrate.config import Settings
 from ghostcrate.private.accounts import Accounts
 from ghostcrate.private.blobs import BlobStore, Bucket
 from ghostcrate.private.changes import ACCOUNTS, CRATE, Change
-from ghostcrate.private.crates import Crates, IndexBody, max_version
+from ghostcrate.private.crates import Crates, IndexBody, NewVersion, max_version
 from ghostcrate.private.db import Database
 from ghostcrate.private.errors import NotFound
 from ghostcrate.private.generation import Generation
@@ -208,9 +208,12 @@ class Registry:
 
     # --- writing ------------------------------------------------------------
 
-    async def publish(self, body: bytes, actor: Actor, upstream: Upstream) -> None:
+    async def publish(self, body: bytes, actor: Actor, upstream: Upstream) -> NewVersion:
+        """Check, store and record a publish; what was published."""
         await self.sync()  # dependencies on crates another worker has just published
-        await self._applied(await self._publisher.publish(body, actor, upstream))
+        seq, new = await self._publisher.publish(body, actor, upstream)
+        await self._applied(seq)
+        return new
 
     async def set_yanked(self, name: str, version: str, actor: Actor, *, yanked: bool) -> None:
         await self._applied(await self.crates.set_yanked(name, version, actor, yanked=yanked))
