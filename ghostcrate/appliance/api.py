@@ -7,6 +7,7 @@ which the `cargo_errors` middleware turns into cargo's error format.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 #: Room for the metadata and the two length fields around the `.crate` itself.
 METADATA_ROOM = (1 << 20) + 8
+#: Seconds a publish body may go without a byte before it is refused.
+BODY_IDLE_SECONDS = 60.0
 #: crates.io's default and largest page of search results.
 SEARCH_DEFAULT, SEARCH_MAX = 10, 100
 
@@ -56,7 +59,11 @@ async def publish(request: web.Request) -> web.Response:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to be longer than `limit`."""
+    """The whole body, refused with 413 as soon as it is known to be longer than `limit`.
+
+    A client that sends nothing for `BODY_IDLE_SECONDS` is refused with 408, as nginx's
+    `client_body_timeout` does: a slow sender does not hold the route for ever.
+    """
     too_large = PublishRejected(
         f"the upload is larger than this registry accepts ({limit >> 20} MiB with metadata); "
         "see [private] max_upload",
@@ -65,11 +72,19 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     body = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 16):
+    while True:
+        try:
+            async with asyncio.timeout(BODY_IDLE_SECONDS):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise PublishRejected(
+                f"the upload stalled: nothing came for {BODY_IDLE_SECONDS:g} s", status=408
+            ) from None
+        if not chunk:
+            return bytes(body)
         body += chunk
         if len(body) > limit:
             raise too_large
-    return bytes(body)
 
 
 async def yank(request: web.Request) -> web.Response:
