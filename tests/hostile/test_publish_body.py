@@ -20,6 +20,7 @@ async def token_for(client: MirrorClient) -> str:
     accounts = client.app[PRIVATE].accounts
     await accounts.add_user("alice", admin=True)
     token, _ = await accounts.create_token("alice")
+    assert isinstance(token, str)
     return token
 
 
