@@ -297,3 +297,22 @@ def test_private_index_files_and_crates_are_hot_set_hits_in_the_lanes(
     assert [(e["crate"], e["version"], e["user"]) for e in events] == [
         ("acme-core", "1.0.0", "alice")
     ]
+
+
+def test_warm_never_asks_the_upstream_about_private_names(
+    start_appliance: StartAppliance, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    appliance = start_appliance()
+    cargo = publisher(tmp_path, appliance)
+    publish(cargo, write_package(tmp_path / "core", CORE))
+    app = make_workspace(tmp_path / "app", {"acme-core": "1", "z": "0.1"})
+    consumer = CargoEnv(tmp_path / "consumer")
+    configure_registry(consumer, appliance)
+    consumer.run(["generate-lockfile"], app)
+    upstream.publish(CrateSpec("acme-core", "1.0.0"))  # someone takes the name upstream
+    upstream.reset_counts()
+    warmed = appliance.run("warm", str(app / "Cargo.lock"), "--crate", "acme-core@1")
+    assert warmed.returncode == 0, warmed.stderr
+    assert "1 private left alone" in warmed.stdout
+    assert upstream.index_count("acme-core") == upstream.download_count("acme-core") == 0
+    assert upstream.download_count("z") == 1

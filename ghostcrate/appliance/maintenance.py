@@ -12,6 +12,7 @@ from ghostcrate.appliance.progress import Progress
 from ghostcrate.cache import CacheMetrics
 from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
+from ghostcrate.private.registry import Registry
 from ghostcrate.proxy.bundle import Selection, export_bundle, import_bundle
 from ghostcrate.proxy.maintenance import gc, verification_items, verify
 from ghostcrate.proxy.metrics import ProxyMetrics
@@ -62,12 +63,16 @@ async def run_warm(
     async with (
         open_cache(settings, CacheMetrics.create(registry)) as cache,
         open_mirror(settings.upstream, cache, ProxyMetrics.create(registry)) as mirror,
+        Registry.open(settings) as private,
     ):
         progress = Progress("warm", 0)
-        report = await Warmer(mirror, concurrency, progress.update).run(locked, specs)
+        # Private and reserved names are never asked of the upstream, warm or not.
+        warmer = Warmer(mirror, concurrency, progress.update, never_upstream=private.reserved)
+        report = await warmer.run(locked, specs)
+    skipped = f", {len(report.skipped)} private left alone" if report.skipped else ""
     print(
         f"warm: {len(report.fetched)} fetched, {len(report.already_cached)} already cached, "
-        f"{len(report.failed)} failed"
+        f"{len(report.failed)} failed{skipped}"
     )
     for item, reason in report.failed:
         print(f"failed {item}: {reason}")

@@ -124,13 +124,21 @@ class WarmReport:
     fetched: list[str] = field(default_factory=list)
     already_cached: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Names never asked of the upstream (the private registry's): not warmed.
+    skipped: set[str] = field(default_factory=set)
 
 
 class Warmer:
     def __init__(
-        self, mirror: Mirror, concurrency: int, on_progress: Callable[[int, int], None]
+        self,
+        mirror: Mirror,
+        concurrency: int,
+        on_progress: Callable[[int, int], None],
+        never_upstream: Callable[[str], bool] = lambda name: False,
     ) -> None:
+        """`never_upstream(name)`: a name the upstream must never be asked about."""
         self._mirror = mirror
+        self._never_upstream = never_upstream
         self._limit = asyncio.Semaphore(concurrency)
         self._on_progress = on_progress
         self._report = WarmReport()
@@ -158,6 +166,10 @@ class Warmer:
             work.close()
             return
         self._seen.add(identity)
+        if self._never_upstream(identity[1]):
+            work.close()
+            self._report.skipped.add(identity[1])
+            return
         if identity[0] == "crate":
             self._crates += 1
         else:
