@@ -316,3 +316,16 @@ def test_warm_never_asks_the_upstream_about_private_names(
     assert "1 private left alone" in warmed.stdout
     assert upstream.index_count("acme-core") == upstream.download_count("acme-core") == 0
     assert upstream.download_count("z") == 1
+
+
+def test_offline_search_shows_private_crates_only_and_asks_nobody(
+    start_appliance: StartAppliance, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    appliance = start_appliance(offline=True)
+    cargo = publisher(tmp_path, appliance)
+    publish(cargo, write_package(tmp_path / "tool", CrateSpec("multitool", "0.3.0")))
+    found = cargo.run(["search", "--registry", "ghostcrate", "multi"], tmp_path).stdout
+    assert [line.split(" = ")[0] for line in found.splitlines() if " = " in line] == [
+        "multitool"
+    ]
+    assert upstream.requests == []
