@@ -325,7 +325,5 @@ def test_offline_search_shows_private_crates_only_and_asks_nobody(
     cargo = publisher(tmp_path, appliance)
     publish(cargo, write_package(tmp_path / "tool", CrateSpec("multitool", "0.3.0")))
     found = cargo.run(["search", "--registry", "ghostcrate", "multi"], tmp_path).stdout
-    assert [line.split(" = ")[0] for line in found.splitlines() if " = " in line] == [
-        "multitool"
-    ]
+    assert [line.split(" = ")[0] for line in found.splitlines() if " = " in line] == ["multitool"]
     assert upstream.requests == []
