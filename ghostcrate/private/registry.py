@@ -21,7 +21,7 @@ from ghostcrate.config import Settings
 from ghostcrate.private.accounts import Accounts
 from ghostcrate.private.blobs import BlobStore, Bucket
 from ghostcrate.private.changes import ACCOUNTS, CRATE, Change
-from ghostcrate.private.crates import Crates, IndexBody, NewVersion, max_version
+from ghostcrate.private.crates import Crates, NewVersion, max_version
 from ghostcrate.private.db import Database
 from ghostcrate.private.errors import NotFound
 from ghostcrate.private.generation import Generation
@@ -93,9 +93,6 @@ class Registry:
         """Whether another process has made a change this one has not applied yet."""
         return self.generation.view[0] != self.seen
 
-    def owns(self, name: str) -> bool:
-        return canonical(name) in self.names
-
     def reserved(self, name: str) -> bool:
         """Whether `name` must never be asked of the upstream (private or reserved)."""
         return canonical(name) in self.names or matches(self._settings.reserved, name)
@@ -148,10 +145,6 @@ class Registry:
         return removed
 
     # --- reading ------------------------------------------------------------
-
-    async def index_file(self, name: str) -> IndexBody | None:
-        await self.sync()
-        return await self.crates.index_body(name)
 
     async def crate_file(self, name: str, version: str) -> Path | None:
         await self.sync()
