@@ -55,7 +55,6 @@ MANIFEST = "manifest.json"
 MEMBER_PREFIX = "files/"
 CHUNK = 1024 * 1024
 ABANDONED_STAGING_SECONDS = 3600
-CARRIED_PREFIX = "private/"
 #: A carried file's key: below `private/`, each part starting with a letter or digit.
 _CARRIED_KEY = re.compile(r"private(?:/[A-Za-z0-9][A-Za-z0-9_.+-]*)+")
 
