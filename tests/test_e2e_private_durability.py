@@ -124,6 +124,7 @@ def crate_of(name: str, version: str, extra_bytes: int = 0) -> tuple[bytes, str]
 # --- 1. kill -9 during publishes ------------------------------------------------
 
 
+@pytest.mark.timeout(300)  # 30 restarts: about 40 s on a quiet machine, twice that under load
 def test_kill_9_at_any_point_of_a_publish_leaves_it_whole_or_gone(
     start_appliance: StartAppliance,
 ) -> None:

@@ -141,7 +141,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Write every cached index file and crate (or, with --lockfile, those "
         "the lock files need) to a bundle: a tar file whose manifest lists each file's "
         "sha256. With --since, leave out what an earlier bundle already carried (or what "
-        "has not changed since a date).",
+        "has not changed since a date). With --private, also every private crate version "
+        "(its .crate, index entry, yanked state and owners by user name; never a token): "
+        "--lockfile limits them to the versions the lock files lock, --since leaves out "
+        "those the earlier bundle carried (or published before the date). A version "
+        "carried before is not carried again when it is yanked later.",
     )
     export.add_argument(
         "--output", "-o", type=Path, required=True, metavar="FILE", help="the bundle to write"
@@ -157,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="only what this Cargo.lock (or the ones below this directory) needs; repeatable",
     )
+    export.add_argument(
+        "--private",
+        action="store_true",
+        help="also carry the private registry's crates (default: the mirror's files only)",
+    )
     export.set_defaults(run=_bundle_command("export"))
 
     load = commands.add_parser(
@@ -165,7 +174,12 @@ def _parser() -> argparse.ArgumentParser:
         help="verify a bundle and add what the cache lacks",
         description="Check every file of the bundle against its manifest and every crate "
         "against its index entry; refuse the whole bundle if anything fails, otherwise "
-        "add what the cache lacks. Running it twice adds nothing. Safe while serving.",
+        "add what the cache lacks. Private crates in the bundle (export --private) are "
+        "registered, each name becoming private here; a version already here with the same "
+        "checksum is skipped, one with another checksum, or a name here in another "
+        "spelling, refuses the bundle. A new crate is owned by those of its owners who are "
+        "users here (by name), else only administrators may yank it. Running it twice adds "
+        "nothing. Safe while serving: a running server sees the new crates at once.",
     )
     load.add_argument("bundle", type=Path, metavar="FILE", help="a bundle written by export")
     load.set_defaults(run=_bundle_command("import"))
@@ -334,7 +348,9 @@ def _bundle_command(command: str) -> Callable[[LoadedSettings, argparse.Namespac
         try:
             if selection is None:
                 return asyncio.run(run_import(loaded.settings, args.bundle))
-            return asyncio.run(run_export(loaded.settings, args.output, selection))
+            return asyncio.run(
+                run_export(loaded.settings, args.output, selection, private=args.private)
+            )
         except BundleError as error:
             print(f"ghostcrate {command}: {error}", file=sys.stderr)
             return exitcodes.FAILED

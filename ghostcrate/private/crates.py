@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiosqlite
 
 from ghostcrate.cargo.semver import InvalidVersion, Version
 from ghostcrate.private import changes
+from ghostcrate.private.carry import CarriedVersion, CarryError
 from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import Forbidden, NotFound, RegistryError
 from ghostcrate.private.tokens import Actor, canonical
 
 #: Crate metadata kept from the newest version, for search and the crate's API page.
 ABOUT_FIELDS = ("description", "repository", "homepage", "documentation")
+
+#: One row of a query, on whichever connection the caller reads through.
+Query = Callable[[str, tuple[object, ...]], Awaitable[Row | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +249,113 @@ class Crates:
             raise not_owner(crate["name"], actor)
         return crate
 
+    # --- across the air gap --------------------------------------------------
+
+    async def carried_versions(self) -> list[CarriedVersion]:
+        """Every private version as a bundle carries it, oldest first."""
+        rows = await self._db.all(
+            "SELECT c.name, c.description, c.repository, c.homepage, c.documentation,"
+            " c.keywords, v.num, v.cksum, v.size, v.entry, v.yanked, v.created_at,"
+            " v.license, u.name AS publisher FROM versions v"
+            " JOIN crates c ON c.id = v.crate_id LEFT JOIN users u ON u.id = v.published_by"
+            " ORDER BY v.id"
+        )
+        owners: dict[str, list[str]] = {}
+        for row in await self._db.all(
+            "SELECT c.name AS crate, u.name FROM owners o JOIN users u ON u.id = o.user_id"
+            " JOIN crates c ON c.id = o.crate_id ORDER BY u.name"
+        ):
+            owners.setdefault(row["crate"], []).append(row["name"])
+        return [
+            CarriedVersion(
+                name=row["name"],
+                vers=row["num"],
+                cksum=row["cksum"],
+                size=row["size"],
+                entry=row["entry"],
+                yanked=bool(row["yanked"]),
+                owners=tuple(owners.get(row["name"], ())),
+                published_by=row["publisher"],
+                published_at=row["created_at"],
+                license=row["license"],
+                about={field: row[field] for field in ABOUT_FIELDS},
+                keywords=tuple(row["keywords"].split()),
+            )
+            for row in rows
+        ]
+
+    async def new_of(self, carried: list[CarriedVersion]) -> list[CarriedVersion]:
+        """Those of `carried` not here yet; raises `CarryError` on a clash (see `_new_of`)."""
+        return await _new_of(self._db.one, carried)
+
+    async def add_carried(self, carried: list[CarriedVersion]) -> tuple[list[CarriedVersion], int]:
+        """Register those of `carried` not here yet, in one transaction; they, and the seq of
+        the last change (0 if none).
+
+        A new crate is owned by those of its carried owners that are users here (by
+        name); by nobody if none is, and then only administrators may change it.
+        """
+        async with self._db.write() as connection:
+
+            async def query(sql: str, params: tuple[object, ...]) -> Row | None:
+                return await _one(connection, sql, params)
+
+            added = await _new_of(query, carried)
+            seq = 0
+            now = time.time()
+            for version in added:
+                crate = await query(
+                    "SELECT id FROM crates WHERE canonical = ?", (canonical(version.name),)
+                )
+                if crate is None:
+                    cursor = await connection.execute(
+                        "INSERT INTO crates (name, canonical, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (version.name, canonical(version.name), now, now),
+                    )
+                    assert cursor.lastrowid is not None
+                    crate_id = cursor.lastrowid
+                    for login in version.owners:
+                        await connection.execute(
+                            "INSERT OR IGNORE INTO owners (crate_id, user_id)"
+                            " SELECT ?, id FROM users WHERE lower(name) = lower(?)",
+                            (crate_id, login),
+                        )
+                else:
+                    crate_id = crate["id"]
+                publisher = await query(
+                    "SELECT id FROM users WHERE lower(name) = lower(?)", (version.published_by,)
+                )
+                await connection.execute(
+                    "INSERT INTO versions (crate_id, num, num_no_build, cksum, size, entry,"
+                    " yanked, published_by, created_at, license)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        crate_id,
+                        version.vers,
+                        version.vers.partition("+")[0],
+                        version.cksum,
+                        version.size,
+                        version.entry,
+                        int(version.yanked),
+                        None if publisher is None else publisher["id"],
+                        version.published_at,
+                        version.license,
+                    ),
+                )
+                await connection.execute(
+                    "UPDATE crates SET updated_at = ?, description = ?, repository = ?,"
+                    " homepage = ?, documentation = ?, keywords = ? WHERE id = ?",
+                    (
+                        now,
+                        *(version.about.get(field) for field in ABOUT_FIELDS),
+                        " ".join(version.keywords),
+                        crate_id,
+                    ),
+                )
+                seq = await changes.record(connection, changes.CRATE, version.name, version.vers)
+            return added, seq
+
     # --- reading for people -------------------------------------------------
 
     async def search(self, query: str, limit: int) -> tuple[list[dict[str, str]], int]:
@@ -292,6 +404,43 @@ def max_version(numbers: list[str], yanked: list[str]) -> str | None:
     if not parsed:
         return None
     return max(parsed, key=lambda item: (item[0], not item[1].pre.text, item[1]))[2]
+
+
+async def _new_of(query: Query, carried: list[CarriedVersion]) -> list[CarriedVersion]:
+    """Those of `carried` not here yet. A version here with the same checksum is skipped;
+    one with another checksum, or a name here (or in `carried`) in another spelling, is a
+    clash that refuses all of them."""
+    new: list[CarriedVersion] = []
+    spellings: dict[str, str] = {}
+    numbers: set[tuple[str, str]] = set()
+    for version in carried:
+        key = canonical(version.name)
+        number = version.vers.partition("+")[0]
+        crate = await query("SELECT id, name FROM crates WHERE canonical = ?", (key,))
+        spelling = spellings.setdefault(key, crate["name"] if crate else version.name)
+        if spelling != version.name:
+            raise CarryError(
+                f"private crate {version.name} clashes with {spelling}: names that differ "
+                "only in case or '-'/'_' are the same crate"
+            )
+        if (key, number) in numbers:
+            raise CarryError(f"private crate {version.name} {number} is carried twice")
+        numbers.add((key, number))
+        here = None
+        if crate is not None:
+            here = await query(
+                "SELECT num, cksum FROM versions WHERE crate_id = ? AND num_no_build = ?",
+                (crate["id"], number),
+            )
+        if here is None:
+            new.append(version)
+        elif here["cksum"] != version.cksum:
+            raise CarryError(
+                f"private crate {version.name}@{here['num']} is already here with another "
+                f"checksum ({here['cksum']}; the bundle's is {version.cksum}): a version "
+                "never changes, so one of the two registries published different bytes"
+            )
+    return new
 
 
 def _escape_like(text: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from ghostcrate.config import Settings
 from ghostcrate.private.accounts import Accounts
 from ghostcrate.private.blobs import BlobStore, Bucket
+from ghostcrate.private.carry import CarriedVersion
 from ghostcrate.private.changes import ACCOUNTS, CRATE, Change
 from ghostcrate.private.crates import Crates, NewVersion, max_version
 from ghostcrate.private.db import Database
@@ -92,6 +93,10 @@ class Registry:
     def stale(self) -> bool:
         """Whether another process has made a change this one has not applied yet."""
         return self.generation.view[0] != self.seen
+
+    def owns(self, name: str) -> bool:
+        """Whether `name` (in any case or `-`/`_` spelling) is a private crate's."""
+        return canonical(name) in self.names
 
     def reserved(self, name: str) -> bool:
         """Whether `name` must never be asked of the upstream (private or reserved)."""
@@ -217,6 +222,24 @@ class Registry:
         found, seq = await self.crates.change_owners(name, users, actor, add=add)
         await self._applied(seq)
         return found
+
+    async def add_carried(
+        self, carried: list[tuple[CarriedVersion, Path]]
+    ) -> tuple[list[CarriedVersion], int]:
+        """Register the private versions a bundle carried (each with its staged `.crate`)
+        that are not here yet: files stored durably first, then all versions in one
+        transaction, seen by every worker before this returns. The versions added, and
+        how many were already here. Raises `CarryError` on a clash, adding nothing."""
+        versions = [version for version, _ in carried]
+        files = {version.cksum: path for version, path in carried}
+        loop = asyncio.get_running_loop()
+        for version in await self.crates.new_of(versions):
+            data = await loop.run_in_executor(None, files[version.cksum].read_bytes)
+            await self.blobs.put(version.cksum, data)
+        added, seq = await self.crates.add_carried(versions)
+        if seq:
+            await self._applied(seq)
+        return added, len(versions) - len(added)
 
     async def revoke_token(self, token_id: int) -> None:
         await self._applied(await self.accounts.revoke_token(token_id))

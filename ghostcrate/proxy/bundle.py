@@ -2,12 +2,18 @@
 
 A bundle is a tar archive. Its first member, `manifest.json`, lists every
 file with its cache key, size and sha256; the files follow as `files/<key>`.
-Index files travel in their stored form (body and validators).
+Index files travel in their stored form (body and validators). Files below
+`private/` are carried for the private registry: the bundle checks them
+against the manifest like any other and hands them over staged, without
+reading them (format version 2; a bundle without them stays version 1, which
+older GhostCrates import).
 
 Import is all or nothing: every file is copied into a staging directory
 beside the cache and checked against the manifest, and every crate against
-the sha256 of its index entry, before the first file becomes visible. A
-bundle that fails any check is refused whole. Importing twice adds nothing.
+the sha256 of its index entry, before the first file becomes visible
+(`stage_bundle`; its caller checks the carried files too before it calls
+`Staged.publish`). A bundle that fails any check is refused whole. Importing
+twice adds nothing.
 
 A bundle extracted and tarred again is accepted if every file still matches:
 the manifest is read before any file wherever it is, `./` is ignored, and so
@@ -25,11 +31,12 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -42,11 +49,14 @@ from ghostcrate.proxy.keys import crate_key, index_key, is_index_key, parse_crat
 from ghostcrate.proxy.warm import Locked, read_lockfile
 
 FORMAT = "ghostcrate-bundle"
-FORMAT_VERSION = 1
+#: Version 1: mirror files only; 2: files below `private/` too.
+FORMAT_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 MEMBER_PREFIX = "files/"
 CHUNK = 1024 * 1024
 ABANDONED_STAGING_SECONDS = 3600
+#: A carried file's key: below `private/`, each part starting with a letter or digit.
+_CARRIED_KEY = re.compile(r"private(?:/[A-Za-z0-9][A-Za-z0-9_.+-]*)+")
 
 
 class BundleError(Exception):
@@ -58,6 +68,19 @@ class Entry:
     key: str
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A file the bundle carries for the private registry: its key (below `private/`),
+    and its bytes or the file that holds them."""
+
+    key: str
+    source: Path | bytes
+
+
+def is_carried_key(key: str) -> bool:
+    return _CARRIED_KEY.fullmatch(key) is not None
 
 
 @dataclass
@@ -77,20 +100,26 @@ class ImportReport:
 @dataclass(frozen=True)
 class Selection:
     """What an export leaves out: what an earlier bundle carried, or older files; and
-    whether it is limited to the packages of some lock files."""
+    whether it is limited to the packages of some lock files (`locked`: their crates.io
+    packages; `locked_anywhere`: their packages from any registry, which private crates
+    named with `registry = ...` are)."""
 
     since_label: str | None = None
     since_manifest: dict[str, Entry] | None = None
     since_time: dt.datetime | None = None
     locked: list[Locked] | None = None
+    locked_anywhere: list[Locked] | None = None
 
     @classmethod
     def from_arguments(cls, since: str | None, lockfiles: list[Path]) -> Selection:
         """From `--since BUNDLE_OR_DATE` and `--lockfile` paths (blocking: reads them)."""
         manifest = manifest_of(Path(since)) if since and Path(since).is_file() else None
         time = parse_since(since) if since and manifest is None else None
-        locked = [p for path in lockfiles for p in read_lockfile(path)[0]] if lockfiles else None
-        return cls(since, manifest, time, locked)
+        if not lockfiles:
+            return cls(since, manifest, time)
+        locked = [p for path in lockfiles for p in read_lockfile(path)[0]]
+        anywhere = [p for path in lockfiles for p in read_lockfile(path, any_registry=True)[0]]
+        return cls(since, manifest, time, locked, anywhere)
 
 
 def manifest_of(path: Path) -> dict[str, Entry]:
@@ -117,11 +146,13 @@ async def export_bundle(
     since_manifest: dict[str, Entry] | None = None,
     since_time: dt.datetime | None = None,
     locked: Iterable[Locked] | None = None,
+    carried: Sequence[Carried] = (),
     upstream: str = "",
     on_checked: Callable[[int, int], None] = lambda done, total: None,
     on_written: Callable[[int, int], None] = lambda done, total: None,
 ) -> ExportReport:
-    """Write the cached files (all, or those of `locked`) not in `since_*` to `output`.
+    """Write the cached files (all, or those of `locked`) not in `since_*`, and the
+    `carried` files (all of them: the caller chose them), to `output`.
 
     Progress is told in files: those hashed for the manifest (`on_checked`), then
     those written after it (`on_written`), which the report counts.
@@ -129,6 +160,7 @@ async def export_bundle(
     plan = _Plan(
         root=cache.disk.root,
         keys=await _keys_to_export(cache, locked),
+        carried={c.key: c.source for c in carried},
         since_manifest=since_manifest or {},
         since_time=since_time,
         upstream=upstream,
@@ -142,6 +174,7 @@ async def export_bundle(
 class _Plan:
     root: Path
     keys: list[str]
+    carried: dict[str, Path | bytes]
     since_manifest: dict[str, Entry]
     since_time: dt.datetime | None
     upstream: str
@@ -153,6 +186,12 @@ class _Plan:
         if previous is not None:
             return previous.sha256 == entry.sha256
         return self.since_time is not None and modified < self.since_time
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[IO[bytes]]:
+        source = self.carried.get(key, self.root / key)
+        with io.BytesIO(source) if isinstance(source, bytes) else source.open("rb") as handle:
+            yield handle
 
 
 async def _keys_to_export(cache: TieredCache, locked: Iterable[Locked] | None) -> list[str]:
@@ -175,6 +214,7 @@ async def _keys_to_export(cache: TieredCache, locked: Iterable[Locked] | None) -
 def _write_bundle(plan: _Plan, output: Path) -> ExportReport:
     report = ExportReport()
     entries: list[Entry] = []
+    total = len(plan.keys) + len(plan.carried)
     for done, key in enumerate(plan.keys, start=1):
         path = plan.root / key
         with contextlib.suppress(FileNotFoundError):  # evicted meanwhile: not exported
@@ -184,10 +224,15 @@ def _write_bundle(plan: _Plan, output: Path) -> ExportReport:
                 report.skipped_unchanged += 1
             else:
                 entries.append(entry)
-        plan.on_checked(done, len(plan.keys))
+        plan.on_checked(done, total)
+    for done, key in enumerate(plan.carried, start=len(plan.keys) + 1):
+        with plan.open(key) as handle:
+            digest, size = _copy_hashing(handle, None)
+        entries.append(Entry(key, size, digest))
+        plan.on_checked(done, total)
     manifest = {
         "format": FORMAT,
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSIONS[1] if plan.carried else FORMAT_VERSIONS[0],
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "generator": f"ghostcrate {__version__}",
         "upstream": plan.upstream,
@@ -201,7 +246,7 @@ def _write_bundle(plan: _Plan, output: Path) -> ExportReport:
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
             for done, entry in enumerate(entries, start=1):
-                with (plan.root / entry.key).open("rb") as handle:
+                with plan.open(entry.key) as handle:
                     info = tarfile.TarInfo(MEMBER_PREFIX + entry.key)
                     info.size = entry.size
                     archive.addfile(info, handle)
@@ -242,16 +287,21 @@ def _read_manifest(archive: tarfile.TarFile, path: Path) -> tuple[tarfile.TarInf
     assert handle is not None  # a regular file
     try:
         manifest = json.loads(handle.read())
-        if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
-            raise BundleError(f"{path}: unsupported bundle format {manifest.get('format')!r}")
+        if manifest.get("format") != FORMAT or manifest.get("version") not in FORMAT_VERSIONS:
+            raise BundleError(
+                f"{path}: unsupported bundle format {manifest.get('format')!r} version "
+                f"{manifest.get('version')!r} (this GhostCrate reads {FORMAT!r} versions "
+                f"{', '.join(map(str, FORMAT_VERSIONS))})"
+            )
         entries = [
             Entry(str(f["key"]), int(f["size"]), str(f["sha256"])) for f in manifest["files"]
         ]
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise BundleError(f"{path}: its manifest is damaged ({error})") from None
     for entry in entries:
-        if not (is_index_key(entry.key) or parse_crate_key(entry.key)):
-            raise BundleError(f"{path}: the manifest names {entry.key!r}, not a mirror file")
+        key = entry.key
+        if not (is_index_key(key) or parse_crate_key(key) or is_carried_key(key)):
+            raise BundleError(f"{path}: the manifest names {key!r}, not a mirror file")
     return member, entries
 
 
@@ -276,20 +326,41 @@ def _kind(member: tarfile.TarInfo) -> str:
     return _NOT_FILES.get(member.type, f"of tar type {member.type!r}")
 
 
-async def import_bundle(
+@dataclass(frozen=True)
+class Staged:
+    """A bundle checked whole and copied into a staging directory; nothing is visible yet."""
+
+    cache: TieredCache
+    entries: list[Entry]
+    directory: Path
+
+    @property
+    def carried(self) -> dict[str, Path]:
+        """Key -> staged copy of each file carried for the private registry."""
+        return {e.key: self.directory / e.key for e in self.entries if is_carried_key(e.key)}
+
+    async def publish(self) -> ImportReport:
+        """Add the mirror files the cache lacks (the carried ones are the caller's)."""
+        mirrored = [e for e in self.entries if not is_carried_key(e.key)]
+        return await _publish(self.cache, mirrored, self.directory)
+
+
+@contextlib.asynccontextmanager
+async def stage_bundle(
     cache: TieredCache,
     bundle: Path,
     staging_root: Path,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
-) -> ImportReport:
-    """Verify the whole bundle, then add what the cache lacks. Raises `BundleError`."""
+) -> AsyncIterator[Staged]:
+    """Verify the whole bundle into a staging directory, removed at the end. Raises
+    `BundleError`."""
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, _remove_abandoned_staging, staging_root)
     staging = staging_root / uuid.uuid4().hex
     try:
         entries = await loop.run_in_executor(None, _stage, bundle, staging, on_progress)
         await loop.run_in_executor(None, _check_crates, entries, staging, cache.disk.root)
-        return await _publish(cache, entries, staging)
+        yield Staged(cache, entries, staging)
     finally:
         await loop.run_in_executor(None, shutil.rmtree, staging, True)
 
@@ -349,16 +420,19 @@ def _stage(bundle: Path, staging: Path, on_progress: Callable[[int, int], None])
     return entries
 
 
-def _copy_hashing(source: IO[bytes], target: Path) -> tuple[str, int]:
+def _copy_hashing(source: IO[bytes], target: Path | None) -> tuple[str, int]:
+    """sha256 and size of `source`, copied to `target` (durably) if one is given."""
     digest = hashlib.sha256()
     size = 0
-    with target.open("wb") as out:
+    with target.open("wb") if target is not None else contextlib.nullcontext() as out:
         while chunk := source.read(CHUNK):
             digest.update(chunk)
-            out.write(chunk)
             size += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())  # durable before it is renamed into the cache
+            if out is not None:
+                out.write(chunk)
+        if out is not None:
+            out.flush()
+            os.fsync(out.fileno())  # durable before it is renamed into the cache
     return digest.hexdigest(), size
 
 

@@ -102,8 +102,9 @@ def find_lockfiles(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def read_lockfile(path: Path) -> tuple[list[Locked], int]:
-    """The crates.io packages of a Cargo.lock, and how many others (git, path) it has."""
+def read_lockfile(path: Path, *, any_registry: bool = False) -> tuple[list[Locked], int]:
+    """The crates.io packages of a Cargo.lock (with `any_registry`, those of every
+    registry), and how many others (git, path) it has."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -112,11 +113,16 @@ def read_lockfile(path: Path) -> tuple[list[Locked], int]:
     for package in data.get("package", []):
         if not isinstance(package, dict):
             continue
-        if package.get("source") in CRATES_IO_SOURCES:
+        source = package.get("source")
+        if source in CRATES_IO_SOURCES or (any_registry and _from_a_registry(source)):
             locked.append(Locked(package["name"], package["version"], package.get("checksum")))
-        elif package.get("source") is not None:
+        elif source is not None:
             others += 1
     return locked, others
+
+
+def _from_a_registry(source: object) -> bool:
+    return isinstance(source, str) and source.startswith(("registry+", "sparse+"))
 
 
 @dataclass
