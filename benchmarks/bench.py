@@ -349,8 +349,16 @@ def status_with_etag(url: str, etag: str) -> int:
 
 
 def wrk(
-    server: Server, list_file: Path, seconds: float, *, connections: int, threads: int, etag: bool
+    server: Server,
+    list_file: Path,
+    seconds: float,
+    *,
+    connections: int,
+    threads: int,
+    etag: bool,
+    authorization: str | None = None,
 ) -> Run:
+    """One wrk run over the paths of `list_file`; `authorization` goes with every request."""
     first = list_file.read_text().split("\n", 1)[0].split("\t")[0]
     command = [
         "wrk",
@@ -367,7 +375,12 @@ def wrk(
     ] + (["etag"] if etag else [])
     with RssSampler(server.proc.pid) as sampler:
         done = subprocess.run(
-            command, check=False, capture_output=True, text=True, timeout=seconds + 60
+            command,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            env=os.environ | {"BENCH_AUTHORIZATION": authorization or ""},
         )
     for line in done.stdout.splitlines():
         if line.startswith("BENCH_JSON "):

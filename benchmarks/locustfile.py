@@ -12,6 +12,18 @@ own (cold crates).
 
 `GHOSTCRATE_LOCUST_ROOTS` (comma-separated) sets the root crates; the default is a
 handful of popular crates.io crates.
+
+Publishing users (`PublisherUser`, one for every nine cargo users) run beside them when
+`GHOSTCRATE_BENCH_TOKEN` holds a token of the private registry; without one only cargo
+users run. Each publishes `.crate` files of `GHOSTCRATE_LOCUST_CRATE_BYTES` (20000)
+incompressible bytes, as `cargo publish` sends them: a crate of its own, then new
+versions of it. Make a token on the appliance's machine, with its configuration:
+
+    ghostcrate user add bench --config /etc/ghostcrate/ghostcrate.toml
+    export GHOSTCRATE_BENCH_TOKEN=$(ghostcrate token create --user bench \
+        --config /etc/ghostcrate/ghostcrate.toml)
+
+(`[auth] publish` must let that user publish: the default, `token`, lets any token.)
 """
 
 from __future__ import annotations
@@ -19,18 +31,31 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
+import uuid
+from pathlib import Path
 from typing import Any
 
 from locust import HttpUser, between, task
 
 from ghostcrate.cargo.names import CrateName, index_path
 
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # tests.support is not an installed package
+    sys.path.insert(0, str(REPO))
+
+from tests.support.crates import CrateSpec, build_crate  # noqa: E402
+from tests.support.publish import metadata_bytes, publish_body  # noqa: E402
+
 DEFAULT_ROOTS = "serde,syn,tokio,regex,clap,rand,anyhow,log"
 ROOTS = [r.strip() for r in os.environ.get("GHOSTCRATE_LOCUST_ROOTS", DEFAULT_ROOTS).split(",")]
 MAX_CRATES_PER_TREE = 60
+TOKEN = os.environ.get("GHOSTCRATE_BENCH_TOKEN", "")
+CRATE_BYTES = int(os.environ.get("GHOSTCRATE_LOCUST_CRATE_BYTES", "20000"))
 
 
 class CargoUser(HttpUser):
+    weight = 9
     wait_time = between(0.5, 2)
 
     def on_start(self) -> None:
@@ -97,3 +122,32 @@ class CargoUser(HttpUser):
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         live = [line for line in lines if not line.get("yanked")]
         return live[-1] if live else None
+
+
+class PublisherUser(HttpUser):
+    """`cargo publish` of new versions of a crate of its own (needs GHOSTCRATE_BENCH_TOKEN)."""
+
+    abstract = not TOKEN  # locust runs no user of an abstract class
+    weight = 1
+    wait_time = between(1, 3)
+
+    def on_start(self) -> None:
+        self.crate = f"locust-{uuid.uuid4().hex[:12]}"
+        self.published = 0
+
+    @task
+    def publish(self) -> None:
+        spec = CrateSpec(self.crate, f"0.1.{self.published}", extra_bytes=CRATE_BYTES)
+        body = publish_body(metadata_bytes(spec), build_crate(spec))
+        with self.client.put(
+            "/api/v1/crates/new",
+            data=body,
+            headers={"Authorization": TOKEN, "Content-Type": "application/octet-stream"},
+            name="/api/v1/crates/new",
+            catch_response=True,
+        ) as response:
+            if response.status_code == 200:
+                self.published += 1
+                response.success()
+            else:
+                response.failure(f"publish {spec.name}@{spec.version}: {response.status_code}")

@@ -1,6 +1,8 @@
 -- wrk script: random paths from a list file, optionally with If-None-Match.
 --   wrk ... -s wrk_paths.lua URL -- LISTFILE [etag]
 -- LISTFILE has one URL path per line, or "path<TAB>etag" lines for the etag mode.
+-- With BENCH_AUTHORIZATION set in the environment, every request carries it as its
+-- Authorization header (an API token, for `[auth] required = true`).
 -- done() prints one machine-readable line starting with BENCH_JSON.
 
 local thread_count = 0
@@ -15,14 +17,18 @@ local requests = {}
 function init(args)
   local file = args[1]
   local with_etag = args[2] == "etag"
+  local authorization = os.getenv("BENCH_AUTHORIZATION")
   for line in io.lines(file) do
     local path, etag = line:match("^([^\t]+)\t?(.*)$")
     if path then
+      local headers = {}
       if with_etag then
-        requests[#requests + 1] = wrk.format("GET", path, { ["If-None-Match"] = etag })
-      else
-        requests[#requests + 1] = wrk.format("GET", path)
+        headers["If-None-Match"] = etag
       end
+      if authorization and authorization ~= "" then
+        headers["Authorization"] = authorization
+      end
+      requests[#requests + 1] = wrk.format("GET", path, headers)
     end
   end
   math.randomseed(os.time() * 1000 + (tid or 0) * 7919)
