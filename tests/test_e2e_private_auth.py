@@ -88,6 +88,12 @@ def test_who_may_not_read_private_crates_is_told_they_do_not_exist_by_every_fron
     assert json.loads(body)["crates"] == []
     found = appliance.get("/api/v1/crates?q=acme", {"Authorization": token})[1]
     assert [crate["name"] for crate in json.loads(found)["crates"]] == ["acme-core"]
+    # Exactly as if it did not exist: the same answer as a name nobody has.
+    for target in (PRIVATE_INDEX, PRIVATE_CRATE):
+        nobodys = target.replace("acme-core", "acme-nope")
+        hidden, missing = appliance.get(target), appliance.get(nobodys)
+        assert hidden[0] == missing[0] == 404
+        assert hidden[1] == missing[1].replace(b"acme-nope", b"acme-core")
     # A wrong token is refused outright, as on the API.
     assert appliance.get(PRIVATE_INDEX, {"Authorization": "gcr_" + "x" * 43})[0] == 403
 

@@ -44,7 +44,7 @@ from ghostcrate.appliance.keys import METRICS, POLICY, REPLIES, SETTINGS
 from ghostcrate.appliance.lanelog import QuietLog
 from ghostcrate.appliance.logs import REQUEST_ID, access_sink
 from ghostcrate.appliance.observe import new_request_id
-from ghostcrate.appliance.policy import token_of
+from ghostcrate.appliance.policy import refused_read, token_of
 from ghostcrate.appliance.replies import (
     CONFIG_ROUTE,
     DOWNLOAD_ROUTE,
@@ -335,10 +335,14 @@ class Lane:
     async def _refused(self, request: Request) -> Reply | None:
         """The reply that refuses `request` under `[auth]`, or None if it is allowed."""
         assert self.guard is not None
-        replies = self.replies
-        await replies.registry.sync()
-        private = replies.is_private(request.route, request.path)
-        return await self.guard.read(request.token, request.remote, private=private)
+        return await refused_read(
+            self.guard,
+            self.replies,
+            request.route,
+            request.path,
+            token=request.token,
+            remote=request.remote,
+        )
 
     async def _reply(self, request: Request, *, renew_ahead: bool) -> Reply:
         target = request.target.decode()

@@ -25,6 +25,8 @@ from ghostcrate.appliance.replies import (
     MirrorReplies,
     Reply,
     error_reply,
+    missing_crate,
+    missing_index,
 )
 from ghostcrate.cargo.names import CrateName, InvalidName, index_path, parse_index_path
 from ghostcrate.private.errors import RegistryError
@@ -55,6 +57,20 @@ class MergedReplies:
             body = json.dumps(config).encode()
             self.config = replace(mirror.config, body=body, etag=body_etag(body))
         self._upstream_search = upstream_search
+
+    def absent(self, route: str, target: str) -> Reply:
+        """What a private crate's route answers a reader who may not see it: what it would
+        answer if the crate did not exist (a reserved name's, or the mirror's words)."""
+        parts = target.split("/")
+        if route == INDEX_ROUTE:
+            name = parts[-1]
+            if self.registry.reserved_by_pattern(name):
+                return _unpublished(name)
+            return missing_index(name)
+        name, version = parts[4], parts[5]
+        if self.registry.reserved_by_pattern(name):
+            return _not_published(name, version)
+        return missing_crate(name)
 
     def is_private(self, route: str, target: str) -> bool | None:
         """Whether a request for an index file or download is about a private name.
@@ -121,8 +137,7 @@ class MergedReplies:
             return await self.mirror.download(name, version)
         path = await registry.crate_file(name, version)
         if path is None:
-            missing = error_reply(404, f"crate {name}@{version} is not published here")
-            return replace(missing, keep_for=math.inf, private=True)
+            return _not_published(name, version)
         return Reply(
             200,
             CRATE_CONTENT_TYPE,
@@ -154,6 +169,11 @@ class MergedReplies:
                 entry = json.loads(line)
                 versions.append((str(entry["vers"]), bool(entry.get("yanked", False))))
         return versions
+
+
+def _not_published(name: str, version: str) -> Reply:
+    missing = error_reply(404, f"crate {name}@{version} is not published here")
+    return replace(missing, keep_for=math.inf, private=True)
 
 
 def _unpublished(name: str) -> Reply:

@@ -13,6 +13,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
+from ghostcrate.appliance.namespace import MergedReplies
 from ghostcrate.appliance.replies import Reply, error_reply
 from ghostcrate.config.model import AuthSettings
 from ghostcrate.private.accounts import Accounts
@@ -99,9 +100,18 @@ class Policy:
         return (self.read_private if private else self.read_mirror).allows(actor, remote)
 
     async def read(
-        self, token: str | None, remote: str | None, *, private: bool | None
+        self,
+        token: str | None,
+        remote: str | None,
+        *,
+        private: bool | None,
+        hidden: Reply | None = None,
     ) -> Reply | None:
-        """None if the read is allowed, else the reply that refuses it (see `quick`)."""
+        """None if the read is allowed, else the reply that refuses it (see `quick`).
+
+        `hidden`: the reply for a private crate the reader may not see (as if it did not
+        exist).
+        """
         actor = None
         if token:
             try:
@@ -114,7 +124,9 @@ class Policy:
             actor, remote
         ):
             return None
-        return _refusal(actor, private=private)
+        if private:
+            return hidden or error_reply(404, "no such crate here")
+        return _refusal(actor)
 
     async def actor(self, token: str | None, remote: str | None) -> Actor | None:
         """Who a token stands for (None without one; refused if bad or required)."""
@@ -139,12 +151,26 @@ class Policy:
         return self.read_private.allows(actor, remote)
 
 
-def _refusal(actor: Actor | None, *, private: bool) -> Reply:
-    if private:  # as if it did not exist
-        return error_reply(404, "no such crate here")
+def _refusal(actor: Actor | None) -> Reply:
     if actor is None:
         return error_reply(401, "reading crates here needs a token ([auth] read_mirror)")
     return error_reply(403, f"user {actor.user} may not read crates here ([auth] read_mirror)")
+
+
+async def refused_read(
+    policy: Policy,
+    replies: MergedReplies,
+    route: str,
+    path: str,
+    *,
+    token: str | None,
+    remote: str | None,
+) -> Reply | None:
+    """What `[auth]` answers instead of a read of `route`, the same in every front end."""
+    await replies.registry.sync()
+    private = replies.is_private(route, path)
+    hidden = replies.absent(route, path) if private else None
+    return await policy.read(token, remote, private=private, hidden=hidden)
 
 
 def token_of(authorization: str | None) -> str | None:

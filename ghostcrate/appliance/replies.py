@@ -66,6 +66,17 @@ def error_reply(status: int, detail: str) -> Reply:
     return Reply(status, JSON_CONTENT_TYPE, body, outcome="error")
 
 
+def missing_index(name: str) -> Reply:
+    """The mirror's answer for the index file of a crate it does not have."""
+    return error_reply(404, f"crate '{name}' does not exist (or, offline, has nothing cached)")
+
+
+def missing_crate(name: str) -> Reply:
+    """The mirror's answer for a download of a crate the upstream does not have
+    (`MirrorCrates` words it so)."""
+    return error_reply(404, f"crate '{name}' does not exist upstream")
+
+
 def status_of(error: ProxyError) -> int:
     if isinstance(error, NotFound):
         return 404
@@ -134,9 +145,7 @@ class MirrorReplies:
         except ProxyError as error:
             return error_reply(status_of(error), str(error))
         if offer is None:
-            missing = error_reply(
-                404, f"crate '{name}' does not exist (or, offline, has nothing cached)"
-            )
+            missing = missing_index(name.value)
             return replace(missing, keep_for=self._settings.negative_ttl, outcome=outcome)
         keep_for = self._settings.index_ttl
         if offer.checked_at is not None:  # fresh for what is left of its ttl

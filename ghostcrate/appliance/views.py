@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ghostcrate.appliance.fileresponse import ZeroCopyFileResponse
 from ghostcrate.appliance.keys import METRICS, OUTCOME, POLICY, REGISTRY, REPLIES
 from ghostcrate.appliance.metrics import exposition
-from ghostcrate.appliance.policy import token_of
+from ghostcrate.appliance.policy import refused_read, token_of
 from ghostcrate.appliance.replies import (
     CONFIG_ROUTE,
     DOWNLOAD_ROUTE,
@@ -49,11 +49,10 @@ async def _refused(request: web.Request, route: str) -> Reply | None:
     policy = request.app[POLICY]
     if policy.open_reads:
         return None
-    replies = request.app[REPLIES]
-    await replies.registry.sync()
-    private = replies.is_private(route, request.path)
     token = token_of(request.headers.get("Authorization"))
-    return await policy.read(token, request.remote, private=private)
+    return await refused_read(
+        policy, request.app[REPLIES], route, request.path, token=token, remote=request.remote
+    )
 
 
 def respond(request: web.Request, reply: Reply) -> web.StreamResponse:

@@ -98,6 +98,10 @@ class Registry:
         """Whether `name` (in any case or `-`/`_` spelling) is a private crate's."""
         return canonical(name) in self.names
 
+    def reserved_by_pattern(self, name: str) -> bool:
+        """Whether `name` matches `[private] reserved`."""
+        return matches(self._settings.reserved, name)
+
     def reserved(self, name: str) -> bool:
         """Whether `name` must never be asked of the upstream (private or reserved)."""
         return canonical(name) in self.names or matches(self._settings.reserved, name)
