@@ -68,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         parents=[common],
-        help="run the mirror (until SIGTERM or Ctrl-C)",
-        description="Serve the sparse index and crate downloads on [server] listen.",
+        help="run the mirror and private registry (until SIGTERM or Ctrl-C)",
+        description="Serve the sparse index, crate downloads and the registry API on "
+        "[server] listen.",
     )
     serve.add_argument("--listen", metavar="HOST:PORT", help="overrides [server] listen")
     serve.set_defaults(run=_serve)
