@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -139,3 +140,64 @@ def test_serve_refuses_a_newer_database_in_one_line(
         f"GhostCrate knows ({len(MIGRATIONS)}): run the GhostCrate that upgraded it, "
         f"or a newer one ({database})"
     ]
+
+
+async def test_writers_of_two_processes_queue_on_the_file_lock(tmp_path: Path) -> None:
+    """Two `Database`s on one file stand for two workers (each has its own lock file open)."""
+    path = tmp_path / "registry.db"
+    async with Database.open(path) as first, Database.open(path) as second:
+        order: list[str] = []
+        holding = asyncio.Event()
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with first.write() as connection:
+                await connection.execute("INSERT INTO changes (kind, at) VALUES ('first', 0)")
+                holding.set()
+                await release.wait()
+                order.append("first")
+
+        async def follow() -> None:
+            async with second.write() as connection:
+                await connection.execute("INSERT INTO changes (kind, at) VALUES ('second', 0)")
+                order.append("second")
+
+        holder = asyncio.create_task(hold())
+        await holding.wait()
+        waiter = asyncio.create_task(follow())
+        await asyncio.sleep(0.2)
+        assert order == []  # the second writer waits for the first
+        release.set()
+        await asyncio.wait_for(asyncio.gather(holder, waiter), 5)
+        assert order == ["first", "second"]
+
+
+async def test_a_writer_cancelled_while_it_waits_leaves_the_lock_free(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    async with Database.open(path) as first, Database.open(path) as second:
+        release = asyncio.Event()
+        holding = asyncio.Event()
+
+        async def hold() -> None:
+            async with first.write():
+                holding.set()
+                await release.wait()
+
+        holder = asyncio.create_task(hold())
+        await holding.wait()
+
+        async def write_second() -> None:
+            async with second.write():
+                pass
+
+        waiter = asyncio.create_task(write_second())
+        await asyncio.sleep(0.1)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        release.set()
+        await holder
+        # Had the cancelled wait kept the lock it took afterwards, this would hang.
+        await asyncio.wait_for(write_second(), 5)
+        async with first.write() as connection:
+            await connection.execute("INSERT INTO changes (kind, at) VALUES ('after', 0)")
