@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_delete("/api/v1/crates/{name}/owners", api.remove_owners)
     app.router.add_get("/me", api.me)
     app.router.add_get("/health", views.health)
+    app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/metrics", views.metrics)
     return app
 
