@@ -11,6 +11,7 @@ from ghostcrate.appliance.policy import Policy
 from ghostcrate.cache import TieredCache
 from ghostcrate.config import Settings
 from ghostcrate.private.registry import Registry
+from ghostcrate.proxy.setup import Mirror
 
 SETTINGS = web.AppKey("settings", Settings)
 CACHE = web.AppKey("cache", TieredCache)
@@ -19,5 +20,6 @@ METRICS = web.AppKey("metrics", AppMetrics)
 REPLIES = web.AppKey("replies", MergedReplies)
 PRIVATE = web.AppKey("private", Registry)
 POLICY = web.AppKey("policy", Policy)
+MIRROR = web.AppKey("mirror", Mirror)
 #: How a mirror route's request was answered (`Reply.outcome`), for the metrics.
 OUTCOME = web.RequestKey("outcome", str)

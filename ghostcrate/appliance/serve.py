@@ -77,11 +77,6 @@ async def _prepare_registry(settings: Settings) -> None:
         await registry.recover()
 
 
-def mode(settings: Settings) -> str:
-    upstream = settings.upstream
-    return "offline" if upstream.offline else "only-cached" if upstream.only_cached else "online"
-
-
 def describe(settings: Settings) -> str:
     """What the appliance is about to do, in one sentence for the operator."""
     upstream = settings.upstream
@@ -91,7 +86,7 @@ def describe(settings: Settings) -> str:
         "online": f"revalidates index files after {upstream.index_ttl:g} s",
         "offline": "never asks it; offers only cached crates",
         "only-cached": "offers and serves only cached crates",
-    }[mode(settings)]
+    }[upstream.mode]
     tiers = [
         f"memory {_size(cache.memory_bytes)} per worker",
         f"disk {_size(cache.disk_max_bytes)}",
@@ -100,7 +95,7 @@ def describe(settings: Settings) -> str:
         tiers.append(f"S3 bucket {settings.s3.bucket}")
     workers = "1 worker" if server.workers == 1 else f"{server.workers} workers"
     return (
-        f"{mode(settings)} mirror of {upstream.index} ({what}), listening on {server.listen} "
+        f"{upstream.mode} mirror of {upstream.index} ({what}), listening on {server.listen} "
         f"as {server.base_url} with {workers}; tiers: {', '.join(tiers)}; "
         f"data in {settings.data_dir}"
     )
@@ -116,7 +111,7 @@ def _size(count: int) -> str:
 def _startup_fields(settings: Settings) -> dict[str, object]:
     return {
         "version": __version__,
-        "mode": mode(settings),
+        "mode": settings.upstream.mode,
         "listen": settings.server.listen,
         "public_url": settings.server.base_url,
         "upstream": settings.upstream.index,

@@ -104,6 +104,8 @@ class ServerSettings(_Section):
     workers: PositiveInt = 1
     #: Accept cargo's offer to upgrade to HTTP/2 in the clear (h2c), so it can multiplex.
     http2: bool = True
+    #: `/readyz` fails while the file system of `data_dir` has less free space than this.
+    min_free_bytes: Size = 512 * 2**20
 
     @property
     def host(self) -> str:
@@ -158,6 +160,11 @@ class UpstreamSettings(_Section):
     breaker_failures: PositiveInt = 3
     #: Seconds the breaker stays open (misses fail at once) before one request probes again.
     breaker_cooldown: float = Field(default=10.0, ge=0)
+
+    @property
+    def mode(self) -> str:
+        """`online`, `offline` or `only-cached`, as logs and `/readyz` name it."""
+        return "offline" if self.offline else "only-cached" if self.only_cached else "online"
 
 
 class CacheSettings(_Section):
