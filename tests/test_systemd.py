@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,3 +55,27 @@ def test_the_example_configuration_is_valid() -> None:
     assert result.returncode == 0, result.stderr
     assert "server.workers = 2" in result.stdout
     assert "data_dir = '/var/lib/ghostcrate'" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("unit", "limit"), [("ghostcrate.service", 2.0), ("ghostcrate-backup.service", 1.0)]
+)
+def test_the_units_exposure_as_systemd_analyze_security_scores_it(
+    tmp_path: Path, unit: str, limit: float
+) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze is not None, "systemd-analyze is needed (Debian package: systemd)"
+    copy = tmp_path / unit
+    copy.write_text((UNIT.parent / unit).read_text())
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
+    assert found is not None, result.stdout + result.stderr
+    exposure = float(found.group(1))
+    print(f"\n{unit}: systemd-analyze security exposure {exposure} (at most {limit})")
+    assert exposure <= limit, result.stdout

@@ -105,7 +105,7 @@ def create_backup(
                 if config_file is not None:
                     writer.add(config_file, f"{CONFIG}/{config_file.name}")
                 if with_cache:
-                    writer.add_tree(settings.data_dir / CACHE, CACHE)
+                    writer.add_tree(settings.cache_dir, CACHE)
             partial.replace(output)
         except BaseException:
             partial.unlink(missing_ok=True)

@@ -63,6 +63,11 @@ def restore_backup(path: Path, settings: Settings) -> Verified:
             "(stop the server, move the old one aside, and run restore again)"
         )
     verified = verify_backup(path)
+    cache_dir = settings.cache_dir
+    if verified.manifest.get("with_cache") and cache_dir.exists() and any(cache_dir.iterdir()):
+        raise BackupError(
+            f"[cache] dir {cache_dir} is not empty, and the backup holds a cache: empty it first"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "r:gz") as archive:
         for member in archive:
@@ -75,6 +80,8 @@ def restore_backup(path: Path, settings: Settings) -> Verified:
                 target = private_dir(settings) / "crates" / name.removeprefix(f"{CRATES}/")
             elif name.startswith(f"{CONFIG}/"):
                 target = data_dir / "restored-config" / name.removeprefix(f"{CONFIG}/")
+            elif name.startswith(f"{CACHE}/"):
+                target = settings.cache_dir / name.removeprefix(f"{CACHE}/")
             else:  # keys/ and cache/ go where they were
                 target = data_dir / name
             secret = name.startswith((f"{KEYS}/", f"{CONFIG}/"))

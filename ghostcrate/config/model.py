@@ -172,6 +172,9 @@ class CacheSettings(_Section):
     memory_bytes: Size = 64 * 2**20
     #: Bound of the local disk tier (mirrored data, evicted least recently used first).
     disk_max_bytes: Size = 20 * 10**9
+    #: Where the disk tier keeps its files (default: `data_dir/cache`). Only mirrored data,
+    #: which can be fetched again: e.g. systemd's CacheDirectory, /var/cache/ghostcrate.
+    dir: Path | None = None
 
 
 class S3Settings(_Section):
@@ -283,3 +286,8 @@ class Settings(_Section):
     private: PrivateSettings = PrivateSettings()
     auth: AuthSettings = AuthSettings()
     log: LogSettings = LogSettings()
+
+    @property
+    def cache_dir(self) -> Path:
+        """The disk tier's directory: `[cache] dir`, else `data_dir/cache`."""
+        return self.cache.dir if self.cache.dir is not None else self.data_dir / "cache"
