@@ -82,9 +82,9 @@ async def _mirror(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _private(app: web.Application) -> AsyncIterator[None]:
-    async with Registry.open(app[SETTINGS], app[CACHE].shared) as registry:
+    async with Registry.open(app[SETTINGS], app[CACHE].shared, app[METRICS].registry) as registry:
         app[PRIVATE] = registry
-        app[POLICY] = Policy(app[SETTINGS].auth, registry.accounts)
+        app[POLICY] = Policy(app[SETTINGS].auth, registry.accounts, registry.metrics.auth_failures)
         watcher = asyncio.get_running_loop().create_task(registry.watch())
         try:
             yield
