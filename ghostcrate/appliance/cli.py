@@ -200,14 +200,39 @@ def _account_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     user = commands.add_parser(
         "user",
         parents=[common],
-        help="add and list users of the private registry",
-        description="Users own private crates and hold the tokens cargo publishes with.",
+        help="add, list, disable and enable users of the private registry, set passwords",
+        description="Users own private crates, hold the tokens cargo publishes with, and "
+        "sign in with a password (POST /api/v1/session). A change reaches every worker of a "
+        "running server within a second.",
     )
     user_actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = user_actions.add_parser("add", parents=[common_again], help="add a user")
+    stdin = argparse.ArgumentParser(add_help=False)
+    stdin.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password as one line of standard input (for scripts)",
+    )
+    add = user_actions.add_parser(
+        "add", parents=[common_again, stdin], help="add a user (with a password: --password-stdin)"
+    )
     add.add_argument("name", metavar="NAME", help="login name (letters, digits, . - _)")
     add.add_argument("--admin", action="store_true", help="may administer every crate")
     user_actions.add_parser("list", parents=[common_again], help="list users")
+    for action, text in (
+        ("disable", "stop the user's tokens and sessions, and their sign-in"),
+        ("enable", "let a disabled user in again"),
+        ("set-password", "set the user's password (asked twice) and end their sessions"),
+        ("promote", "make the user an administrator (--demote: no longer one)"),
+        ("demote", "make the user no longer an administrator"),
+    ):
+        parents = [common_again, stdin] if action == "set-password" else [common_again]
+        parser = user_actions.add_parser(action, parents=parents, help=text)
+        parser.add_argument("name", metavar="NAME", help="the user")
+        if action == "promote":
+            parser.add_argument(
+                "--demote", action="store_true", help="take the administrator's rights away"
+            )
+        parser.set_defaults(demote=action == "demote")
     user.set_defaults(run=_accounts("user"))
 
     token = commands.add_parser(
