@@ -272,13 +272,27 @@ def _account_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     revoke.add_argument("id", type=int, metavar="ID", help="the token's id (see `token list`)")
     token.set_defaults(run=_accounts("token"))
 
+    keys = commands.add_parser(
+        "keys",
+        parents=[common],
+        help="rotate the key that signs session tokens",
+        description="Session tokens (POST /api/v1/session) are signed with the newest key in "
+        "data_dir/keys. `rotate` makes a new one (its id is printed on standard output); "
+        "older keys verify the tokens they signed until these expire, then are removed. "
+        "Safe while serving: every worker signs with the new key within a second.",
+    )
+    key_actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    key_actions.add_parser("rotate", parents=[common_again], help="make a new signing key")
+    keys.set_defaults(run=_accounts("keys"))
+
 
 def _accounts(command: str) -> Callable[[LoadedSettings, argparse.Namespace], int]:
     def run(loaded: LoadedSettings, args: argparse.Namespace) -> int:
         from ghostcrate.appliance.accounts_cli import run_token, run_user
+        from ghostcrate.appliance.keys_cli import run_keys
 
         configure_logging(LogSettings(level="warning", format="text"))
-        runner = run_user if command == "user" else run_token
+        runner = {"user": run_user, "token": run_token, "keys": run_keys}[command]
         return asyncio.run(runner(loaded.settings, args))
 
     return run
