@@ -18,7 +18,8 @@ from ghostcrate.private.sessions import IssuedSession, Sessions
 log = logging.getLogger(__name__)
 
 REFUSED = "sign-in failed: the name or the password is wrong"
-THROTTLED = "too many failed sign-ins: try again in {} s"
+#: The same words for every name and moment, so that the body tells nothing.
+THROTTLED = "too many failed sign-ins: try again later (the Retry-After header says when)"
 
 
 class Logins:
@@ -36,7 +37,7 @@ class Logins:
             log.warning(
                 "sign-in throttled", extra={"login": name, "remote": remote, "retry_after": wait}
             )
-            raise TooManyRequests(THROTTLED.format(wait), retry_after=wait)
+            raise TooManyRequests(THROTTLED, retry_after=wait)
         found = await self._accounts.password_hash(name)
         user, stored = found if found is not None else (None, None)
         checked = await self._accounts.passwords.check(stored, password)
