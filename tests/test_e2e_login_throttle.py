@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -152,3 +153,22 @@ def test_a_disabled_user_is_refused_on_every_worker_within_a_second(
     for _ in range(12):
         assert me(appliance, session)[0] == 200
         assert me(appliance, token)[0] == 200
+
+
+def test_parallel_guesses_do_not_slip_past_the_limit(start_appliance: StartAppliance) -> None:
+    appliance = start_appliance(
+        server={"workers": 2}, tables={"auth": {"login_failures": 3, "login_window_seconds": 60}}
+    )
+    add_password_user(appliance, "alice")
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda _: attempt(appliance, "alice", "guess"), range(12)))
+    assert sorted(status for status, _ in answers) == [403] * 3 + [429] * 9
+    # A success takes its own count back and forgives the account's failures.
+    later = start_appliance(tables={"auth": {"login_failures": 3, "login_window_seconds": 60}})
+    add_password_user(later, "bob")
+    for _ in range(2):
+        assert attempt(later, "bob", "guess")[0] == 403
+    sign_in(later, "bob", PASSWORD)
+    for _ in range(3):
+        assert attempt(later, "bob", "guess")[0] == 403
+    assert attempt(later, "bob", PASSWORD)[0] == 429
