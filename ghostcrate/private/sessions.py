@@ -16,6 +16,7 @@ within a second.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import secrets
@@ -31,6 +32,8 @@ from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import Forbidden
 from ghostcrate.private.signing_keys import SigningKeys
 from ghostcrate.private.tokens import Actor
+
+log = logging.getLogger(__name__)
 
 AUDIENCE = "ghostcrate"
 ALGORITHM = "EdDSA"
@@ -139,6 +142,7 @@ class Sessions:
                 )
         if reused:
             await self._applied(seq)
+            log.warning("refresh token used twice; session ended", extra={"user": row["name"]})
             raise Forbidden(
                 "this refresh token was used before, so it may have been stolen: its session "
                 f"is ended; {_SIGN_IN}"
