@@ -244,3 +244,30 @@ async def test_sessions_work_over_h2c(start_appliance: StartAppliance) -> None:
         assert "the session has ended" in errors(body)
     finally:
         await client.close()
+
+
+def test_a_session_token_reads_where_tokens_are_required_and_a_new_password_ends_it(
+    start_appliance: StartAppliance,
+) -> None:
+    appliance = start_appliance(tables={"auth": {"required": True}})
+    add_password_user(appliance, "alice")
+    session = sign_in(appliance, "alice", PASSWORD)
+    assert appliance.get("/index/config.json")[0] == 401
+    status, body = appliance.get("/index/config.json", bearer(session["token"]))
+    assert status == 200, body
+    assert json.loads(body)["auth-required"] is True
+
+    changed = appliance.run(
+        "user", "set-password", "alice", "--password-stdin", input="a new password\n"
+    )
+    assert changed.returncode == 0, changed.stderr
+    time.sleep(1.0)
+    assert appliance.get("/index/config.json", bearer(session["token"]))[0] == 403
+    status, body = post_json(
+        appliance, "/api/v1/session/refresh", {"refresh_token": session["refresh_token"]}
+    )
+    assert status == 403
+    assert "has ended" in errors(body)
+    status, _ = post_json(appliance, "/api/v1/session", {"name": "alice", "password": PASSWORD})
+    assert status == 403
+    sign_in(appliance, "alice", "a new password")
