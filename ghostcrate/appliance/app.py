@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ghostcrate.appliance import api, readiness, views
+from ghostcrate.appliance import api, readiness, session_api, views
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     CACHE,
@@ -56,6 +56,10 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/v1/crates/{name}/owners", api.list_owners)
     app.router.add_put("/api/v1/crates/{name}/owners", api.add_owners)
     app.router.add_delete("/api/v1/crates/{name}/owners", api.remove_owners)
+    app.router.add_post("/api/v1/session", session_api.sign_in)
+    app.router.add_delete("/api/v1/session", session_api.sign_out)
+    app.router.add_post("/api/v1/session/refresh", session_api.refresh)
+    app.router.add_get("/api/v1/me", session_api.me)
     app.router.add_get("/me", api.me)
     app.router.add_get("/health", views.health)
     app.router.add_get("/healthz", views.healthz)
@@ -84,7 +88,13 @@ async def _mirror(app: web.Application) -> AsyncIterator[None]:
 async def _private(app: web.Application) -> AsyncIterator[None]:
     async with Registry.open(app[SETTINGS], app[CACHE].shared, app[METRICS].registry) as registry:
         app[PRIVATE] = registry
-        app[POLICY] = Policy(app[SETTINGS].auth, registry.accounts, registry.metrics.auth_failures)
+        app[POLICY] = Policy(
+            app[SETTINGS].auth,
+            registry.accounts,
+            registry.sessions,
+            registry.metrics.auth_failures,
+        )
+        await registry.sessions.keys.load()  # the first start makes the signing key
         watcher = asyncio.get_running_loop().create_task(registry.watch())
         try:
             yield

@@ -35,7 +35,9 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except RegistryError as error:
         if error.status in (401, 403):
             request.app[METRICS].registry.auth_failures.labels(failure_reason(error.status)).inc()
-        return error_response(error.status, error.detail)
+        response = error_response(error.status, error.detail)
+        response.headers.update(error.headers)
+        return response
     except web.HTTPException as error:
         if error.status < 400 or error.content_type == "application/json":
             raise
