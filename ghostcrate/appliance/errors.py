@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler
 from ghostcrate.appliance.logs import REQUEST_ID
 from ghostcrate.appliance.replies import error_reply, status_of
 from ghostcrate.private.errors import RegistryError
+from ghostcrate.private.rights import Refused
 from ghostcrate.proxy import ProxyError
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,12 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     except ProxyError as error:
         return error_response(status_of(error), str(error))
+    except Refused as error:
+        log.info(
+            "refused",
+            extra={"rule": error.rule, "detail": error.detail, "path": request.path},
+        )
+        return error_response(error.status, error.detail)
     except RegistryError as error:
         return error_response(error.status, error.detail)
     except web.HTTPException as error:

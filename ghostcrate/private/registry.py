@@ -26,6 +26,7 @@ from ghostcrate.private.crates import Crates, NewVersion, max_version
 from ghostcrate.private.db import Database
 from ghostcrate.private.errors import NotFound
 from ghostcrate.private.generation import Generation
+from ghostcrate.private.orgs import Orgs
 from ghostcrate.private.publish import Publisher, Upstream
 from ghostcrate.private.tokens import Actor, canonical, matches
 
@@ -51,6 +52,7 @@ class Registry:
         self.blobs = blobs
         self.accounts = Accounts(db)
         self.crates = Crates(db)
+        self.orgs = Orgs(db)
         self.generation = Generation(private_dir(settings) / "generation")
         self._publisher = Publisher(
             settings.private,
@@ -244,6 +246,10 @@ class Registry:
         if seq:
             await self._applied(seq)
         return added, len(versions) - len(added)
+
+    async def apply(self, seq: int) -> None:
+        """After a write through `orgs` (or `accounts`): every process applies it first."""
+        await self._applied(seq)
 
     async def revoke_token(self, token_id: int) -> None:
         await self._applied(await self.accounts.revoke_token(token_id))

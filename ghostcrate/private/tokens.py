@@ -66,6 +66,8 @@ class Actor:
     crates: tuple[str, ...] = ()
     #: Unix time after which the token no longer works, if it expires.
     expires_at: float | None = None
+    #: The organisation the token is limited to (its namespace and its teams' crates).
+    org: str | None = None
 
     def allows(self, scope: str, crate: str) -> bool:
         """Whether the token's scopes let it do `scope` to crate `crate`."""
