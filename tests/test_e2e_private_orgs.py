@@ -186,7 +186,9 @@ def test_a_token_limited_to_an_organisation_acts_only_on_its_crates(
         {"Authorization": org_token, "Content-Type": "application/json"},
     )
     assert status == 403
-    assert "limited to organisation acme, not other (rule: token-org)" in errors(body)
+    assert "limited to organisation acme, not other: use another token (rule: token-org)" in errors(
+        body
+    )
 
 
 def test_changes_to_an_organisation_are_seen_by_both_workers_at_once(
