@@ -45,7 +45,7 @@ _WHAT = {
     YANK: "yank and unyank",
     CHANGE_OWNERS: "change crate owners",
     MANAGE_MEMBERS: "manage members and teams (not owners)",
-    MANAGE_OWNERS: "make or remove owners of the organisation",
+    MANAGE_OWNERS: "make or remove owners",
 }
 
 
