@@ -94,7 +94,8 @@ def test_the_api_lets_registry_admins_and_org_owners_and_admins_manage(
     assert status == 201
     assert created["members"] == [{"login": "alice", "role": "owner"}]
     assert call(appliance, "POST", "/api/v1/orgs", root, acme)[0] == 409
-    for bad in ({"name": 3}, {"name": "x", "namespaces": "acme-*"}, [1]):
+    not_orgs: list[object] = [{"name": 3}, {"name": "x", "namespaces": "acme-*"}, [1]]
+    for bad in not_orgs:
         status, answer = call(appliance, "POST", "/api/v1/orgs", root, bad)
         assert status == 400
         assert "expected a JSON body like" in answer["errors"][0]["detail"]
@@ -132,8 +133,9 @@ def test_the_api_lets_registry_admins_and_org_owners_and_admins_manage(
     )
     assert status == 400
     assert "unknown role 'boss'" in answer["errors"][0]["detail"]
-    for bad in ({"users": []}, {"users": ["eve"]}, {}):
-        assert call(appliance, "PUT", members, bob, bad)[0] == 400
+    not_members: list[object] = [{"users": []}, {"users": ["eve"]}, {}]
+    for wrong in not_members:
+        assert call(appliance, "PUT", members, bob, wrong)[0] == 400
 
     teams = "/api/v1/orgs/acme/teams"
     assert call(appliance, "POST", teams, carol, {"name": "platform"})[0] == 403
