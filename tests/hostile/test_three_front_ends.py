@@ -51,6 +51,14 @@ REQUESTS: list[tuple[str, str, tuple[tuple[str, str], ...]]] = [
     ("GET", "/api/v1/crates?q=ab&per_page=5", ()),
     ("GET", "/api/v1/crates?per_page=lots", ()),
     ("GET", "/me", ()),
+    # Organisations: listed, unknown, writes without a token or with a bad one.
+    ("GET", "/api/v1/orgs", ()),
+    ("GET", "/api/v1/orgs/acme", ()),
+    ("GET", "/api/v1/orgs/acme/members", ()),
+    ("GET", "/api/v1/orgs/acme/teams", ()),
+    ("POST", "/api/v1/orgs", ()),
+    ("PUT", "/api/v1/orgs/acme/members", (("authorization", "gcr_" + "x" * 43),)),
+    ("DELETE", "/api/v1/orgs/acme/teams/platform/members", ()),
 ]
 
 
