@@ -178,3 +178,27 @@ def test_organisations_are_hidden_from_who_may_not_read_private_crates(
     for path in ("/api/v1/orgs", "/api/v1/orgs/acme", "/api/v1/orgs/acme/members"):
         assert call(appliance, "GET", path, None)[0] == 404, path
         assert call(appliance, "GET", path, token)[0] == 200, path
+
+
+def test_every_refusal_is_logged_with_its_rule_and_request_id(
+    start_appliance: StartAppliance,
+) -> None:
+    appliance = start_appliance(tables={"auth": {"publish": ["user:alice"]}})
+    add_user(appliance, "bob")
+    bob = create_token(appliance, "bob")
+    path = "/api/v1/orgs/acme/members"
+    body = json.dumps({"users": ["bob"]}).encode()
+    for request_id, token in (("probe-publish", bob), ("probe-token", "gcr_" + "x" * 43)):
+        status, _ = appliance.request(
+            "DELETE", path, body, {"Authorization": token, "X-Request-Id": request_id}
+        )
+        assert status == 403
+    logged = {
+        event["request_id"]: event
+        for event in appliance.events()
+        if event.get("msg") == "refused" and "request_id" in event
+    }
+    assert logged["probe-publish"]["rule"] == "auth-publish"
+    assert "may not publish here ([auth] publish)" in logged["probe-publish"]["detail"]
+    assert logged["probe-token"]["rule"] == "authentication"
+    assert logged["probe-token"]["path"] == path

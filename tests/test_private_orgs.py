@@ -11,7 +11,7 @@ import pytest
 from ghostcrate.private.accounts import Accounts
 from ghostcrate.private.crates import Crates, NewVersion
 from ghostcrate.private.db import Database
-from ghostcrate.private.errors import Conflict, NotFound, RegistryError
+from ghostcrate.private.errors import Conflict, NotFound, Refused, RegistryError
 from ghostcrate.private.orgs import Orgs, overlap, split_team
 from ghostcrate.private.rights import (
     ADMIN,
@@ -28,7 +28,6 @@ from ghostcrate.private.rights import (
     ROLES,
     YANK,
     Reach,
-    Refused,
     Standing,
     decide,
     decide_org,

@@ -13,8 +13,7 @@ from aiohttp.typedefs import Handler
 
 from ghostcrate.appliance.logs import REQUEST_ID
 from ghostcrate.appliance.replies import error_reply, status_of
-from ghostcrate.private.errors import RegistryError
-from ghostcrate.private.rights import Refused
+from ghostcrate.private.errors import Refused, RegistryError
 from ghostcrate.proxy import ProxyError
 
 log = logging.getLogger(__name__)
@@ -31,13 +30,11 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     except ProxyError as error:
         return error_response(status_of(error), str(error))
-    except Refused as error:
-        log.info(
-            "refused",
-            extra={"rule": error.rule, "detail": error.detail, "path": request.path},
-        )
-        return error_response(error.status, error.detail)
     except RegistryError as error:
+        if error.status in (401, 403):
+            # Every refusal of who may do what is logged with the rule that made it.
+            rule = error.rule if isinstance(error, Refused) else "authentication"
+            log.info("refused", extra={"rule": rule, "detail": error.detail, "path": request.path})
         return error_response(error.status, error.detail)
     except web.HTTPException as error:
         if error.status < 400 or error.content_type == "application/json":

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ghostcrate.appliance.api import actor_of, may_read_private
 from ghostcrate.appliance.keys import PRIVATE
-from ghostcrate.private.errors import NotFound, RegistryError
+from ghostcrate.private.errors import NotFound, Refused, RegistryError
 from ghostcrate.private.orgs import Org
 from ghostcrate.private.registry import Registry
 from ghostcrate.private.rights import (
@@ -24,7 +24,6 @@ from ghostcrate.private.rights import (
     MANAGE_OWNERS,
     OWNER,
     RULE_REGISTRY_ADMIN,
-    Refused,
     decide_org,
 )
 from ghostcrate.private.tokens import Actor

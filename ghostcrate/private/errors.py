@@ -37,3 +37,11 @@ class Forbidden(RegistryError):
     """A token that is not valid (unknown, expired, revoked) or may not do this, as crates.io."""
 
     status = 403
+
+
+class Refused(Forbidden):
+    """A 403 decided by a named rule (`rights`, `[auth]`); `rule` names it in the log."""
+
+    def __init__(self, detail: str, rule: str) -> None:
+        super().__init__(detail)
+        self.rule = rule

@@ -11,19 +11,14 @@ only these. `docs/identity.md` shows `rights_table()`; a test keeps the two equa
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ghostcrate.private.errors import Forbidden
+from ghostcrate.private.errors import Forbidden, Refused
 from ghostcrate.private.tokens import Actor
 
-
-class Refused(Forbidden):
-    """A 403 decided by a rule of `RIGHTS` or a token's limits; `rule` names it in the log."""
-
-    def __init__(self, detail: str, rule: str) -> None:
-        super().__init__(detail)
-        self.rule = rule
+log = logging.getLogger(__name__)
 
 
 OWNER, ADMIN, MEMBER, CONTRIBUTOR = "owner", "admin", "member", "contributor"
@@ -114,9 +109,10 @@ class Decision:
     reason: str
 
     def require(self) -> None:
-        """Raise `Refused` (403) naming the rule, unless allowed."""
+        """Raise `Refused` (403) naming the rule, unless allowed (then say why, in debug)."""
         if not self.allowed:
             raise Refused(f"{self.reason} (rule: {self.rule})", self.rule)
+        log.debug("allowed", extra={"rule": self.rule, "reason": self.reason})
 
 
 def roles_with(action: str) -> list[str]:
