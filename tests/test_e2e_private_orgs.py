@@ -107,7 +107,15 @@ def test_namespace_team_owners_and_roles_with_the_real_cargo(
         "you (bob) are not an owner of crate acme-core",
         "(rule: org-role)",
     )
-    added = owner(cargo, "acme-core", "--add", "acme:platform", token=tokens["dave"])
+    # As on crates.io, only a team's members (here also its org's owners and admins) may
+    # make it an owner.
+    refused(
+        owner(cargo, "acme-core", "--add", "acme:platform", check=False, token=tokens["dave"]),
+        FORBIDDEN,
+        "you (dave) are not in team acme:platform",
+        "(rule: team-member)",
+    )
+    added = owner(cargo, "acme-core", "--add", "acme:platform", token=tokens["alice"])
     assert "acme:platform" in added.stderr
     listed = owner(cargo, "acme-core", "--list", token=tokens["eve"]).stdout
     assert listed.splitlines() == ["dave (dave)", "acme:platform (platform)"]

@@ -31,6 +31,7 @@ from ghostcrate.private.rights import (
     Standing,
     decide,
     decide_org,
+    decide_team_owner,
     rights_table,
 )
 from ghostcrate.private.tokens import Actor
@@ -161,6 +162,22 @@ def test_managing_an_organisation_follows_the_table(role: str | None) -> None:
     assert decide_org(scoped, MANAGE_MEMBERS, "acme", OWNER).rule == "token-limits"
 
 
+def test_a_team_is_made_an_owner_by_its_members_and_its_orgs_owners_and_admins() -> None:
+    for role, in_team, rule in [
+        (None, True, "team-member"),
+        (CONTRIBUTOR, True, "team-member"),
+        (ADMIN, False, "org-role"),
+        (OWNER, False, "org-role"),
+    ]:
+        decision = decide_team_owner(BOB, "acme:platform", role, in_team=in_team)
+        assert (decision.allowed, decision.rule) == (True, rule)
+    for role in (None, MEMBER, CONTRIBUTOR):
+        decision = decide_team_owner(BOB, "acme:platform", role, in_team=False)
+        assert (decision.allowed, decision.rule) == (False, "team-member")
+    root = replace(BOB, admin=True)
+    assert decide_team_owner(root, "acme:platform", None, in_team=False).allowed
+
+
 def test_patterns_overlap_and_team_logins_split() -> None:
     assert overlap("acme-*", "acme-x*")
     assert overlap("acme_*", "ACME-core")
@@ -279,8 +296,12 @@ async def test_standing_reads_namespace_roles_and_owning_teams(registry: Registr
     assert [team.login for team in await registry.orgs.team_owners("acme-core")] == [
         "acme:platform"
     ]
+    # Only the team's members and its org's owners and admins make it an owner.
+    with pytest.raises(Refused, match=r"you \(carol\) are not in team acme:platform"):
+        await registry.crates.change_owners("lib", ["acme:platform"], carol, add=True)
+    await registry.crates.change_owners("lib", ["alice"], carol, add=True)
     # A team of acme owning a crate outside its namespace makes it acme's crate too.
-    await registry.crates.change_owners("lib", ["acme:platform"], carol, add=True)
+    await registry.crates.change_owners("lib", ["acme:platform"], alice, add=True)
     lib = await registry.crates.standing(bob, "lib")
     assert (lib.namespace_org, lib.orgs) == (None, ["acme"])
     assert decide(bob, PUBLISH_UPDATE, lib).allowed

@@ -43,9 +43,8 @@ async def list_orgs(request: web.Request) -> web.Response:
 async def add_org(request: web.Request) -> web.Response:
     actor = await actor_of(request)
     document = await _json(request, 'expected a JSON body like {"name": "acme", ...}')
-    name, namespaces, owner = document.get("name"), document.get("namespaces", []), None
-    if "owner" in document:
-        owner = document["owner"]
+    name, namespaces = document.get("name"), document.get("namespaces", [])
+    owner = document.get("owner")
     if (
         not isinstance(name, str)
         or not _strings(namespaces, allow_empty=True)

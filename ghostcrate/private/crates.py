@@ -14,8 +14,8 @@ from ghostcrate.private import changes
 from ghostcrate.private.carry import CarriedVersion, CarryError
 from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import NotFound, RegistryError
-from ghostcrate.private.orgs import rows_of, standing, team_id
-from ghostcrate.private.rights import CHANGE_OWNERS, YANK, Standing, decide
+from ghostcrate.private.orgs import rows_of, standing, team_of
+from ghostcrate.private.rights import CHANGE_OWNERS, YANK, Standing, decide, decide_team_owner
 from ghostcrate.private.tokens import Actor, canonical
 
 #: Crate metadata kept from the newest version, for search and the crate's API page.
@@ -202,13 +202,16 @@ class Crates:
     async def change_owners(
         self, name: str, users: list[str], actor: Actor, *, add: bool
     ) -> tuple[list[str], int]:
-        """Add or remove owners by user name; their names as stored, and the change's seq."""
+        """Add or remove owners by user name or team login (`ORG:TEAM`); their names as
+        stored, and the change's seq."""
         async with self._db.write() as connection:
             crate = await self._owned(connection, name, actor, CHANGE_OWNERS)
             found: list[str] = []
             for login in users:
                 if ":" in login:
-                    found.append(await _change_team_owner(connection, crate["id"], login, add))
+                    found.append(
+                        await _change_team_owner(connection, crate["id"], login, actor, add=add)
+                    )
                     continue
                 user = await _one(
                     connection, "SELECT id, name FROM users WHERE lower(name) = lower(?)", (login,)
@@ -433,20 +436,21 @@ async def _new_of(query: Query, carried: list[CarriedVersion]) -> list[CarriedVe
 
 
 async def _change_team_owner(
-    connection: aiosqlite.Connection, crate_id: int, login: str, add: bool
+    connection: aiosqlite.Connection, crate_id: int, login: str, actor: Actor, *, add: bool
 ) -> str:
     """Add or remove the team `ORG:TEAM` as an owner of the crate; its login as stored."""
-    found, stored = await team_id(rows_of(connection), login)
+    team = await team_of(rows_of(connection), login, actor.user_id)
     if add:
+        decide_team_owner(actor, team.login, team.role, in_team=team.in_team).require()
         await connection.execute(
             "INSERT OR IGNORE INTO team_owners (crate_id, team_id) VALUES (?, ?)",
-            (crate_id, found),
+            (crate_id, team.id),
         )
     else:
         await connection.execute(
-            "DELETE FROM team_owners WHERE crate_id = ? AND team_id = ?", (crate_id, found)
+            "DELETE FROM team_owners WHERE crate_id = ? AND team_id = ?", (crate_id, team.id)
         )
-    return stored
+    return team.login
 
 
 def _escape_like(text: str) -> str:

@@ -199,9 +199,6 @@ class Orgs:
         )
         return [Team(row["org"], row["name"], ()) for row in rows]
 
-    async def standing(self, actor: Actor, name: str) -> Standing:
-        return await standing(self._db.all, actor, name)
-
     # --- writes (each returns the change's seq) ---------------------------------
 
     async def add_org(
@@ -337,19 +334,33 @@ class Orgs:
             return await changes.record(connection, changes.ACCOUNTS)
 
 
-async def team_id(rows: Rows, login: str) -> tuple[int, str]:
-    """The id and login (as stored) of the team `ORG:TEAM`; `NotFound` if there is none."""
+@dataclass(frozen=True, slots=True)
+class TeamOf:
+    """A team as one user sees it: whether they are in it, and their role in its org."""
+
+    id: int
+    login: str
+    in_team: bool
+    role: str | None
+
+
+async def team_of(rows: Rows, login: str, user_id: int) -> TeamOf:
+    """The team `ORG:TEAM` as user `user_id` sees it; `NotFound` if there is none."""
     parts = split_team(login)
     if parts is None:
         raise NotFound(f"could not find team with login `{login}`: a team is ORG:TEAM")
     found = await rows(
-        "SELECT t.id, o.name AS org, t.name FROM teams t JOIN orgs o ON o.id = t.org_id"
+        "SELECT t.id, o.name AS org, t.name, m.role, EXISTS (SELECT 1 FROM team_members tm"
+        " WHERE tm.team_id = t.id AND tm.user_id = ?) AS mine FROM teams t"
+        " JOIN orgs o ON o.id = t.org_id"
+        " LEFT JOIN org_members m ON m.org_id = o.id AND m.user_id = ?"
         " WHERE lower(o.name) = lower(?) AND lower(t.name) = lower(?)",
-        parts,
+        (user_id, user_id, *parts),
     )
     if not found:
         raise NotFound(f"could not find team with login `{login}`")
-    return found[0]["id"], f"{found[0]['org']}:{found[0]['name']}"
+    row = found[0]
+    return TeamOf(row["id"], f"{row['org']}:{row['name']}", bool(row["mine"]), row["role"])
 
 
 def _check_name(what: str, name: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ghostcrate.private.errors import Forbidden, Refused
 from ghostcrate.private.tokens import Actor
@@ -69,6 +69,7 @@ RULE_OPEN_NAME = "open-name"
 RULE_NAMESPACE = "org-namespace"
 RULE_CRATE_OWNER = "crate-owner"
 RULE_ORG_ROLE = "org-role"
+RULE_TEAM_MEMBER = "team-member"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ class Standing:
     #: Organisations whose teams own the crate.
     team_orgs: frozenset[str] = frozenset()
     #: The actor's role in each organisation they belong to (lowercase name -> role).
-    roles: Mapping[str, str] | None = None
+    roles: Mapping[str, str] = field(default_factory=dict)
     #: Organisations (lowercase) with a team that owns the crate and that the actor is in.
     in_team: frozenset[str] = frozenset()
 
@@ -97,7 +98,7 @@ class Standing:
         return found + sorted(org for org in self.team_orgs if org not in found)
 
     def role(self, org: str) -> str | None:
-        return (self.roles or {}).get(org.lower())
+        return self.roles.get(org.lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,26 @@ def decide_org(actor: Actor, action: str, org: str, role: str | None) -> Decisio
         f"you ({actor.user}) may not {_WHAT[action]} of organisation {org}: that is for its "
         f"{' and '.join(roles_with(action))}s and the registry's administrators "
         f"(you are {'its ' + role if role else 'not a member'})",
+    )
+
+
+def decide_team_owner(actor: Actor, team: str, role: str | None, *, in_team: bool) -> Decision:
+    """May `actor`, who may change a crate's owners, make team `team` (ORG:TEAM) one?
+
+    As on crates.io, only the team's members may; here also its organisation's
+    owners and admins (`role` is the actor's role in it), and `[auth] admin`.
+    """
+    if actor.admin:
+        return Decision(True, RULE_REGISTRY_ADMIN, "an administrator of the registry")
+    if in_team:
+        return Decision(True, RULE_TEAM_MEMBER, f"a member of team {team}")
+    if role is not None and MANAGE_MEMBERS in RIGHTS[role]:
+        return Decision(True, RULE_ORG_ROLE, f"{role} of the organisation of team {team}")
+    return Decision(
+        False,
+        RULE_TEAM_MEMBER,
+        f"you ({actor.user}) are not in team {team}: only its members, and its "
+        "organisation's owners and admins, may make it an owner of a crate",
     )
 
 
