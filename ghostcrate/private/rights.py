@@ -120,6 +120,12 @@ def roles_with(action: str) -> list[str]:
     return [role for role in ROLES if action in RIGHTS[role]]
 
 
+def _plural(roles: list[str]) -> str:
+    """`["owner", "admin", "member"]` as "owners, admins and members"."""
+    words = [f"{role}s" for role in roles]
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
+
+
 def decide(actor: Actor, action: str, standing: Standing) -> Decision:
     """May `actor` do `action` (one of `CRATE_ACTIONS`) to the crate of `standing`?"""
     limited = _token_limits(actor, action, standing)
@@ -184,7 +190,7 @@ def _decide_new(actor: Actor, standing: Standing) -> Decision:
         False,
         RULE_NAMESPACE,
         f"crate name `{standing.crate}` is in the namespace of organisation {org} "
-        f"({standing.namespace}): only its {', '.join(roles_with(PUBLISH_NEW))}s may publish "
+        f"({standing.namespace}): only its {_plural(roles_with(PUBLISH_NEW))} may publish "
         f"a new crate there, and {you}; an owner or admin of {org} can run "
         f"`ghostcrate org member add {org} {actor.user} --role member`",
     )
@@ -213,7 +219,7 @@ def decide_org(actor: Actor, action: str, org: str, role: str | None) -> Decisio
         False,
         RULE_ORG_ROLE,
         f"you ({actor.user}) may not {_WHAT[action]} of organisation {org}: that is for its "
-        f"{' and '.join(roles_with(action))}s and the registry's administrators "
+        f"{_plural(roles_with(action))}, and for the registry's administrators "
         f"(you are {'its ' + role if role else 'not a member'})",
     )
 
