@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ghostcrate.config import LoadedSettings
 from ghostcrate.private.db import newer_schema
+from ghostcrate.private.ldap_directory import bind_password_problem
 from ghostcrate.private.registry import registry_database
 
 
@@ -31,6 +32,9 @@ def problems(loaded: LoadedSettings) -> list[str]:
         found += _ca_bundle(settings.upstream.ca_bundle, _origin(loaded, "upstream.ca_bundle"))
     if settings.s3 is not None and settings.s3.access_key_id is None:
         found += _aws_credentials()
+    if settings.auth.ldap is not None:
+        problem = bind_password_problem(settings.auth.ldap, dict(os.environ))
+        found += [] if problem is None else [f"{problem} ({_origin(loaded, 'auth.ldap')})"]
     return found + _registry_database(registry_database(settings))
 
 

@@ -173,7 +173,7 @@ def _file_layer(path: Path, values: dict[str, Any], origins: dict[str, str]) -> 
             problems.append(f"{path}: {_unknown(key, table=isinstance(value, dict))}")
         elif _is_table(kind):
             problems.append(f"{path}: '{key}' must be a table ([{key}])")
-        elif isinstance(value, dict):
+        elif isinstance(value, dict) and typing.get_origin(kind) is not dict:
             problems.append(f"{path}: '{key}' must be a value, not a table")
         else:
             # A relative path in a file means relative to that file, whoever starts us.

@@ -256,6 +256,110 @@ _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 Principals = Annotated[list[str], AfterValidator(_check_principals)]
 
 
+_MAPPED = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,63}):([A-Za-z0-9][A-Za-z0-9._-]{0,63})")
+_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def _check_ldap_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise ValueError("must be an ldap:// or ldaps:// URL, like ldaps://ldap.corp:636")
+    if parts.path not in ("", "/") or parts.query or parts.username:
+        raise ValueError("must be only ldap[s]://HOST[:PORT] (no base DN, no credentials)")
+    return value
+
+
+def _filter_with(allowed: frozenset[str]) -> Any:
+    def check(value: str) -> str:
+        fields = set(_FIELD.findall(value))
+        if not (value.startswith("(") and value.endswith(")")) or not fields <= allowed:
+            shown = " and ".join("{" + name + "}" for name in sorted(allowed))
+            raise ValueError(f"must be an LDAP filter in parentheses using only {shown}")
+        if "{name}" in allowed and "name" not in fields:
+            raise ValueError("must contain {name} (the name the user signs in with)")
+        return value
+
+    return AfterValidator(check)
+
+
+def _listed(value: Any) -> Any:
+    """`"devs" = "acme:member"` as `"devs" = ["acme:member"]`."""
+    if isinstance(value, dict):
+        return {key: [item] if isinstance(item, str) else item for key, item in value.items()}
+    return value
+
+
+def _check_mapping(values: dict[str, list[str]]) -> dict[str, list[str]]:
+    for group, targets in values.items():
+        for target in targets:
+            if not group or _MAPPED.fullmatch(target) is None:
+                raise ValueError(
+                    f'{group!r} = {target!r}: a group maps to a list of "ORG:ROLE" '
+                    '(ROLE one of owner, admin, member, contributor) or "ORG:TEAM", '
+                    'like ["acme:member", "acme:platform"]'
+                )
+    return values
+
+
+LdapUrl = Annotated[str, AfterValidator(_check_ldap_url)]
+UserFilter = Annotated[str, _filter_with(frozenset({"name"}))]
+GroupFilter = Annotated[str, _filter_with(frozenset({"name", "dn"}))]
+GroupMapping = Annotated[
+    dict[str, list[str]], BeforeValidator(_listed), AfterValidator(_check_mapping)
+]
+
+
+class LdapSettings(_Section):
+    """`[auth.ldap]`: sign-in with a directory password (OpenLDAP, Active Directory)."""
+
+    url: LdapUrl
+    #: The service account that searches for users and their groups (unset: anonymous).
+    bind_dn: str | None = None
+    #: Its password: at most one of the three.
+    bind_password: SecretStr | None = None
+    #: ... or the environment variable that holds it,
+    bind_password_env: str | None = None
+    #: ... or the file that holds it (surrounding whitespace is dropped).
+    bind_password_file: Path | None = None
+    #: Where users are searched (the whole subtree).
+    user_base: str = Field(min_length=1)
+    #: Finds the user; {name} is the name signed in with, escaped as RFC 4515 says.
+    user_filter: UserFilter = "(uid={name})"
+    #: Where groups are searched; unset: groups come only from `groups_attribute`.
+    group_base: str | None = None
+    #: Finds the user's groups under `group_base`; {dn} is the user's DN, {name} the name.
+    group_filter: GroupFilter = "(member={dn})"
+    #: An attribute of the user's entry listing their groups' DNs (Active Directory:
+    #: memberOf); read besides (or, without `group_base`, instead of) the group search.
+    groups_attribute: str | None = None
+    #: Seconds allowed to connect, and to wait for each answer of the directory.
+    timeout: PositiveFloat = 5.0
+    #: A PEM file of CA certificates for ldaps:// or start_tls (default: the system's).
+    ca_file: ExistingFile | None = None
+    #: Upgrade an ldap:// connection to TLS (StartTLS) before any bind.
+    start_tls: bool = False
+    #: A group's CN (or whole DN) -> the memberships it gives: "ORG:ROLE" or "ORG:TEAM".
+    groups: GroupMapping = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LdapSettings:
+        secrets = [self.bind_password, self.bind_password_env, self.bind_password_file]
+        if sum(value is not None for value in secrets) > 1:
+            raise ValueError(
+                "set at most one of 'bind_password', 'bind_password_env' and 'bind_password_file'"
+            )
+        if self.bind_dn is None and any(value is not None for value in secrets):
+            raise ValueError("a bind password needs 'bind_dn' (the service account)")
+        if self.bind_dn is not None and all(value is None for value in secrets):
+            raise ValueError(
+                "'bind_dn' needs its password: set 'bind_password', 'bind_password_env' "
+                "or 'bind_password_file'"
+            )
+        if self.start_tls and self.url.startswith("ldaps:"):
+            raise ValueError("'start_tls' is for ldap:// URLs: ldaps:// is TLS already")
+        return self
+
+
 class AuthSettings(_Section):
     """Who may do what. Each list names who may: `anonymous` (anyone), `token` (any valid
     token), `admin` (users added with --admin), `user:NAME`, or an address range (CIDR)."""
@@ -280,6 +384,8 @@ class AuthSettings(_Section):
     #: The same, for all sign-ins from one address.
     login_address_failures: PositiveInt = 20
     login_window_seconds: PositiveFloat = 300.0
+    #: Sign-in with a directory password (`[auth.ldap]`); see docs/identity.md.
+    ldap: LdapSettings | None = None
 
 
 class LogSettings(_Section):

@@ -3,12 +3,15 @@
 An unknown name, a wrong password, a user without a password and a disabled
 user all get the same refusal after the same work (a hash is checked in every
 case), and all count towards the throttle; a throttled sign-in is refused
-before any password is looked at, with the same answer for every name.
+before any password is looked at, with the same answer for every name. With
+`[auth.ldap]`, a name that is not a local account with a password is asked of
+the directory instead (`ldap_logins`), under the same throttle and refusal.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from ghostcrate.private.accounts import Accounts, User
 from ghostcrate.private.errors import Forbidden, TooManyRequests
@@ -20,11 +23,28 @@ log = logging.getLogger(__name__)
 REFUSED = "sign-in failed: the name or the password is wrong"
 
 
+class OtherSignIn(Protocol):
+    """Another way to check a password (a directory), for names without a local one."""
+
+    via: str
+
+    async def sign_in(self, name: str, password: str, remote: str | None) -> User:
+        """The user, or a `RegistryError` (a refusal it has logged)."""
+        ...
+
+
 class Logins:
-    def __init__(self, accounts: Accounts, sessions: Sessions, throttle: LoginThrottle) -> None:
+    def __init__(
+        self,
+        accounts: Accounts,
+        sessions: Sessions,
+        throttle: LoginThrottle,
+        other: OtherSignIn | None = None,
+    ) -> None:
         self._accounts = accounts
         self._sessions = sessions
         self._throttle = throttle
+        self._other = other
 
     async def login(
         self, name: str, password: str, remote: str | None
@@ -40,6 +60,14 @@ class Logins:
             raise
         found = await self._accounts.password_hash(name)
         user, stored = found if found is not None else (None, None)
+        if self._other is not None and stored is None:
+            user = await self._other.sign_in(name, password, remote)
+            await self._throttle.succeeded(name, counted)
+            issued = await self._sessions.issue(user, via=self._other.via)
+            log.info(
+                "signed in", extra={"user": user.name, "remote": remote, "via": self._other.via}
+            )
+            return issued, user
         checked = await self._accounts.passwords.check(stored, password)
         if user is None or not checked.ok or user.disabled:
             reason = "unknown user" if user is None else "disabled" if checked.ok else "password"

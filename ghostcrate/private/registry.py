@@ -29,6 +29,9 @@ from ghostcrate.private.crates import Crates, NewVersion, max_version
 from ghostcrate.private.db import Database
 from ghostcrate.private.errors import NotFound, RegistryError
 from ghostcrate.private.generation import Generation
+from ghostcrate.private.ldap_directory import Directory
+from ghostcrate.private.ldap_groups import GroupMapping
+from ghostcrate.private.ldap_logins import DirectoryLogins
 from ghostcrate.private.login_throttle import LoginThrottle
 from ghostcrate.private.logins import Logins
 from ghostcrate.private.metrics import RegistryMetrics
@@ -78,7 +81,7 @@ class Registry:
             address_limit=auth.login_address_failures,
             window=auth.login_window_seconds,
         )
-        self.logins = Logins(self.accounts, self.sessions, throttle)
+        self.logins = Logins(self.accounts, self.sessions, throttle, self._directory(settings))
         self.crates = Crates(db)
         self.orgs = Orgs(db)
         self.generation = Generation(private_dir(settings) / "generation")
@@ -96,6 +99,13 @@ class Registry:
         #: Called with the changes `sync` applies (the lanes forget their kept replies).
         self.listeners: list[Callable[[list[Change]], None]] = []
         self._sync_lock = asyncio.Lock()
+
+    def _directory(self, settings: Settings) -> DirectoryLogins | None:
+        ldap = settings.auth.ldap
+        if ldap is None:
+            return None
+        mapping = GroupMapping(self.db, ldap.groups)
+        return DirectoryLogins(self.accounts, Directory.from_settings(ldap), mapping, self._applied)
 
     @classmethod
     @asynccontextmanager

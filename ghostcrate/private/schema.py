@@ -149,4 +149,25 @@ MIGRATIONS: tuple[str, ...] = (
 
     ALTER TABLE tokens ADD COLUMN org_id INTEGER REFERENCES orgs (id);
     """,
+    # LDAP sign-in: the DN of a user the directory registered (set-password does not
+    # apply to them), and the org roles and team memberships its group mapping made, so
+    # that each sign-in adds and removes those and never one an administrator set.
+    # (No foreign keys to orgs or teams: a team removed by hand leaves a row that the
+    # next sign-in drops.)
+    """
+    ALTER TABLE users ADD COLUMN ldap_dn TEXT;
+
+    CREATE TABLE ldap_roles (
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        org_id INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (user_id, org_id)
+    );
+
+    CREATE TABLE ldap_teams (
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        team_id INTEGER NOT NULL,
+        PRIMARY KEY (user_id, team_id)
+    );
+    """,
 )
