@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ghostcrate.config import LoadedSettings
 from ghostcrate.private.db import newer_schema
-from ghostcrate.private.ldap_directory import bind_password_problem
+from ghostcrate.private.ldap_password import bind_password_problem
 from ghostcrate.private.registry import registry_database
 
 

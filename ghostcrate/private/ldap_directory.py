@@ -12,10 +12,10 @@ and no password is an "unauthenticated bind" that servers accept (RFC 4513
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 
 from ldap3 import NONE, SIMPLE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
@@ -23,6 +23,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
 from ghostcrate.config.model import LdapSettings
+from ghostcrate.private.ldap_password import bind_password
 
 
 class DirectoryDown(Exception):
@@ -39,35 +40,6 @@ class Verdict:
     reason: str = ""
     #: The DNs of the user's groups.
     groups: tuple[str, ...] = ()
-
-
-def bind_password_problem(settings: LdapSettings, environ: dict[str, str]) -> str | None:
-    """Why the service account's password cannot be read, naming the key; or None."""
-    if settings.bind_password_env is not None and settings.bind_password_env not in environ:
-        return (
-            f"[auth.ldap] bind_password_env names {settings.bind_password_env}, "
-            "which is not set in the environment"
-        )
-    if settings.bind_password_file is not None:
-        try:
-            settings.bind_password_file.read_text()
-        except OSError as error:
-            return (
-                f"[auth.ldap] bind_password_file {settings.bind_password_file} cannot be "
-                f"read: {error.strerror}"
-            )
-    return None
-
-
-def bind_password(settings: LdapSettings, environ: dict[str, str]) -> str | None:
-    """The service account's password, from the config, the environment or a file."""
-    if settings.bind_password is not None:
-        return settings.bind_password.get_secret_value()
-    if settings.bind_password_env is not None:
-        return environ[settings.bind_password_env]
-    if settings.bind_password_file is not None:
-        return Path(settings.bind_password_file).read_text().strip()
-    return None
 
 
 def normal_dn(dn: str) -> str:
@@ -131,7 +103,7 @@ class Directory:
             user=user,
             password=password,
             authentication=SIMPLE if user is not None else None,
-            receive_timeout=self._settings.timeout,
+            receive_timeout=math.ceil(self._settings.timeout),  # whole seconds (SO_RCVTIMEO)
             read_only=True,
             raise_exceptions=False,
         )
@@ -159,7 +131,7 @@ class Directory:
                 return Verdict(dn, groups=self._groups(service, dn, name, listed))
             finally:
                 service.unbind()
-        except LDAPException as error:
+        except (LDAPException, OSError) as error:
             raise DirectoryDown(f"{type(error).__name__}: {error}") from None
 
     def _find_user(self, service: Connection, name: str) -> Verdict | tuple[str, list[str]]:

@@ -29,11 +29,8 @@ from ghostcrate.private.crates import Crates, NewVersion, max_version
 from ghostcrate.private.db import Database
 from ghostcrate.private.errors import NotFound, RegistryError
 from ghostcrate.private.generation import Generation
-from ghostcrate.private.ldap_directory import Directory
-from ghostcrate.private.ldap_groups import GroupMapping
-from ghostcrate.private.ldap_logins import DirectoryLogins
 from ghostcrate.private.login_throttle import LoginThrottle
-from ghostcrate.private.logins import Logins
+from ghostcrate.private.logins import Logins, OtherSignIn
 from ghostcrate.private.metrics import RegistryMetrics
 from ghostcrate.private.orgs import Orgs
 from ghostcrate.private.publish import Publisher, Upstream
@@ -100,10 +97,15 @@ class Registry:
         self.listeners: list[Callable[[list[Change]], None]] = []
         self._sync_lock = asyncio.Lock()
 
-    def _directory(self, settings: Settings) -> DirectoryLogins | None:
+    def _directory(self, settings: Settings) -> OtherSignIn | None:
         ldap = settings.auth.ldap
         if ldap is None:
             return None
+        # Imported here: ldap3 is loaded only where [auth.ldap] is set.
+        from ghostcrate.private.ldap_directory import Directory
+        from ghostcrate.private.ldap_groups import GroupMapping
+        from ghostcrate.private.ldap_logins import DirectoryLogins
+
         mapping = GroupMapping(self.db, ldap.groups)
         return DirectoryLogins(self.accounts, Directory.from_settings(ldap), mapping, self._applied)
 

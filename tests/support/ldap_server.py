@@ -3,6 +3,7 @@ groups, run in the foreground (its PID known) and stopped by PID."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ SERVICE_DN = f"cn=ghostcrate,ou=services,{SUFFIX}"
 SERVICE_PASSWORD = "service secret"
 PEOPLE = f"ou=people,{SUFFIX}"
 GROUPS = f"ou=groups,{SUFFIX}"
+PLACEHOLDER = f"member: cn=nobody,{SUFFIX}"
 
 
 def slapd_missing() -> str | None:
@@ -64,9 +66,11 @@ class LdapServer:
         )
 
     def start(self) -> LdapServer:
+        """Start slapd in the foreground, logging each connection, bind and search
+        (`-d 256`: stats) to `log`."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [SLAPD, "-d", "0", "-f", str(self.conf), "-h", f"{self.url}/"],
+                [SLAPD, "-d", "256", "-f", str(self.conf), "-h", f"{self.url}/"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -94,12 +98,27 @@ class LdapServer:
 
     def modify(self, ldif: str) -> None:
         """Change the directory as its administrator (`ldapmodify`)."""
-        subprocess.run(
+        done = subprocess.run(
             ["ldapmodify", "-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD],
             input=ldif.encode(),
-            check=True,
+            check=False,
             capture_output=True,
             timeout=30,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+
+    def binds(self) -> list[str]:
+        """The DNs slapd was asked to bind as, in order."""
+        return re.findall(r' BIND dn="([^"]*)" method=', self.log.read_text())
+
+    def filters(self) -> list[str]:
+        """The search filters slapd received, in order."""
+        pattern = r' SRCH base="[^"]*" scope=\d deref=\d filter="([^"]*)"'
+        return re.findall(pattern, self.log.read_text())
+
+    def add_member(self, group: str, uid: str) -> None:
+        self.modify(
+            f"dn: {group_dn(group)}\nchangetype: modify\nadd: member\nmember: {user_dn(uid)}\n"
         )
 
     def remove_member(self, group: str, uid: str) -> None:
@@ -148,7 +167,8 @@ def _ldif(users: dict[str, str], groups: dict[str, list[str]]) -> str:
             f"sn: {uid}\nmail: {uid}@example.org\nuserPassword: {password}"
         )
     for cn, members in groups.items():
-        lines = [f"dn: {group_dn(cn)}", "objectClass: groupOfNames", f"cn: {cn}"]
+        # groupOfNames needs a member: a placeholder keeps a group valid once empty.
+        lines = [f"dn: {group_dn(cn)}", "objectClass: groupOfNames", f"cn: {cn}", PLACEHOLDER]
         lines += [f"member: {user_dn(uid)}" for uid in members]
         entries.append("\n".join(lines))
     return "\n\n".join(entries) + "\n"

@@ -1,0 +1,249 @@
+"""LDAP sign-in against a real OpenLDAP `slapd` and a running appliance: the directory's
+password signs in through `POST /api/v1/session`, the first sign-in registers the user,
+groups give org roles and team memberships again at each sign-in, and every refusal
+is the local sign-in's refusal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.appliance import Appliance
+from tests.support.ldap_server import (
+    PEOPLE,
+    SERVICE_DN,
+    SERVICE_PASSWORD,
+    LdapServer,
+    slapd_missing,
+    user_dn,
+)
+from tests.support.private import errors
+from tests.support.sessions import me, post_json, sign_in
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(slapd_missing() is not None, reason=str(slapd_missing())),
+]
+
+StartAppliance = Callable[..., Appliance]
+ALICE_PASSWORD = "alice's directory password"
+BOB_PASSWORD = "bob's directory password"
+LOCAL_PASSWORD = "a local password, long enough"
+REFUSED = "sign-in failed: the name or the password is wrong"
+MAPPING = {
+    "developers": ["acme:member"],
+    "platform": ["acme:platform"],
+    "leads": ["acme:admin"],
+}
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Iterator[LdapServer]:
+    server = LdapServer(
+        tmp_path / "slapd",
+        {"alice": ALICE_PASSWORD, "bob": BOB_PASSWORD, "carol": "carol's password"},
+        {"developers": ["alice", "bob"], "platform": ["alice"], "leads": ["bob"]},
+    ).start()
+    yield server
+    server.stop()
+
+
+def ldap_appliance(
+    start_appliance: StartAppliance, directory: LdapServer, **auth: object
+) -> Appliance:
+    return start_appliance(
+        tables={
+            "auth": {"login_failures": 50, **auth},
+            "auth.ldap": {
+                "url": directory.url,
+                "bind_dn": SERVICE_DN,
+                "bind_password": SERVICE_PASSWORD,
+                "user_base": PEOPLE,
+                "group_base": "ou=groups,dc=example,dc=org",
+                "timeout": 2,
+            },
+            "auth.ldap.groups": MAPPING,
+        }
+    )
+
+
+def run_ok(appliance: Appliance, *args: str) -> str:
+    result = appliance.run(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def org(appliance: Appliance) -> dict[str, Any]:
+    status, body = appliance.get("/api/v1/orgs/acme")
+    assert status == 200, body
+    found: dict[str, Any] = json.loads(body)
+    return found
+
+
+def roles(appliance: Appliance) -> dict[str, str]:
+    return {member["login"]: member["role"] for member in org(appliance)["members"]}
+
+
+def teams(appliance: Appliance) -> dict[str, list[str]]:
+    return {team["name"]: team["members"] for team in org(appliance)["teams"]}
+
+
+def refusal(appliance: Appliance, name: str, password: str) -> tuple[int, str]:
+    status, body = post_json(appliance, "/api/v1/session", {"name": name, "password": password})
+    return status, errors(body)
+
+
+def failures(appliance: Appliance, offset: int) -> list[tuple[str, str]]:
+    return [
+        (str(event.get("login")), str(event.get("reason")))
+        for event in appliance.events(offset)
+        if event.get("msg") == "sign-in failed"
+    ]
+
+
+def test_directory_password_registers_the_user_and_groups_follow_the_directory(
+    start_appliance: StartAppliance, directory: LdapServer
+) -> None:
+    appliance = ldap_appliance(start_appliance, directory)
+    run_ok(appliance, "user", "add", "root", "--admin")
+    run_ok(appliance, "org", "add", "acme", "--namespace", "acme-*", "--owner", "root")
+    run_ok(appliance, "team", "add", "acme:platform")
+    run_ok(appliance, "team", "add", "acme:docs")
+    assert "alice" not in run_ok(appliance, "user", "list")
+
+    session = sign_in(appliance, "alice", ALICE_PASSWORD)
+    assert session["user"]["login"] == "alice"
+    assert session["user"]["admin"] is False
+    status, body = me(appliance, session["token"])
+    assert status == 200, body
+    assert json.loads(body)["user"]["login"] == "alice"
+    # Registered by the first sign-in; the directory's password stays the directory's.
+    assert "alice" in run_ok(appliance, "user", "list")
+    refused = appliance.run("user", "set-password", "alice", "--password-stdin", input="x" * 20)
+    assert refused.returncode != 0
+    assert "directory" in refused.stderr
+    # developers -> acme:member, platform -> team acme:platform; bob (leads) -> admin.
+    assert roles(appliance) == {"root": "owner", "alice": "member"}
+    assert teams(appliance) == {"docs": [], "platform": ["alice"]}
+    sign_in(appliance, "bob", BOB_PASSWORD)
+    assert roles(appliance) == {"root": "owner", "alice": "member", "bob": "admin"}
+
+    # An administrator puts alice in docs by hand: the mapping never touches that.
+    run_ok(appliance, "team", "member", "add", "acme:docs", "alice")
+    # The directory changes: alice leaves platform and joins leads.
+    directory.remove_member("platform", "alice")
+    directory.add_member("leads", "alice")
+    offset = appliance.log.stat().st_size
+    sign_in(appliance, "alice", ALICE_PASSWORD)
+    assert roles(appliance) == {"root": "owner", "alice": "admin", "bob": "admin"}
+    assert teams(appliance) == {"docs": ["alice"], "platform": []}
+    changed = {
+        (event["change"], event.get("team") or event.get("role"))
+        for event in appliance.events(offset)
+        if event.get("msg") == "directory membership"
+    }
+    assert changed == {("team removed", "acme:platform"), ("role changed", "admin")}
+
+    # Out of every mapped group: the mapped role goes, the hand-made team and the role
+    # it needs stay (said in the log).
+    for group in ("developers", "leads"):
+        directory.remove_member(group, "alice")
+    offset = appliance.log.stat().st_size
+    sign_in(appliance, "alice", ALICE_PASSWORD)
+    assert roles(appliance)["alice"] == "admin"
+    assert teams(appliance)["docs"] == ["alice"]
+    kept = [e["change"] for e in appliance.events(offset) if e.get("msg") == "directory membership"]
+    assert kept == ["role kept (in a team of it by hand)"]
+    run_ok(appliance, "team", "member", "remove", "acme:docs", "alice")
+    sign_in(appliance, "alice", ALICE_PASSWORD)
+    assert "alice" not in roles(appliance)
+
+
+def test_wrong_empty_and_injected_sign_ins_get_the_local_refusal(
+    start_appliance: StartAppliance, directory: LdapServer
+) -> None:
+    appliance = ldap_appliance(start_appliance, directory)
+    unknown_local = refusal(appliance, "nobody-at-all", "whatever it is")
+    assert unknown_local == (403, REFUSED)
+    offset = appliance.log.stat().st_size
+
+    assert refusal(appliance, "alice", "not alice's password") == (403, REFUSED)
+    binds_before = directory.binds()
+    assert refusal(appliance, "alice", "") == (403, REFUSED)
+    # No bind at all for an empty password (an unauthenticated bind would succeed).
+    assert directory.binds() == binds_before
+    # The filter gets the name escaped (RFC 4515): the injection finds nobody.
+    assert refusal(appliance, "*)(uid=*", ALICE_PASSWORD) == (403, REFUSED)
+    assert refusal(appliance, "*", ALICE_PASSWORD) == (403, REFUSED)
+    sent = [text.lower() for text in directory.filters()]  # slapd logs \2A for \2a
+    assert r"(uid=\2a\29\28uid=\2a)" in sent
+    assert r"(uid=\2a)" in sent
+    assert user_dn("alice") not in directory.binds()[len(binds_before) :]
+
+    assert failures(appliance, offset) == [
+        ("alice", "password"),
+        ("alice", "empty password"),
+        ("*)(uid=*", "unknown user"),
+        ("*", "unknown user"),
+    ]
+    log = appliance.log.read_text()
+    for secret in (ALICE_PASSWORD, "not alice's password", SERVICE_PASSWORD):
+        assert secret not in log
+    assert run_ok(appliance, "user", "list").count("alice") == 0
+
+
+def test_failed_directory_sign_ins_count_in_the_same_throttle(
+    start_appliance: StartAppliance, directory: LdapServer
+) -> None:
+    appliance = ldap_appliance(start_appliance, directory, login_failures=2)
+    assert refusal(appliance, "alice", "wrong once")[0] == 403
+    assert refusal(appliance, "alice", "wrong twice")[0] == 403
+    status, detail = refusal(appliance, "alice", ALICE_PASSWORD)
+    assert status == 429
+    assert "too many failed sign-ins" in detail
+
+
+def test_local_accounts_come_first_and_are_not_taken_over(
+    start_appliance: StartAppliance, directory: LdapServer
+) -> None:
+    appliance = ldap_appliance(start_appliance, directory)
+    # bob has a local password: the local one signs in, the directory's does not.
+    added = appliance.run("user", "add", "bob", "--password-stdin", input=LOCAL_PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    assert sign_in(appliance, "bob", LOCAL_PASSWORD)["user"]["login"] == "bob"
+    assert refusal(appliance, "bob", BOB_PASSWORD) == (403, REFUSED)
+    # carol exists here without a password (tokens only): the directory may not claim her.
+    run_ok(appliance, "user", "add", "carol")
+    offset = appliance.log.stat().st_size
+    assert refusal(appliance, "carol", "carol's password") == (403, REFUSED)
+    assert failures(appliance, offset) == [("carol", "a local user the directory did not register")]
+    # A disabled directory user is refused like a disabled local one.
+    sign_in(appliance, "alice", ALICE_PASSWORD)
+    run_ok(appliance, "user", "disable", "alice")
+    offset = appliance.log.stat().st_size
+    assert refusal(appliance, "alice", ALICE_PASSWORD) == (403, REFUSED)
+    assert failures(appliance, offset) == [("alice", "disabled")]
+
+
+def test_directory_down_is_a_clean_refusal_that_the_log_explains(
+    start_appliance: StartAppliance, directory: LdapServer
+) -> None:
+    appliance = ldap_appliance(start_appliance, directory)
+    added = appliance.run("user", "add", "dave", "--password-stdin", input=LOCAL_PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    directory.stop()
+    offset = appliance.log.stat().st_size
+
+    status, detail = refusal(appliance, "alice", ALICE_PASSWORD)
+    assert status == 503
+    assert detail.startswith("sign-in is not possible right now: the directory (LDAP) server")
+    events = [e for e in appliance.events(offset) if e.get("msg") == "sign-in failed"]
+    assert [(e["login"], e["reason"]) for e in events] == [("alice", "directory unavailable")]
+    assert "LDAPSocketOpenError" in str(events[0]["error"])
+    assert ALICE_PASSWORD not in appliance.log.read_text()
+    # Local accounts do not need the directory.
+    assert sign_in(appliance, "dave", LOCAL_PASSWORD)["user"]["login"] == "dave"
