@@ -374,3 +374,101 @@ def test_check_config_does_not_print_passwords(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout
     assert "http://bob:****@proxy.corp:3128" in result.stdout
+
+
+LDAP = """
+[auth.ldap]
+url = "ldaps://ldap.corp:636"
+bind_dn = "cn=ghostcrate,ou=services,dc=corp"
+bind_password = "service secret"
+user_base = "ou=people,dc=corp"
+"""
+
+
+def test_ldap_keys_are_read_with_their_defaults(tmp_path: Path) -> None:
+    assert load_settings(None, {}).settings.auth.ldap is None
+    path = write(
+        tmp_path,
+        LDAP
+        + 'group_base = "ou=groups,dc=corp"\n'
+        + "[auth.ldap.groups]\n"
+        + 'developers = "acme:member"\n'
+        + '"cn=Platform,ou=groups,dc=corp" = ["acme:admin", "acme:platform"]\n',
+    )
+    ldap = load_settings(path, {}).settings.auth.ldap
+    assert ldap is not None
+    assert ldap.url == "ldaps://ldap.corp:636"
+    assert ldap.bind_password is not None
+    assert ldap.bind_password.get_secret_value() == "service secret"
+    assert (ldap.user_filter, ldap.group_filter) == ("(uid={name})", "(member={dn})")
+    assert (ldap.timeout, ldap.start_tls, ldap.ca_file, ldap.groups_attribute) == (
+        5.0,
+        False,
+        None,
+        None,
+    )
+    assert ldap.groups == {
+        "developers": ["acme:member"],
+        "cn=Platform,ou=groups,dc=corp": ["acme:admin", "acme:platform"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('url = "http://ldap.corp"', "'auth.ldap.url' must be an ldap:// or ldaps:// URL"),
+        ('url = "ldap://ldap.corp/dc=corp"', "'auth.ldap.url' must be only ldap[s]://HOST"),
+        ('user_filter = "(uid=alice)"', "'auth.ldap.user_filter' must contain {name}"),
+        ('user_filter = "uid={name}"', "'auth.ldap.user_filter' must be an LDAP filter in"),
+        ('user_filter = "(member={dn})"', "using only {name}"),
+        ('group_filter = "(member={user})"', "using only {dn} and {name}"),
+        ("start_tls = true", "'start_tls' is for ldap:// URLs"),
+        ('bind_password_env = "X"', "set at most one of 'bind_password', 'bind_password_env'"),
+        ("timeout = 0", "'auth.ldap.timeout' must be greater than 0"),
+        ('[auth.ldap.groups]\ndevs = "acme"', 'a group maps to a list of "ORG:ROLE"'),
+        ('[auth.ldap.groups]\ndevs = ["acme:"]', "'auth.ldap.groups' "),
+    ],
+)
+def test_ldap_errors_name_the_key(tmp_path: Path, extra: str, expected: str) -> None:
+    text = LDAP.replace('url = "ldaps://ldap.corp:636"\n', "") if "url =" in extra else LDAP
+    path = write(tmp_path, text + extra + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, {})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{path}: ")
+    assert expected in problem
+    assert "service secret" not in problem
+
+
+def test_ldap_bind_dn_and_its_password_go_together(tmp_path: Path) -> None:
+    without = LDAP.replace('bind_password = "service secret"\n', "")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, without), {})
+    assert "'bind_dn' needs its password" in caught.value.problems[0]
+    anonymous = without.replace('bind_dn = "cn=ghostcrate,ou=services,dc=corp"\n', "")
+    assert load_settings(write(tmp_path, anonymous), {}).settings.auth.ldap is not None
+
+
+def test_check_config_masks_the_ldap_password_and_names_a_missing_variable(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, LDAP)
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "service secret" not in result.stdout
+    assert "auth.ldap.bind_password = '**********'" in result.stdout
+
+    from_env = LDAP.replace('bind_password = "service secret"', 'bind_password_env = "LDAP_PW"')
+    path = write(tmp_path, from_env)
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert "[auth.ldap] bind_password_env names LDAP_PW, which is not set" in result.stderr
+    assert str(path) in result.stderr
+
+    from_file = LDAP.replace(
+        'bind_password = "service secret"', f'bind_password_file = "{tmp_path / "none"}"'
+    )
+    result = run_cli("check-config", "--config", str(write(tmp_path, from_file)))
+    assert result.returncode == 2
+    assert "[auth.ldap] bind_password_file" in result.stderr
+    assert "cannot be read: No such file or directory" in result.stderr

@@ -34,7 +34,9 @@ def problems(loaded: LoadedSettings) -> list[str]:
         found += _aws_credentials()
     if settings.auth.ldap is not None:
         problem = bind_password_problem(settings.auth.ldap, dict(os.environ))
-        found += [] if problem is None else [f"{problem} ({_origin(loaded, 'auth.ldap')})"]
+        key = "env" if settings.auth.ldap.bind_password_env is not None else "file"
+        origin = _origin(loaded, f"auth.ldap.bind_password_{key}")
+        found += [] if problem is None else [f"{problem} ({origin})"]
     return found + _registry_database(registry_database(settings))
 
 

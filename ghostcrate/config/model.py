@@ -269,13 +269,13 @@ def _check_ldap_url(value: str) -> str:
     return value
 
 
-def _filter_with(allowed: frozenset[str]) -> Any:
+def _filter_with(allowed: frozenset[str], *, needs_name: bool) -> Any:
     def check(value: str) -> str:
         fields = set(_FIELD.findall(value))
         if not (value.startswith("(") and value.endswith(")")) or not fields <= allowed:
             shown = " and ".join("{" + name + "}" for name in sorted(allowed))
             raise ValueError(f"must be an LDAP filter in parentheses using only {shown}")
-        if "{name}" in allowed and "name" not in fields:
+        if needs_name and "name" not in fields:
             raise ValueError("must contain {name} (the name the user signs in with)")
         return value
 
@@ -302,8 +302,8 @@ def _check_mapping(values: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 LdapUrl = Annotated[str, AfterValidator(_check_ldap_url)]
-UserFilter = Annotated[str, _filter_with(frozenset({"name"}))]
-GroupFilter = Annotated[str, _filter_with(frozenset({"name", "dn"}))]
+UserFilter = Annotated[str, _filter_with(frozenset({"name"}), needs_name=True)]
+GroupFilter = Annotated[str, _filter_with(frozenset({"name", "dn"}), needs_name=False)]
 GroupMapping = Annotated[
     dict[str, list[str]], BeforeValidator(_listed), AfterValidator(_check_mapping)
 ]

@@ -46,7 +46,7 @@ def normal_dn(dn: str) -> str:
     """A DN compared as directories compare them: attribute names and values in any case,
     spaces around `,` and `=` ignored (`CN=Ops, OU=Groups` is `cn=ops,ou=groups`)."""
     try:
-        parts = parse_dn(dn)
+        parts = parse_dn(dn, strip=True)
     except LDAPException:
         return dn.strip().lower()
     return ",".join(f"{kind.strip().lower()}={value.strip().lower()}" for kind, value, _ in parts)
@@ -55,7 +55,7 @@ def normal_dn(dn: str) -> str:
 def common_name(dn: str) -> str | None:
     """The CN of a DN whose first part is `cn=...` (a group's usual name), lowercase."""
     try:
-        kind, value, _ = parse_dn(dn)[0]
+        kind, value, _ = parse_dn(dn, strip=True)[0]
     except (LDAPException, IndexError):
         return None
     return value.strip().lower() if kind.strip().lower() == "cn" else None
