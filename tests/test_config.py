@@ -472,3 +472,20 @@ def test_check_config_masks_the_ldap_password_and_names_a_missing_variable(
     assert result.returncode == 2
     assert "[auth.ldap] bind_password_file" in result.stderr
     assert "cannot be read: No such file or directory" in result.stderr
+
+
+def test_the_documented_ldap_examples_are_valid(tmp_path: Path) -> None:
+    root = Path(__file__).parent.parent
+    identity = (root / "docs" / "identity.md").read_text()
+    blocks = [b.split("```")[0] for b in identity.split("```toml\n")[1:]]
+    readme = (root / "README.md").read_text()
+    start = readme.index("[auth.ldap]\n")
+    blocks.append(readme[start : readme.index("\n[log]", start)])
+    examples = [block for block in blocks if "[auth.ldap]" in block]
+    assert len(examples) == 3
+    for example in examples:
+        # A CA file that this machine does not have is the only thing left out.
+        text = "\n".join(line for line in example.splitlines() if not line.startswith("ca_file"))
+        ldap = load_settings(write(tmp_path, text), {}).settings.auth.ldap
+        assert ldap is not None
+        assert ldap.groups
