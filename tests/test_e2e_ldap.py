@@ -6,7 +6,7 @@ is the local sign-in's refusal."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from tests.support.ldap_server import (
 )
 from tests.support.private import errors
 from tests.support.sessions import me, post_json, sign_in
+from tests.support.tls import make_pki
 
 pytestmark = [
     pytest.mark.e2e,
@@ -53,8 +54,12 @@ def directory(tmp_path: Path) -> Iterator[LdapServer]:
 
 
 def ldap_appliance(
-    start_appliance: StartAppliance, directory: LdapServer, **auth: object
+    start_appliance: StartAppliance,
+    directory: LdapServer,
+    ldap: Mapping[str, object] | None = None,
+    **auth: object,
 ) -> Appliance:
+    """An appliance signing in through `directory`; `ldap` sets more [auth.ldap] keys."""
     return start_appliance(
         tables={
             "auth": {"login_failures": 50, **auth},
@@ -65,6 +70,7 @@ def ldap_appliance(
                 "user_base": PEOPLE,
                 "group_base": "ou=groups,dc=example,dc=org",
                 "timeout": 2,
+                **(ldap or {}),
             },
             "auth.ldap.groups": MAPPING,
         }
@@ -247,3 +253,31 @@ def test_directory_down_is_a_clean_refusal_that_the_log_explains(
     assert ALICE_PASSWORD not in appliance.log.read_text()
     # Local accounts do not need the directory.
     assert sign_in(appliance, "dave", LOCAL_PASSWORD)["user"]["login"] == "dave"
+
+
+def test_start_tls_and_ldaps_trust_the_configured_ca_only(
+    start_appliance: StartAppliance, tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    directory = LdapServer(
+        tmp_path / "slapd-tls", {"alice": ALICE_PASSWORD}, {"developers": ["alice"]}, pki
+    ).start()
+    try:
+        assert directory.ldaps_url is not None
+        for ldap in (
+            {"start_tls": True, "ca_file": str(pki.ca_path)},
+            {"url": directory.ldaps_url, "ca_file": str(pki.ca_path)},
+        ):
+            appliance = ldap_appliance(start_appliance, directory, ldap)
+            assert sign_in(appliance, "alice", ALICE_PASSWORD)["user"]["login"] == "alice"
+            appliance.stop()
+        starttls = "oid=1.3.6.1.4.1.1466.20037"  # RFC 4511 4.14.1, as slapd logs it
+        assert directory.log.read_text().count(starttls) == 2  # service account and user
+        # Without the CA, the directory's certificate is not trusted: nothing is decided.
+        appliance = ldap_appliance(start_appliance, directory, {"url": directory.ldaps_url})
+        offset = appliance.log.stat().st_size
+        assert refusal(appliance, "alice", ALICE_PASSWORD)[0] == 503
+        assert failures(appliance, offset) == [("alice", "directory unavailable")]
+        assert "CERTIFICATE_VERIFY_FAILED" in appliance.log.read_text()
+    finally:
+        directory.stop()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tests.support.appliance import free_port
+from tests.support.tls import TestPKI
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
@@ -47,15 +48,23 @@ def group_dn(cn: str) -> str:
 class LdapServer:
     """slapd with users (uid, password) and groups (cn -> member uids)."""
 
-    def __init__(self, workdir: Path, users: dict[str, str], groups: dict[str, list[str]]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        users: dict[str, str],
+        groups: dict[str, list[str]],
+        pki: TestPKI | None = None,
+    ) -> None:
+        """With `pki`, StartTLS on `url` and TLS from the first byte on `ldaps_url` too."""
         self.workdir = workdir
         self.port = free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
+        self.ldaps_url = f"ldaps://127.0.0.1:{free_port()}" if pki is not None else None
         self.conf = workdir / "slapd.conf"
         self.log = workdir / "slapd.log"
         self.process: subprocess.Popen[bytes] | None = None
         (workdir / "db").mkdir(parents=True)
-        self.conf.write_text(_conf(workdir))
+        self.conf.write_text(_conf(workdir, pki))
         ldif = workdir / "data.ldif"
         ldif.write_text(_ldif(users, groups))
         subprocess.run(
@@ -70,7 +79,7 @@ class LdapServer:
         (`-d 256`: stats) to `log`."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [SLAPD, "-d", "256", "-f", str(self.conf), "-h", f"{self.url}/"],
+                [SLAPD, "-d", "256", "-f", str(self.conf), "-h", " ".join(self._listen())],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -85,6 +94,9 @@ class LdapServer:
                 continue
             return self
         raise AssertionError(f"slapd did not listen:\n{self.log.read_text()}")
+
+    def _listen(self) -> list[str]:
+        return [f"{url}/" for url in (self.url, self.ldaps_url) if url is not None]
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -127,10 +139,18 @@ class LdapServer:
         )
 
 
-def _conf(workdir: Path) -> str:
+def _conf(workdir: Path, pki: TestPKI | None) -> str:
     schema = "/etc/ldap/schema"
+    tls = []
+    if pki is not None:
+        tls = [
+            f"TLSCACertificateFile {pki.ca_path}",
+            f"TLSCertificateFile {pki.cert_path}",
+            f"TLSCertificateKeyFile {pki.key_path}",
+        ]
     return "\n".join(
         [
+            *tls,
             f"include {schema}/core.schema",
             f"include {schema}/cosine.schema",
             f"include {schema}/inetorgperson.schema",
