@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.hostile.test_h2_relay import answers_of
 from tests.support.appliance import Appliance
+from tests.support.h2attack import RawH2
 from tests.support.ldap_server import (
     PEOPLE,
     SERVICE_DN,
@@ -281,3 +283,38 @@ def test_start_tls_and_ldaps_trust_the_configured_ca_only(
         assert "CERTIFICATE_VERIFY_FAILED" in appliance.log.read_text()
     finally:
         directory.stop()
+
+
+async def test_directory_sign_in_answers_alike_over_h2c(
+    start_appliance: StartAppliance, directory: LdapServer
+) -> None:
+    """POST /api/v1/session, handed from the h2c lane to aiohttp, signs in through the
+    directory and refuses exactly as over HTTP/1.1."""
+    appliance = ldap_appliance(start_appliance, directory)
+    client = await RawH2.connect(appliance.port)
+
+    async def ask(path: str, document: object = None, token: str = "") -> tuple[int, bytes]:
+        body = None if document is None else json.dumps(document).encode()
+        extra = [(b"authorization", f"Bearer {token}".encode())] if token else []
+        if body is not None:
+            extra.append((b"content-type", b"application/json"))
+        method = b"GET" if body is None else b"POST"
+        stream_id = client.request(path.encode(), method=method, extra=extra, end=body is None)
+        if body is not None:
+            client.h2.send_data(stream_id, body, end_stream=True)
+        await client.drain()
+        status, answer, reset = answers_of(await client.until_done(stream_id), stream_id)
+        assert reset is None
+        return status, answer
+
+    try:
+        status, body = await ask("/api/v1/session", {"name": "alice", "password": ALICE_PASSWORD})
+        assert status == 200, body
+        status, body = await ask("/api/v1/me", token=json.loads(body)["token"])
+        assert (status, json.loads(body)["user"]["login"]) == (200, "alice")
+        wrong = {"name": "alice", "password": "not it"}
+        over_h2c = await ask("/api/v1/session", wrong)
+        assert over_h2c == post_json(appliance, "/api/v1/session", wrong)
+        assert over_h2c[0] == 403
+    finally:
+        await client.close()
