@@ -16,10 +16,12 @@ from tests.hostile.test_h2_relay import answers_of
 from tests.support.appliance import Appliance
 from tests.support.h2attack import RawH2
 from tests.support.ldap_server import (
+    GROUPS,
     PEOPLE,
     SERVICE_DN,
     SERVICE_PASSWORD,
     LdapServer,
+    group_dn,
     slapd_missing,
     user_dn,
 )
@@ -61,19 +63,21 @@ def ldap_appliance(
     ldap: Mapping[str, object] | None = None,
     **auth: object,
 ) -> Appliance:
-    """An appliance signing in through `directory`; `ldap` sets more [auth.ldap] keys."""
+    """An appliance signing in through `directory`; `ldap` sets more [auth.ldap] keys
+    (None: leaves the key out)."""
+    keys: dict[str, object] = {
+        "url": directory.url,
+        "bind_dn": SERVICE_DN,
+        "bind_password": SERVICE_PASSWORD,
+        "user_base": PEOPLE,
+        "group_base": GROUPS,
+        "timeout": 2,
+        **(ldap or {}),
+    }
     return start_appliance(
         tables={
             "auth": {"login_failures": 50, **auth},
-            "auth.ldap": {
-                "url": directory.url,
-                "bind_dn": SERVICE_DN,
-                "bind_password": SERVICE_PASSWORD,
-                "user_base": PEOPLE,
-                "group_base": "ou=groups,dc=example,dc=org",
-                "timeout": 2,
-                **(ldap or {}),
-            },
+            "auth.ldap": {key: value for key, value in keys.items() if value is not None},
             "auth.ldap.groups": MAPPING,
         }
     )
@@ -318,3 +322,26 @@ async def test_directory_sign_in_answers_alike_over_h2c(
         assert over_h2c[0] == 403
     finally:
         await client.close()
+
+
+def test_groups_from_an_attribute_of_the_user_as_active_directory_s_member_of(
+    start_appliance: StartAppliance, directory: LdapServer
+) -> None:
+    # OpenLDAP has no memberOf without an overlay: inetOrgPerson's seeAlso (DNs) stands in.
+    directory.modify(
+        f"dn: {user_dn('carol')}\nchangetype: modify\nadd: seeAlso\n"
+        f"seeAlso: {group_dn('leads')}\nseeAlso: {group_dn('platform')}\n"
+    )
+    appliance = ldap_appliance(
+        start_appliance, directory, {"groups_attribute": "seeAlso", "group_base": None}
+    )
+    run_ok(appliance, "user", "add", "root")
+    run_ok(appliance, "org", "add", "acme", "--owner", "root")
+    run_ok(appliance, "team", "add", "acme:platform")
+    sign_in(appliance, "carol", "carol's password")
+    # Only the attribute counts: carol is in no group's member list, alice's groups
+    # are not searched for at all.
+    assert roles(appliance) == {"root": "owner", "carol": "admin"}
+    assert teams(appliance) == {"platform": ["carol"]}
+    sign_in(appliance, "alice", ALICE_PASSWORD)
+    assert "alice" not in roles(appliance)
