@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ghostcrate.config import Settings
 from ghostcrate.private.accounts import Accounts
@@ -26,6 +27,7 @@ from ghostcrate.private.crates import Crates, NewVersion, max_version
 from ghostcrate.private.db import Database
 from ghostcrate.private.errors import NotFound
 from ghostcrate.private.generation import Generation
+from ghostcrate.private.identities import Identities, SignedIn
 from ghostcrate.private.publish import Publisher, Upstream
 from ghostcrate.private.tokens import Actor, canonical, matches
 
@@ -51,6 +53,7 @@ class Registry:
         self.blobs = blobs
         self.accounts = Accounts(db)
         self.crates = Crates(db)
+        self.identities = Identities(db)
         self.generation = Generation(private_dir(settings) / "generation")
         self._publisher = Publisher(
             settings.private,
@@ -247,6 +250,15 @@ class Registry:
 
     async def revoke_token(self, token_id: int) -> None:
         await self._applied(await self.accounts.revoke_token(token_id))
+
+    async def sign_in(
+        self, provider: str, subject: str, name: str, claims: dict[str, Any]
+    ) -> SignedIn:
+        """A single sign-on's user (registered on the first one), seen by every worker."""
+        signed_in = await self.identities.sign_in(provider, subject, name, claims)
+        if signed_in.seq is not None:
+            await self._applied(signed_in.seq)
+        return signed_in
 
 
 def _iso(at: float) -> str:

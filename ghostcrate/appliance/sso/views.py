@@ -1,0 +1,70 @@
+"""The single sign-on routes: `GET /api/v1/sso/{provider}/login` and `.../callback`."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ghostcrate.appliance.keys import PRIVATE, SSO
+from ghostcrate.appliance.sso import flow
+from ghostcrate.private.errors import Forbidden
+
+log = logging.getLogger(__name__)
+
+#: org_roles: when several groups give roles in one organisation, the strongest counts.
+_STRENGTH = ("contributor", "member", "admin", "owner")
+
+
+async def login(request: web.Request) -> web.Response:
+    """Send the browser to the provider, with a new login's `state`, `nonce` and PKCE."""
+    sso = request.app[SSO]
+    provider = sso.provider(request.match_info["provider"])
+    url = await flow.begin(provider, request.app[PRIVATE].identities, sso.http)
+    raise web.HTTPFound(url, headers={"Cache-Control": "no-store"})
+
+
+async def callback(request: web.Request) -> web.Response:
+    """Finish a login: who signed in, registered on the first sign-in."""
+    sso = request.app[SSO]
+    provider = sso.provider(request.match_info["provider"])
+    registry = request.app[PRIVATE]
+    identity = await flow.finish(provider, registry.identities, sso.http, request.query)
+    flow.check_allowed(provider, identity)
+    signed_in = await registry.sign_in(
+        provider.name, identity.subject, identity.name, identity.claims
+    )
+    user = signed_in.user
+    if user.disabled:
+        raise Forbidden(f"user {user.name} is disabled: ask an administrator of this registry")
+    roles = org_roles(provider.settings.org_roles, identity.groups)
+    log.info(
+        "signed in",
+        extra={
+            "provider": provider.name,
+            "user": user.name,
+            "registered": signed_in.registered,
+            "org_roles": roles,
+        },
+    )
+    return web.json_response(
+        {
+            "user": {"id": user.id, "login": user.name, "admin": user.admin},
+            "registered": signed_in.registered,
+            "org_roles": roles,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def org_roles(mapping: dict[str, str], groups: tuple[str, ...]) -> dict[str, str]:
+    """Organisation -> role that `groups` give through `org_roles` (the strongest wins)."""
+    found: dict[str, str] = {}
+    for group in groups:
+        target = mapping.get(group)
+        if target is None:
+            continue
+        org, _, role = target.partition(":")
+        if org not in found or _STRENGTH.index(role) > _STRENGTH.index(found[org]):
+            found[org] = role
+    return found
