@@ -127,16 +127,23 @@ async def test_first_sign_in_registers_the_user_and_later_ones_find_it(
     assert status == 200, body
     assert isinstance(body, dict)
     assert body["user"]["login"] == "alice"
-    assert body["registered"] is True
-    assert body["org_roles"] == {"acme": "member"}  # from the groups claim: eng -> acme:member
+    assert set(body) == {"token", "refresh_token", "expires_in", "refresh_expires_in", "user"}
     assert users(appliance) == sorted([*before, "alice"])
+    # The session is one like POST /api/v1/session gives: it signs API requests in.
+    me = appliance.get("/api/v1/me", {"Authorization": f"Bearer {body['token']}"})
+    assert me[0] == 200, me
+    assert json.loads(me[1])["user"]["login"] == "alice"
+    signed_in = [e for e in appliance.events() if e.get("msg") == "signed in"]
+    assert signed_in[-1]["registered"] is True
+    assert signed_in[-1]["org_roles"] == {"acme": "member"}  # groups claim: eng -> acme:member
 
     again = await browser.get(await callback_url(appliance, browser))
     assert again[0] == 200, again
     assert isinstance(again[1], dict)
-    assert again[1]["registered"] is False
     assert again[1]["user"]["id"] == body["user"]["id"]
+    assert again[1]["token"] != body["token"]
     assert users(appliance) == sorted([*before, "alice"])
+    assert [e for e in appliance.events() if e.get("msg") == "signed in"][-1]["registered"] is False
 
 
 async def test_a_local_user_of_the_same_name_is_never_taken_over(

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ghostcrate.appliance import api, views
+from ghostcrate.appliance import api, session_api, views
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     CACHE,
@@ -59,6 +59,10 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/v1/crates/{name}/owners", api.list_owners)
     app.router.add_put("/api/v1/crates/{name}/owners", api.add_owners)
     app.router.add_delete("/api/v1/crates/{name}/owners", api.remove_owners)
+    app.router.add_post("/api/v1/session", session_api.sign_in)
+    app.router.add_delete("/api/v1/session", session_api.sign_out)
+    app.router.add_post("/api/v1/session/refresh", session_api.refresh)
+    app.router.add_get("/api/v1/me", session_api.me)
     app.router.add_get("/me", api.me)
     app.router.add_get("/api/v1/sso/{provider}/login", sso.login)
     app.router.add_get("/api/v1/sso/{provider}/callback", sso.callback)
@@ -92,7 +96,8 @@ async def _sso(app: web.Application) -> AsyncIterator[None]:
 async def _private(app: web.Application) -> AsyncIterator[None]:
     async with Registry.open(app[SETTINGS], app[CACHE].shared) as registry:
         app[PRIVATE] = registry
-        app[POLICY] = Policy(app[SETTINGS].auth, registry.accounts)
+        app[POLICY] = Policy(app[SETTINGS].auth, registry.accounts, registry.sessions)
+        await registry.sessions.keys.load()  # the first start makes the signing key
         watcher = asyncio.get_running_loop().create_task(registry.watch())
         try:
             yield

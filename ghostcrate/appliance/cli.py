@@ -200,14 +200,39 @@ def _account_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     user = commands.add_parser(
         "user",
         parents=[common],
-        help="add and list users of the private registry",
-        description="Users own private crates and hold the tokens cargo publishes with.",
+        help="add, list, disable and enable users of the private registry, set passwords",
+        description="Users own private crates, hold the tokens cargo publishes with, and "
+        "sign in with a password (POST /api/v1/session). A change reaches every worker of a "
+        "running server within a second.",
     )
     user_actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = user_actions.add_parser("add", parents=[common_again], help="add a user")
+    stdin = argparse.ArgumentParser(add_help=False)
+    stdin.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password as one line of standard input (for scripts)",
+    )
+    add = user_actions.add_parser(
+        "add", parents=[common_again, stdin], help="add a user (with a password: --password-stdin)"
+    )
     add.add_argument("name", metavar="NAME", help="login name (letters, digits, . - _)")
     add.add_argument("--admin", action="store_true", help="may administer every crate")
     user_actions.add_parser("list", parents=[common_again], help="list users")
+    for action, text in (
+        ("disable", "stop the user's tokens and sessions, and their sign-in"),
+        ("enable", "let a disabled user in again"),
+        ("set-password", "set the user's password (asked twice) and end their sessions"),
+        ("promote", "make the user an administrator (--demote: no longer one)"),
+        ("demote", "make the user no longer an administrator"),
+    ):
+        parents = [common_again, stdin] if action == "set-password" else [common_again]
+        parser = user_actions.add_parser(action, parents=parents, help=text)
+        parser.add_argument("name", metavar="NAME", help="the user")
+        if action == "promote":
+            parser.add_argument(
+                "--demote", action="store_true", help="take the administrator's rights away"
+            )
+        parser.set_defaults(demote=action == "demote")
     user.set_defaults(run=_accounts("user"))
 
     token = commands.add_parser(
@@ -247,13 +272,27 @@ def _account_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     revoke.add_argument("id", type=int, metavar="ID", help="the token's id (see `token list`)")
     token.set_defaults(run=_accounts("token"))
 
+    keys = commands.add_parser(
+        "keys",
+        parents=[common],
+        help="rotate the key that signs session tokens",
+        description="Session tokens (POST /api/v1/session) are signed with the newest key in "
+        "data_dir/keys. `rotate` makes a new one (its id is printed on standard output); "
+        "older keys verify the tokens they signed until these expire, then are removed. "
+        "Safe while serving: every worker signs with the new key within a second.",
+    )
+    key_actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    key_actions.add_parser("rotate", parents=[common_again], help="make a new signing key")
+    keys.set_defaults(run=_accounts("keys"))
+
 
 def _accounts(command: str) -> Callable[[LoadedSettings, argparse.Namespace], int]:
     def run(loaded: LoadedSettings, args: argparse.Namespace) -> int:
         from ghostcrate.appliance.accounts_cli import run_token, run_user
+        from ghostcrate.appliance.keys_cli import run_keys
 
         configure_logging(LogSettings(level="warning", format="text"))
-        runner = run_user if command == "user" else run_token
+        runner = {"user": run_user, "token": run_token, "keys": run_keys}[command]
         return asyncio.run(runner(loaded.settings, args))
 
     return run

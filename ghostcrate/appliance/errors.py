@@ -31,7 +31,9 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except ProxyError as error:
         return error_response(status_of(error), str(error))
     except RegistryError as error:
-        return error_response(error.status, error.detail)
+        response = error_response(error.status, error.detail)
+        response.headers.update(error.headers)
+        return response
     except web.HTTPException as error:
         if error.status < 400 or error.content_type == "application/json":
             raise

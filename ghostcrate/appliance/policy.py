@@ -18,6 +18,7 @@ from ghostcrate.appliance.replies import Reply, error_reply
 from ghostcrate.config.model import AuthSettings
 from ghostcrate.private.accounts import Accounts
 from ghostcrate.private.errors import Forbidden, RegistryError, Unauthorized
+from ghostcrate.private.sessions import Sessions, looks_like_session
 from ghostcrate.private.tokens import Actor
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -70,13 +71,14 @@ class Rule:
 
 
 class Policy:
-    def __init__(self, settings: AuthSettings, accounts: Accounts) -> None:
+    def __init__(self, settings: AuthSettings, accounts: Accounts, sessions: Sessions) -> None:
         self.required = settings.required
         self.read_mirror = Rule.parse(settings.read_mirror)
         self.read_private = Rule.parse(settings.read_private)
         self.publish = Rule.parse(settings.publish)
         self.admin = Rule.parse(settings.admin)
         self._accounts = accounts
+        self._sessions = sessions
         #: config.json says `auth-required`, the only way to make cargo send its token when
         #: it reads the index: when `required`, or when a read rule names token holders.
         self.tokens_wanted = self.required or any(
@@ -92,7 +94,7 @@ class Policy:
 
         `private` None is config.json: anyone may read it unless `required`.
         """
-        actor = self._accounts.remembered(token) if token else None
+        actor = self._remembered(token) if token else None
         if self.required and actor is None:
             return False
         if private is None:
@@ -115,7 +117,7 @@ class Policy:
         actor = None
         if token:
             try:
-                actor = await self._accounts.authenticate(token)
+                actor = await self.authenticate(token)
             except RegistryError as error:
                 return error_reply(error.status, error.detail)
         if self.required and actor is None:
@@ -134,7 +136,19 @@ class Policy:
             if self.required:
                 raise Unauthorized(TOKEN_NEEDED)
             return None
+        return await self.authenticate(token)
+
+    async def authenticate(self, token: str) -> Actor:
+        """Who an API token (`gcr_...`) or a session token (a JWT) stands for; `Forbidden`
+        if it is not valid."""
+        if looks_like_session(token):
+            return await self._sessions.authenticate(token)
         return await self._accounts.authenticate(token)
+
+    def _remembered(self, token: str) -> Actor | None:
+        if looks_like_session(token):
+            return self._sessions.remembered(token)
+        return self._accounts.remembered(token)
 
     async def writer(self, token: str | None, remote: str | None) -> Actor:
         """The actor of a write (publish, yank, owners), checked against `[auth] publish`."""

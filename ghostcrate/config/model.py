@@ -373,6 +373,16 @@ class AuthSettings(_Section):
     publish: Principals = ["token"]
     #: Act as an owner of every private crate.
     admin: Principals = ["admin"]
+    #: Minutes a session token (the JWT that POST /api/v1/session returns) is valid.
+    session_minutes: PositiveFloat = 15.0
+    #: Days a refresh token is valid (each use returns a new one).
+    refresh_days: PositiveFloat = 7.0
+    #: Failed sign-ins of one account within `login_window_seconds` after which its
+    #: sign-in answers 429 until the oldest of them leaves the window.
+    login_failures: PositiveInt = 5
+    #: The same, for all sign-ins from one address.
+    login_address_failures: PositiveInt = 20
+    login_window_seconds: PositiveFloat = 300.0
     #: Single sign-on providers (`[[auth.oidc]]`); see docs/sso.md.
     oidc: OidcProviders = []
 

@@ -12,6 +12,7 @@ import aiosqlite
 from ghostcrate.private import changes
 from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import Conflict, Forbidden, NotFound, RegistryError
+from ghostcrate.private.passwords import Passwords, password_problem
 from ghostcrate.private.tokens import (
     SCOPES,
     Actor,
@@ -55,8 +56,9 @@ class TokenInfo:
 class Accounts:
     """Users and tokens; token lookups are remembered until the changes feed says otherwise."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, passwords: Passwords | None = None) -> None:
         self._db = db
+        self.passwords = passwords or Passwords()
         self._remembered: dict[str, tuple[Actor, float]] = {}
 
     def forget(self) -> None:
@@ -65,19 +67,22 @@ class Accounts:
 
     # --- users --------------------------------------------------------------
 
-    async def add_user(self, name: str, *, admin: bool = False) -> tuple[User, int]:
-        """A new user, and the change's seq."""
+    async def add_user(
+        self, name: str, *, admin: bool = False, password: str | None = None
+    ) -> tuple[User, int]:
+        """A new user (who may sign in if given a password), and the change's seq."""
         if not _USER_NAME.fullmatch(name):
             raise RegistryError(
                 f"invalid user name {name!r}: use letters, digits, '.', '-' and '_', "
                 "starting with a letter or digit, at most 64 characters"
             )
+        hashed = await self._hash(password) if password is not None else None
         async with self._db.write() as connection:
             if await _user_row(connection, name) is not None:
                 raise Conflict(f"user {name!r} already exists")
             cursor = await connection.execute(
-                "INSERT INTO users (name, admin, created_at) VALUES (?, ?, ?)",
-                (name, int(admin), time.time()),
+                "INSERT INTO users (name, admin, created_at, password_hash) VALUES (?, ?, ?, ?)",
+                (name, int(admin), time.time(), hashed),
             )
             seq = await changes.record(connection, changes.ACCOUNTS)
         assert cursor.lastrowid is not None
@@ -89,6 +94,59 @@ class Accounts:
 
     async def users(self) -> list[User]:
         return [_user(row) for row in await self._db.all("SELECT * FROM users ORDER BY name")]
+
+    async def password_hash(self, name: str) -> tuple[User, str | None] | None:
+        """A user and their password hash (None: they have no password), if they exist."""
+        row = await self._db.one("SELECT * FROM users WHERE lower(name) = lower(?)", (name,))
+        return (_user(row), row["password_hash"]) if row is not None else None
+
+    async def set_password(self, name: str, password: str) -> int:
+        """Set a user's password and end their sessions; the change's seq."""
+        hashed = await self._hash(password)
+        async with self._db.write() as connection:
+            user = await _existing(connection, name)
+            await connection.execute(
+                "UPDATE users SET password_hash = ? WHERE id = ?", (hashed, user["id"])
+            )
+            await connection.execute(
+                "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+                (time.time(), user["id"]),
+            )
+            return await changes.record(connection, changes.ACCOUNTS)
+
+    async def rehash(self, user_id: int, old: str, password: str) -> None:
+        """Store a hash made with today's parameters in place of `old` (made with older ones)."""
+        hashed = await self.passwords.hash(password)
+        async with self._db.write() as connection:
+            await connection.execute(
+                "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+                (hashed, user_id, old),
+            )
+
+    async def set_disabled(self, name: str, *, disabled: bool) -> int:
+        """Disable (or enable again) a user: their tokens and sessions stop (or start again)
+        working on every worker; the change's seq."""
+        return await self._set_flag(name, "disabled", disabled)
+
+    async def set_admin(self, name: str, *, admin: bool) -> int:
+        """Make a user an administrator, or no longer one; the change's seq."""
+        return await self._set_flag(name, "admin", admin)
+
+    async def _set_flag(self, name: str, column: str, value: bool) -> int:
+        assert column in ("disabled", "admin")
+        async with self._db.write() as connection:
+            user = await _existing(connection, name)
+            await connection.execute(
+                f"UPDATE users SET {column} = ? WHERE id = ?",
+                (int(value), user["id"]),
+            )
+            return await changes.record(connection, changes.ACCOUNTS)
+
+    async def _hash(self, password: str) -> str:
+        problem = password_problem(password)
+        if problem is not None:
+            raise RegistryError(problem)
+        return await self.passwords.hash(password)
 
     # --- tokens -------------------------------------------------------------
 
@@ -228,6 +286,13 @@ async def _user_row(connection: aiosqlite.Connection, name: str) -> Row | None:
     ) as cursor:
         row: Row | None = await cursor.fetchone()
         return row
+
+
+async def _existing(connection: aiosqlite.Connection, name: str) -> Row:
+    row = await _user_row(connection, name)
+    if row is None:
+        raise NotFound(f"no user {name!r}: add it first with `ghostcrate user add {name}`")
+    return row
 
 
 def _user(row: Row) -> User:

@@ -7,6 +7,8 @@ class RegistryError(Exception):
     """A request the registry refuses; `detail` tells the user what to fix."""
 
     status = 400
+    #: Header fields the answer carries besides the body.
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, detail: str, status: int | None = None) -> None:
         super().__init__(detail)
@@ -37,3 +39,14 @@ class Forbidden(RegistryError):
     """A token that is not valid (unknown, expired, revoked) or may not do this, as crates.io."""
 
     status = 403
+
+
+class TooManyRequests(RegistryError):
+    """Too many attempts (failed sign-ins): 429 with `Retry-After` (RFC 6585, RFC 9110)."""
+
+    status = 429
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.headers = (("Retry-After", str(retry_after)),)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ghostcrate.config import Settings
+from ghostcrate.private import changes
 from ghostcrate.private.accounts import Accounts
 from ghostcrate.private.blobs import BlobStore, Bucket
 from ghostcrate.private.carry import CarriedVersion
@@ -28,7 +29,11 @@ from ghostcrate.private.db import Database
 from ghostcrate.private.errors import NotFound
 from ghostcrate.private.generation import Generation
 from ghostcrate.private.identities import Identities, SignedIn
+from ghostcrate.private.login_throttle import LoginThrottle
+from ghostcrate.private.logins import Logins
 from ghostcrate.private.publish import Publisher, Upstream
+from ghostcrate.private.sessions import Sessions
+from ghostcrate.private.signing_keys import SigningKeys, keep_seconds, keys_dir, rotate
 from ghostcrate.private.tokens import Actor, canonical, matches
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,23 @@ class Registry:
         self.db = db
         self.blobs = blobs
         self.accounts = Accounts(db)
+        auth = settings.auth
+        session_seconds = auth.session_minutes * 60
+        self.sessions = Sessions(
+            db,
+            SigningKeys(keys_dir(settings.data_dir), keep_seconds(session_seconds)),
+            issuer=settings.server.base_url,
+            session_seconds=session_seconds,
+            refresh_seconds=auth.refresh_days * 86400,
+            applied=self._applied,
+        )
+        throttle = LoginThrottle(
+            db,
+            account_limit=auth.login_failures,
+            address_limit=auth.login_address_failures,
+            window=auth.login_window_seconds,
+        )
+        self.logins = Logins(self.accounts, self.sessions, throttle)
         self.crates = Crates(db)
         self.identities = Identities(db)
         self.generation = Generation(private_dir(settings) / "generation")
@@ -126,6 +148,7 @@ class Registry:
                     self.names[canonical(change.name)] = change.name
                 elif change.kind == ACCOUNTS:
                     self.accounts.forget()
+                    self.sessions.forget()
             self.seen = applied[-1].seq
             for listener in self.listeners:
                 listener(applied)
@@ -250,6 +273,17 @@ class Registry:
 
     async def revoke_token(self, token_id: int) -> None:
         await self._applied(await self.accounts.revoke_token(token_id))
+
+    async def rotate_keys(self) -> str:
+        """A new session signing key, used by every worker within a second; its id."""
+        keys = self.sessions.keys
+        kid = await asyncio.get_running_loop().run_in_executor(
+            None, rotate, keys.directory, keys.keep
+        )
+        async with self.db.write() as connection:
+            seq = await changes.record(connection, ACCOUNTS)
+        await self._applied(seq)
+        return kid
 
     async def sign_in(
         self, provider: str, subject: str, name: str, claims: dict[str, Any]

@@ -79,6 +79,37 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE crates ADD COLUMN documentation TEXT;
     ALTER TABLE versions ADD COLUMN license TEXT;
     """,
+    # Local sign-in: a password hash per user, sessions (one per sign-in, refreshed by
+    # rotating refresh tokens stored only as hashes) and the failed sign-ins that
+    # throttle guessing, kept here so that every worker (and later every node) counts them.
+    """
+    ALTER TABLE users ADD COLUMN password_hash TEXT;
+
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        via TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE INDEX sessions_user ON sessions (user_id);
+
+    CREATE TABLE refresh_tokens (
+        hash TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        created_at REAL NOT NULL,
+        used_at REAL
+    );
+    CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
+
+    CREATE TABLE login_failures (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX login_failures_key ON login_failures (key, at);
+    """,
     # Single sign-on: who each provider's subject is here (and the claims of their last
     # sign-in), and the logins begun but not finished (one-time, short-lived, shared by
     # every worker: the provider may send the browser back to another one).

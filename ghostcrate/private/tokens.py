@@ -54,18 +54,21 @@ def matches(patterns: tuple[str, ...] | list[str], name: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who a request acts for: a user, through one of their tokens."""
+    """Who a request acts for: a user, through one of their tokens or a session."""
 
     user_id: int
     user: str
     admin: bool
-    token_id: int
+    #: The API token's id; None for a session (whose `session_id` is set).
+    token_id: int | None
     #: Endpoint scopes; empty means every scope.
     scopes: frozenset[str] = frozenset()
     #: Crate name patterns the token is limited to; empty means every crate.
     crates: tuple[str, ...] = ()
     #: Unix time after which the token no longer works, if it expires.
     expires_at: float | None = None
+    #: The session (`sid`) whose token this is; None for an API token.
+    session_id: str | None = None
 
     def allows(self, scope: str, crate: str) -> bool:
         """Whether the token's scopes let it do `scope` to crate `crate`."""

@@ -87,9 +87,14 @@ class Appliance:
         raise AssertionError(f"ghostcrate did not become healthy:\n{self.log.read_text()}")
 
     def run(
-        self, command: str, *args: str, env: Mapping[str, str] | None = None
+        self,
+        command: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """`ghostcrate COMMAND --config <this config> ARGS`, as an operator runs it."""
+        """`ghostcrate COMMAND --config <this config> ARGS`, as an operator runs it
+        (`input`: its standard input)."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTCRATE_")}
         return subprocess.run(
             [sys.executable, "-m", "ghostcrate", command, "--config", str(self.config), *args],
@@ -98,6 +103,7 @@ class Appliance:
             timeout=120,
             check=False,
             env={**base, **(env or {})},
+            input=input,
         )
 
     def cached_crates(self) -> set[str]:

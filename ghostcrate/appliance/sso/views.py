@@ -25,7 +25,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def callback(request: web.Request) -> web.Response:
-    """Finish a login: who signed in, registered on the first sign-in."""
+    """Finish a login: a session for who signed in (registered on the first sign-in)."""
     sso = request.app[SSO]
     provider = sso.provider(request.match_info["provider"])
     registry = request.app[PRIVATE]
@@ -38,6 +38,7 @@ async def callback(request: web.Request) -> web.Response:
     if user.disabled:
         raise Forbidden(f"user {user.name} is disabled: ask an administrator of this registry")
     roles = org_roles(provider.settings.org_roles, identity.groups)
+    issued = await registry.sessions.issue(user, via=f"sso:{provider.name}")
     log.info(
         "signed in",
         extra={
@@ -47,11 +48,14 @@ async def callback(request: web.Request) -> web.Response:
             "org_roles": roles,
         },
     )
+    # The answer of POST /api/v1/session.
     return web.json_response(
         {
-            "user": {"id": user.id, "login": user.name, "admin": user.admin},
-            "registered": signed_in.registered,
-            "org_roles": roles,
+            "token": issued.token,
+            "refresh_token": issued.refresh_token,
+            "expires_in": issued.expires_in,
+            "refresh_expires_in": issued.refresh_expires_in,
+            "user": {"id": user.id, "login": user.name, "name": user.name, "admin": user.admin},
         },
         headers={"Cache-Control": "no-store"},
     )
