@@ -18,6 +18,7 @@ import pytest
 
 from tests.hostile.test_h2_relay import answers_of
 from tests.support.appliance import Appliance
+from tests.support.github_fake import FakeGitHub, GitHubUser
 from tests.support.h2attack import RawH2
 from tests.support.oidc_provider import Browser, OidcProvider
 from tests.support.rawhttp import exchange
@@ -241,3 +242,98 @@ async def test_the_routes_answer_alike_over_http1_and_h2c(appliance: Appliance) 
         assert await h2_status(appliance.port, target) == expected, target
         head = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
         assert (await exchange("127.0.0.1", appliance.port, head)).statuses == [expected]
+
+
+@pytest.fixture
+async def github() -> AsyncIterator[FakeGitHub]:
+    fake = await FakeGitHub("Iv1.test-client", "github-secret").start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+def two_providers(
+    tmp_path: Path,
+    upstream: FakeUpstream,
+    provider: OidcProvider,
+    github: FakeGitHub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Appliance]:
+    """`corp` (the OpenID provider) and `github` (the fake), side by side."""
+    appliance = Appliance(tmp_path / "appliance", upstream.url, server={"workers": 2})
+    client = provider.register(f"{appliance.url}/api/v1/sso/corp/callback")
+    add_provider(
+        appliance,
+        name="corp",
+        issuer=provider.issuer,
+        client_id=client.client_id,
+        client_secret_env="CORP_SSO_SECRET",
+    )
+    add_provider(
+        appliance, name="github", org_roles={"acme": "acme:contributor"}, **github.settings()
+    )
+    monkeypatch.setenv("CORP_SSO_SECRET", client.client_secret)
+    appliance.start()
+    yield appliance
+    appliance.stop()
+
+
+async def test_github_sign_in_registers_the_github_user_beside_another_provider_s(
+    two_providers: Appliance, github: FakeGitHub, browser: Browser
+) -> None:
+    appliance = two_providers
+    back = await browser.sign_in(
+        f"{appliance.url}/api/v1/sso/github/login",
+        f"{appliance.url}/api/v1/sso/github/callback",
+        login="unused",
+    )
+    asked = github.authorize_queries[-1]
+    assert asked["scope"] == "read:user user:email read:org"
+    assert asked["code_challenge_method"] == "S256"
+    assert asked["redirect_uri"] == f"{appliance.url}/api/v1/sso/github/callback"
+    status, body = await browser.get(back)
+    assert status == 200, body
+    assert isinstance(body, dict)
+    assert body["user"]["login"] == "octocat"
+    signed_in = [e for e in appliance.events() if e.get("msg") == "signed in"][-1]
+    assert signed_in["provider"] == "github"
+    assert signed_in["org_roles"] == {"acme": "contributor"}
+    # The other provider (its secret from an environment variable) works beside it.
+    corp = await browser.get(await callback_url(appliance, browser, login="carol"))
+    assert corp[0] == 200, corp
+    assert users(appliance) == ["carol", "octocat"]
+    # A replayed code: GitHub says bad_verification_code; a fresh state does not help.
+    again = await browser.sign_in(
+        f"{appliance.url}/api/v1/sso/github/login",
+        f"{appliance.url}/api/v1/sso/github/callback",
+        login="unused",
+    )
+    fresh = parse_qs(urlsplit(again).query)["state"][0]
+    code = parse_qs(urlsplit(back).query)["code"][0]
+    callback = f"{appliance.url}/api/v1/sso/github/callback?code={code}&state={fresh}"
+    status, detail = refusal(await browser.get(callback))
+    assert status == 400
+    assert "github refused the authorization code (bad_verification_code" in detail
+    listed = refusal(await browser.get(f"{appliance.url}/api/v1/sso/gitlab/login"))
+    assert listed == (404, "no single sign-on provider 'gitlab' here (providers: corp, github)")
+
+
+async def test_allowed_groups_keep_out_users_of_other_organisations(
+    tmp_path: Path, upstream: FakeUpstream, github: FakeGitHub, browser: Browser
+) -> None:
+    appliance = Appliance(tmp_path / "appliance", upstream.url)
+    add_provider(appliance, name="github", allowed_groups=["acme"], **github.settings())
+    appliance.start()
+    try:
+        github.signed_in = GitHubUser(9, "mallory", ["evil-corp"])
+        back = await browser.sign_in(
+            f"{appliance.url}/api/v1/sso/github/login",
+            f"{appliance.url}/api/v1/sso/github/callback",
+            login="unused",
+        )
+        status, detail = refusal(await browser.get(back))
+        assert status == 403
+        assert "mallory is not in a group allowed to sign in here through github" in detail
+        assert users(appliance) == []
+    finally:
+        appliance.stop()
