@@ -140,31 +140,7 @@ class Provider:
         assert url is not None
         assert expected is not None
         document = await fetch_json(http, url, f"the discovery document of {self.name!r}")
-        issuer = document.get("issuer")
-        if not isinstance(issuer, str) or issuer.rstrip("/") != expected.rstrip("/"):
-            raise ProviderUnavailable(
-                f"the discovery document at {url} names issuer {issuer!r}, not {expected!r}: "
-                "check 'issuer' (or 'tenant') of this [[auth.oidc]] entry"
-            )
-        try:
-            authorization = str(document["authorization_endpoint"])
-            token = str(document["token_endpoint"])
-            jwks_uri = str(document["jwks_uri"])
-        except KeyError as missing:
-            raise ProviderUnavailable(
-                f"the discovery document at {url} has no {missing.args[0]}"
-            ) from None
-        methods = document.get("token_endpoint_auth_methods_supported", ["client_secret_basic"])
-        issuers = {issuer}
-        if self.settings.preset == "google":
-            issuers.add("accounts.google.com")  # Google's ID tokens carry either form
-        return Endpoints(
-            authorization,
-            token,
-            jwks_uri,
-            frozenset(issuers),
-            basic_auth="client_secret_basic" in methods or "client_secret_post" not in methods,
-        )
+        return discovered(document, url, expected, self.settings.preset)
 
     async def keys(self, http: aiohttp.ClientSession, *, again: bool = False) -> KeySet:
         """The provider's signing keys; `again`: fetched anew unless that was just done."""
@@ -185,6 +161,35 @@ class Provider:
             ) from None
         self._keys = (keys, now + KEEP_SECONDS)
         return keys
+
+
+def discovered(document: dict[str, Any], url: str, expected: str, preset: str) -> Endpoints:
+    """The endpoints a discovery document (fetched from `url`) gives, if it is `expected`'s."""
+    issuer = document.get("issuer")
+    if not isinstance(issuer, str) or issuer.rstrip("/") != expected.rstrip("/"):
+        raise ProviderUnavailable(
+            f"the discovery document at {url} names issuer {issuer!r}, not {expected!r}: "
+            "check 'issuer' (or 'tenant') of this [[auth.oidc]] entry"
+        )
+    try:
+        authorization = str(document["authorization_endpoint"])
+        token = str(document["token_endpoint"])
+        jwks_uri = str(document["jwks_uri"])
+    except KeyError as missing:
+        raise ProviderUnavailable(
+            f"the discovery document at {url} has no {missing.args[0]}"
+        ) from None
+    methods = document.get("token_endpoint_auth_methods_supported", ["client_secret_basic"])
+    issuers = {issuer}
+    if preset == "google":
+        issuers.add("accounts.google.com")  # Google's ID tokens carry either form
+    return Endpoints(
+        authorization,
+        token,
+        jwks_uri,
+        frozenset(issuers),
+        basic_auth="client_secret_basic" in methods or "client_secret_post" not in methods,
+    )
 
 
 async def fetch_json(http: aiohttp.ClientSession, url: str, what: str) -> dict[str, Any]:
