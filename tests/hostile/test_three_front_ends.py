@@ -51,6 +51,9 @@ REQUESTS: list[tuple[str, str, tuple[tuple[str, str], ...]]] = [
     ("GET", "/api/v1/crates?q=ab&per_page=5", ()),
     ("GET", "/api/v1/crates?per_page=lots", ()),
     ("GET", "/me", ()),
+    # Single sign-on: no provider is configured here.
+    ("GET", "/api/v1/sso/corp/login", ()),
+    ("GET", "/api/v1/sso/corp/callback?state=x&code=y", ()),
 ]
 
 
