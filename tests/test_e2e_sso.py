@@ -191,6 +191,22 @@ async def test_a_wrong_state_is_refused(appliance: Appliance, browser: Browser) 
     assert "no `state`" in detail
 
 
+async def test_a_callback_from_another_browser_is_refused(
+    appliance: Appliance, browser: Browser
+) -> None:
+    """Login CSRF: someone else's callback, opened in this browser, signs nobody in."""
+    before = users(appliance)
+    theirs = await callback_url(appliance, browser, login="mallory")
+    other = Browser()
+    try:
+        status, detail = refusal(await other.get(theirs))
+    finally:
+        await other.close()
+    assert status == 400
+    assert "this browser did not begin this login" in detail
+    assert users(appliance) == before
+
+
 async def test_a_replayed_callback_or_code_is_refused(
     appliance: Appliance, browser: Browser
 ) -> None:

@@ -11,6 +11,7 @@ from its API with the access token. Every refusal is a 4xx naming what failed.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import secrets
@@ -69,8 +70,11 @@ class SignInRefused(RegistryError):
     """The callback cannot be accepted (400), naming what failed."""
 
 
-async def begin(provider: Provider, identities: Identities, http: aiohttp.ClientSession) -> str:
-    """The provider's authorization URL for a new login (kept for `LOGIN_SECONDS`)."""
+async def begin(
+    provider: Provider, identities: Identities, http: aiohttp.ClientSession
+) -> tuple[str, str]:
+    """The provider's authorization URL for a new login (kept for `LOGIN_SECONDS`), and its
+    `state`, which the browser keeps in a cookie (see `finish`)."""
     endpoints = await provider.endpoints(http)
     state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(64)  # 86 characters, within RFC 7636's 43-128
@@ -87,7 +91,7 @@ async def begin(provider: Provider, identities: Identities, http: aiohttp.Client
     if not provider.github:
         query["nonce"] = nonce
     separator = "&" if "?" in endpoints.authorization else "?"
-    return endpoints.authorization + separator + urlencode(query)
+    return endpoints.authorization + separator + urlencode(query), state
 
 
 async def finish(
@@ -95,8 +99,14 @@ async def finish(
     identities: Identities,
     http: aiohttp.ClientSession,
     query: Mapping[str, str],
+    browser_state: str | None,
 ) -> Identity:
-    """Check the callback's `query` and exchange its code: who signed in."""
+    """Check the callback's `query` and exchange its code: who signed in.
+
+    `browser_state` is the `state` the browser's cookie holds: a callback must come from
+    the browser that began the login, so that nobody can have another person's browser
+    finish a login of theirs (login CSRF, RFC 6749 section 10.12).
+    """
     if "error" in query:
         description = query.get("error_description", "")
         raise SignInRefused(
@@ -111,6 +121,11 @@ async def finish(
         raise SignInRefused(
             f"the callback's `state` is not one of a login begun here (unknown, used already, "
             f"or older than {LOGIN_SECONDS / 60:g} minutes): {_AGAIN}"
+        )
+    if not hmac.compare_digest((browser_state or "").encode(), state.encode()):
+        raise SignInRefused(
+            "this browser did not begin this login (its sign-in cookie is missing or is of "
+            f"another login): {_AGAIN}"
         )
     if not code:
         raise SignInRefused(f"the callback has no `code`: {_AGAIN}")

@@ -16,12 +16,26 @@ log = logging.getLogger(__name__)
 _STRENGTH = ("contributor", "member", "admin", "owner")
 
 
+#: The cookie that ties a login to the browser that began it (it holds the login's state).
+COOKIE = "ghostcrate_sso"
+
+
 async def login(request: web.Request) -> web.Response:
     """Send the browser to the provider, with a new login's `state`, `nonce` and PKCE."""
     sso = request.app[SSO]
     provider = sso.provider(request.match_info["provider"])
-    url = await flow.begin(provider, request.app[PRIVATE].identities, sso.http)
-    raise web.HTTPFound(url, headers={"Cache-Control": "no-store"})
+    url, state = await flow.begin(provider, request.app[PRIVATE].identities, sso.http)
+    response = web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+    response.set_cookie(
+        COOKIE,
+        state,
+        max_age=int(flow.LOGIN_SECONDS),
+        path=f"/api/v1/sso/{provider.name}/",
+        httponly=True,
+        secure=provider.redirect_uri.startswith("https://"),
+        samesite="Lax",  # sent on the provider's redirect back, a top-level navigation
+    )
+    return response
 
 
 async def callback(request: web.Request) -> web.Response:
@@ -29,7 +43,9 @@ async def callback(request: web.Request) -> web.Response:
     sso = request.app[SSO]
     provider = sso.provider(request.match_info["provider"])
     registry = request.app[PRIVATE]
-    identity = await flow.finish(provider, registry.identities, sso.http, request.query)
+    identity = await flow.finish(
+        provider, registry.identities, sso.http, request.query, request.cookies.get(COOKIE)
+    )
     flow.check_allowed(provider, identity)
     signed_in = await registry.sign_in(
         provider.name, identity.subject, identity.name, identity.claims
@@ -49,7 +65,7 @@ async def callback(request: web.Request) -> web.Response:
         },
     )
     # The answer of POST /api/v1/session.
-    return web.json_response(
+    response = web.json_response(
         {
             "token": issued.token,
             "refresh_token": issued.refresh_token,
@@ -59,6 +75,8 @@ async def callback(request: web.Request) -> web.Response:
         },
         headers={"Cache-Control": "no-store"},
     )
+    response.del_cookie(COOKIE, path=f"/api/v1/sso/{provider.name}/")
+    return response
 
 
 def org_roles(mapping: dict[str, str], groups: tuple[str, ...]) -> dict[str, str]:
