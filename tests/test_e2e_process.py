@@ -154,3 +154,16 @@ def test_a_10_mb_crate_is_never_held_whole_in_memory(
         assert hashlib.sha256(body).hexdigest() == huge.cksum
     growth_kib = _memory_kib(pid)["VmHWM"] - before
     assert growth_kib < 6 * 1024, f"peak RSS grew by {growth_kib} KiB"
+
+
+def test_the_disk_tier_can_live_outside_data_dir(
+    start_appliance: StartAppliance, tmp_path: Path
+) -> None:
+    """`[cache] dir`: the mirror's files in systemd's CacheDirectory, the registry's not."""
+    cache = tmp_path / "var-cache-ghostcrate"
+    appliance = start_appliance(tables={"cache": {"dir": str(cache)}})
+    assert appliance.get(download("abc", "0.2.0"))[0] == 200
+    assert appliance.get(f"/index/{index_path('abc')}")[0] == 200
+    assert [p.name for p in cache.rglob("*.crate")] == ["abc-0.2.0.crate"]
+    assert (cache / "index" / index_path("abc")).is_file()
+    assert not (appliance.data_dir / "cache").exists()

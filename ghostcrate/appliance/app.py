@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ghostcrate.appliance import api, session_api, views
+from ghostcrate.appliance import api, readiness, session_api, views
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     CACHE,
     METRICS,
+    MIRROR,
     POLICY,
     PRIVATE,
     REGISTRY,
@@ -67,6 +68,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/v1/sso/{provider}/login", sso.login)
     app.router.add_get("/api/v1/sso/{provider}/callback", sso.callback)
     app.router.add_get("/health", views.health)
+    app.router.add_get("/healthz", views.healthz)
+    app.router.add_get("/readyz", readiness.readyz)
     app.router.add_get("/metrics", views.metrics)
     return app
 
@@ -80,6 +83,7 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
 async def _mirror(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with open_mirror(settings.upstream, app[CACHE], app[METRICS].proxy) as mirror:
+        app[MIRROR] = mirror
         replies = MirrorReplies(settings, mirror.index, mirror.crates)
         app[REPLIES] = MergedReplies(
             replies, app[PRIVATE], mirror.search, auth_required=app[POLICY].tokens_wanted

@@ -185,7 +185,71 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("bundle", type=Path, metavar="FILE", help="a bundle written by export")
     load.set_defaults(run=_bundle_command("import"))
     _account_commands(commands, common)
+    _backup_commands(commands, person)
     return parser
+
+
+def _backup_commands(commands: Any, person: argparse.ArgumentParser) -> None:
+    """`backup` (and `backup --verify`) and `restore`."""
+    backup = commands.add_parser(
+        "backup",
+        parents=[person],
+        help="take a consistent backup while serving, or --verify one",
+        description="Write one file with the registry database (a consistent copy of one "
+        "moment, taken while the server serves and publishes), every private crate it "
+        "knows, the signing keys and the configuration file; mirrored crates only with "
+        "--with-cache (they can be fetched again). The file is mode 0600: it holds "
+        "secrets. With --verify FILE, check a backup without restoring it.",
+    )
+    what = backup.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        metavar="FILE_OR_DIR",
+        help="the backup to write; in a directory, named ghostcrate-backup-<UTC time>.tar.gz",
+    )
+    what.add_argument("--verify", type=Path, metavar="FILE", help="check this backup")
+    backup.add_argument(
+        "--with-cache", action="store_true", help="also the mirror's cached index and crates"
+    )
+    backup.add_argument(
+        "--keep",
+        type=_positive,
+        metavar="N",
+        help="with --output DIR: then remove all but the N newest backups there",
+    )
+    backup.set_defaults(run=_backup)
+    restore = commands.add_parser(
+        "restore",
+        parents=[person],
+        help="restore a backup into an empty data_dir",
+        description="Verify the backup, then restore it into data_dir, which must be empty "
+        "or not exist (it is never mixed with live data). The backed-up configuration file "
+        "is written to <data_dir>/restored-config/ for you to put in place.",
+    )
+    restore.add_argument("backup", type=Path, metavar="FILE", help="a file written by backup")
+    restore.set_defaults(run=_restore)
+
+
+def _backup(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+    from ghostcrate.appliance.backup_cli import run_backup
+
+    configure_logging(_command_log(loaded.settings.log, args))
+    return run_backup(loaded.settings, args, _config_file(args))
+
+
+def _restore(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+    from ghostcrate.appliance.backup_cli import run_restore
+
+    configure_logging(_command_log(loaded.settings.log, args))
+    return run_restore(loaded.settings, args.backup)
+
+
+def _config_file(args: argparse.Namespace) -> Path | None:
+    """The configuration file in use (--config, else $GHOSTCRATE_CONFIG), if any."""
+    path = args.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    return path if path is not None and path.is_file() else None
 
 
 def _account_commands(commands: Any, common: argparse.ArgumentParser) -> None:

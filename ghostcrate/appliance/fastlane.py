@@ -5,7 +5,7 @@ middlewares) costs more than everything else a cache hit needs; profiled
 under load it held a worker to about a third of what the same process can
 send. So each connection starts here: a small protocol parses request heads
 with httptools (llhttp, the parser of Node.js) and answers GET and HEAD on
-`/index/...` and `/api/v1/crates/{name}/{version}/download` from the hot set
+`/index/...`, `/api/v1/crates/{name}/{version}/download` and `/healthz` from the hot set
 (`hotset.py`), filling it through `replies.py` on a miss, with the same
 responses, access lines and metrics as the aiohttp views.
 
@@ -48,6 +48,8 @@ from ghostcrate.appliance.policy import refused_read, token_of
 from ghostcrate.appliance.replies import (
     CONFIG_ROUTE,
     DOWNLOAD_ROUTE,
+    HEALTHZ,
+    HEALTHZ_ROUTE,
     INDEX_ROUTE,
     Reply,
     error_reply,
@@ -121,6 +123,7 @@ _CONFIG = b"/index/config.json"
 _INDEX = b"/index/"
 _CRATES = b"/api/v1/crates/"
 _DOWNLOAD = b"/download"
+_HEALTHZ = HEALTHZ_ROUTE.encode()
 
 
 class LaneConnection(Protocol):
@@ -245,10 +248,14 @@ class Lane:
         prepared = self.hot.get(request.target)
         if prepared is not None:
             guard = self.guard
-            if guard is not None and not guard.quick(
-                request.token,
-                request.remote,
-                private=None if request.route == CONFIG_ROUTE else prepared.reply.private,
+            if (
+                guard is not None
+                and request.route != HEALTHZ_ROUTE
+                and not guard.quick(
+                    request.token,
+                    request.remote,
+                    private=None if request.route == CONFIG_ROUTE else prepared.reply.private,
+                )
             ):
                 return None  # `prepare` looks the token up, or refuses
             if prepared.gzip_wanted and b"accept-encoding" in request.headers:
@@ -306,7 +313,7 @@ class Lane:
     async def prepare(self, request: Request, *, renew_ahead: bool = False) -> Prepared:
         """Ask the mirror, and keep the reply for as long as it says."""
         REQUEST_ID.set(request.request_id)
-        if self.guard is not None and not renew_ahead:
+        if self.guard is not None and not renew_ahead and request.route != HEALTHZ_ROUTE:
             refused = await self._refused(request)
             if refused is not None:
                 request.outcome = refused.outcome
@@ -348,6 +355,8 @@ class Lane:
         target = request.target.decode()
         if request.route == CONFIG_ROUTE:
             return self.replies.config
+        if request.route == HEALTHZ_ROUTE:
+            return HEALTHZ
         if request.route == INDEX_ROUTE:
             path = target.removeprefix("/index/")
             return await self.replies.index_file(path, renew_ahead=renew_ahead)
@@ -624,6 +633,8 @@ def route_of(target: bytes) -> str | None:
         return CONFIG_ROUTE if target == _CONFIG else INDEX_ROUTE
     if target.startswith(_CRATES) and target.endswith(_DOWNLOAD) and target.count(b"/") == 6:
         return DOWNLOAD_ROUTE
+    if target == _HEALTHZ:
+        return HEALTHZ_ROUTE
     return None
 
 

@@ -12,6 +12,7 @@ from ghostcrate.appliance.sso.service import SingleSignOn
 from ghostcrate.cache import TieredCache
 from ghostcrate.config import Settings
 from ghostcrate.private.registry import Registry
+from ghostcrate.proxy.setup import Mirror
 
 SETTINGS = web.AppKey("settings", Settings)
 CACHE = web.AppKey("cache", TieredCache)
@@ -21,5 +22,6 @@ REPLIES = web.AppKey("replies", MergedReplies)
 PRIVATE = web.AppKey("private", Registry)
 POLICY = web.AppKey("policy", Policy)
 SSO = web.AppKey("sso", SingleSignOn)
+MIRROR = web.AppKey("mirror", Mirror)
 #: How a mirror route's request was answered (`Reply.outcome`), for the metrics.
 OUTCOME = web.RequestKey("outcome", str)

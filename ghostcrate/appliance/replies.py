@@ -36,6 +36,8 @@ RENEW_WINDOW = (0.7, 0.9)
 CONFIG_ROUTE = "/index/config.json"
 INDEX_ROUTE = "/index/{path}"
 DOWNLOAD_ROUTE = "/api/v1/crates/{name}/{version}/download"
+#: Liveness: answered by whichever front end reads the request, never refused by `[auth]`.
+HEALTHZ_ROUTE = "/healthz"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,17 @@ class Reply:
     outcome: str = "hit"
     #: A private crate's (or a reserved name's): `[auth] read_private` decides who gets it.
     private: bool = False
+
+
+#: `/healthz`: the process is alive and its event loop answers. Kept for ever in the hot
+#: set, so that the lanes answer it as cheaply as a cache hit.
+HEALTHZ = Reply(
+    200,
+    "application/json",
+    b'{"status":"alive"}\n',
+    cache_control="no-store",
+    keep_for=float("inf"),
+)
 
 
 def error_reply(status: int, detail: str) -> Reply:

@@ -4,12 +4,15 @@ With `[server] workers = N > 1`, a supervisor binds N sockets to the port with
 SO_REUSEPORT, shared by its workers alone (`listeners.py`; the kernel spreads
 connections over them), and starts N worker processes, one on each, which
 share the disk tier. It forwards SIGTERM/SIGINT to them, and restarts a worker
-that dies on its own, on the same socket.
+that dies on its own, on the same socket. Under systemd (`Type=notify`) the
+main process says READY=1 once every worker listens, STOPPING=1 when it is
+told to stop, and pings the watchdog if the unit has one (`sdnotify.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -20,7 +23,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -28,7 +33,7 @@ from aiohttp import web
 from prometheus_client import multiprocess
 
 from ghostcrate import __version__
-from ghostcrate.appliance import exitcodes
+from ghostcrate.appliance import exitcodes, sdnotify
 from ghostcrate.appliance.app import create_app
 from ghostcrate.appliance.fastlane import KEEPALIVE_SECONDS
 from ghostcrate.appliance.listeners import worker_sockets
@@ -55,7 +60,7 @@ def serve(settings: Settings) -> int:
     asyncio.run(_prepare_registry(settings))
     if settings.server.workers == 1:
         try:
-            _run(settings, None)
+            _run(settings, None, _announce(settings))
         except CannotListen as error:
             print(f"ghostcrate: {error}", file=sys.stderr)
             return exitcodes.CONFIG
@@ -72,11 +77,6 @@ async def _prepare_registry(settings: Settings) -> None:
         await registry.recover()
 
 
-def mode(settings: Settings) -> str:
-    upstream = settings.upstream
-    return "offline" if upstream.offline else "only-cached" if upstream.only_cached else "online"
-
-
 def describe(settings: Settings) -> str:
     """What the appliance is about to do, in one sentence for the operator."""
     upstream = settings.upstream
@@ -86,7 +86,7 @@ def describe(settings: Settings) -> str:
         "online": f"revalidates index files after {upstream.index_ttl:g} s",
         "offline": "never asks it; offers only cached crates",
         "only-cached": "offers and serves only cached crates",
-    }[mode(settings)]
+    }[upstream.mode]
     tiers = [
         f"memory {_size(cache.memory_bytes)} per worker",
         f"disk {_size(cache.disk_max_bytes)}",
@@ -95,7 +95,7 @@ def describe(settings: Settings) -> str:
         tiers.append(f"S3 bucket {settings.s3.bucket}")
     workers = "1 worker" if server.workers == 1 else f"{server.workers} workers"
     return (
-        f"{mode(settings)} mirror of {upstream.index} ({what}), listening on {server.listen} "
+        f"{upstream.mode} mirror of {upstream.index} ({what}), listening on {server.listen} "
         f"as {server.base_url} with {workers}; tiers: {', '.join(tiers)}; "
         f"data in {settings.data_dir}"
     )
@@ -111,7 +111,7 @@ def _size(count: int) -> str:
 def _startup_fields(settings: Settings) -> dict[str, object]:
     return {
         "version": __version__,
-        "mode": mode(settings),
+        "mode": settings.upstream.mode,
         "listen": settings.server.listen,
         "public_url": settings.server.base_url,
         "upstream": settings.upstream.index,
@@ -123,17 +123,32 @@ def _startup_fields(settings: Settings) -> dict[str, object]:
     }
 
 
-def _run(settings: Settings, sock: socket.socket | None) -> None:
+def _announce(settings: Settings) -> Callable[[], None]:
+    """What the main process does once every worker listens: tell systemd, if it asks."""
+
+    def ready() -> None:
+        sdnotify.notify("READY=1", f"STATUS=serving {settings.server.base_url}")
+
+    return ready
+
+
+def _run(settings: Settings, sock: socket.socket | None, listening: Callable[[], None]) -> None:
     """Serve on `sock` (a worker's), or on a socket of its own bound to [server] listen."""
     loop = _new_event_loop()
     try:
-        loop.run_until_complete(_serve_until_stopped(settings, sock))
+        loop.run_until_complete(_serve_until_stopped(settings, sock, listening))
     finally:
         loop.close()
 
 
-async def _serve_until_stopped(settings: Settings, sock: socket.socket | None) -> None:
-    """Serve until SIGTERM or SIGINT, then drain for up to `shutdown_timeout` and close."""
+async def _serve_until_stopped(
+    settings: Settings, sock: socket.socket | None, listening: Callable[[], None]
+) -> None:
+    """Serve until SIGTERM or SIGINT, then drain for up to `shutdown_timeout` and close.
+
+    `listening` is called once the socket is served. Alone (no `sock`), this process is
+    systemd's main one: it feeds the watchdog and says STOPPING=1.
+    """
     loop = asyncio.get_running_loop()
     loop.set_default_executor(_disk_executor(DISK_THREADS))
     stop = asyncio.Event()
@@ -163,7 +178,14 @@ async def _serve_until_stopped(settings: Settings, sock: socket.socket | None) -
         gc.collect()
         gc.freeze()
         log.info("listening", extra={"url": settings.server.base_url})
+        listening()
+        period = sdnotify.watchdog_period() if sock is None else None
+        watchdog = asyncio.create_task(sdnotify.feed_watchdog(period)) if period else None
         await stop.wait()
+        if sock is None:
+            sdnotify.notify("STOPPING=1")
+        if watchdog is not None:
+            watchdog.cancel()
         log.info("stopping", extra={"timeout": settings.server.shutdown_timeout})
     finally:
         await runner.cleanup()
@@ -191,12 +213,18 @@ class CannotListen(Exception):
     """The address cannot be bound; the text is the line for the operator."""
 
 
-def _worker_main(settings: Settings, sock: socket.socket) -> None:
+def _worker_main(settings: Settings, sock: socket.socket, ready: Connection) -> None:
+    """A worker: serve on `sock`; send this process's id on `ready` once listening."""
     configure_logging(settings.log)
-    _run(settings, sock)
+
+    def listening() -> None:
+        ready.send(os.getpid())
+        ready.close()
+
+    _run(settings, sock, listening)
 
 
-def _supervise(settings: Settings) -> int:
+def _supervise(settings: Settings) -> int:  # noqa: PLR0915 - one loop owns the workers' lives
     """Run the workers until stopped, each on its own socket; restart one that dies."""
     server = settings.server
     try:
@@ -211,30 +239,64 @@ def _supervise(settings: Settings) -> int:
     os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
     context = multiprocessing.get_context("spawn")
     stopping = False
+    announce = _announce(settings)
+    #: Workers that have not said yet that they listen: their end of the pipe -> slot.
+    waiting: dict[Connection, int] = {}
+    listening: set[int] = set()
+    announced = False
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
+        if not stopping:
+            sdnotify.notify("STOPPING=1")
         stopping = True
         for process, _ in workers:
             if process.is_alive():
                 process.terminate()  # SIGTERM: each worker drains its requests
 
     def start(slot: int) -> tuple[BaseProcess, int]:
-        process = context.Process(target=_worker_main, args=(settings, sockets[slot]), daemon=False)
+        ready, ready_in_worker = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_worker_main, args=(settings, sockets[slot], ready_in_worker), daemon=False
+        )
         process.start()
+        ready_in_worker.close()
+        waiting[ready] = slot
         log.info("worker started", extra={"worker_pid": process.pid})
         return process, slot
+
+    def heard(ready: Connection) -> None:
+        """A worker said that it listens (or died first: then its pipe is only closed)."""
+        nonlocal announced
+        slot = waiting.pop(ready)
+        with contextlib.suppress(EOFError, OSError):
+            ready.recv()
+            listening.add(slot)
+        ready.close()
+        if len(listening) == server.workers and not announced:
+            announced = True
+            announce()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     workers = [start(slot) for slot in range(server.workers)]
     started_at = {id(p): time.monotonic() for p, _ in workers}
+    period = sdnotify.watchdog_period()
+    pinged = 0.0
     while workers:
+        if period is not None and not stopping and time.monotonic() - pinged >= period:
+            sdnotify.notify("WATCHDOG=1")
+            pinged = time.monotonic()
+        sentinels = {process.sentinel: (process, slot) for process, slot in workers}
+        for ready in wait([*sentinels, *waiting], timeout=period or 1.0):
+            if isinstance(ready, Connection):
+                heard(ready)
         for process, slot in list(workers):
-            process.join(timeout=0.2)
             if process.is_alive():
                 continue
+            process.join()
             workers.remove((process, slot))
+            listening.discard(slot)
             if process.pid is not None:
                 multiprocess.mark_process_dead(process.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
             if stopping:
@@ -248,6 +310,8 @@ def _supervise(settings: Settings) -> int:
             replacement = start(slot)  # on the same socket: what queued there waits for it
             started_at[id(replacement[0])] = time.monotonic()
             workers.append(replacement)
+    for ready in waiting:
+        ready.close()
     for sock in sockets:
         sock.close()
     return exitcodes.OK

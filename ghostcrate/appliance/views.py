@@ -16,6 +16,7 @@ from ghostcrate.appliance.policy import refused_read, token_of
 from ghostcrate.appliance.replies import (
     CONFIG_ROUTE,
     DOWNLOAD_ROUTE,
+    HEALTHZ,
     INDEX_ROUTE,
     Reply,
     not_modified,
@@ -77,6 +78,13 @@ def respond(request: web.Request, reply: Reply) -> web.StreamResponse:
         return web.Response(status=304, headers=headers)
     return web.Response(
         status=reply.status, body=reply.body, headers=headers, content_type=reply.content_type
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness, as the lanes answer it (`HEALTHZ`); never refused by `[auth]`."""
+    return web.Response(
+        body=HEALTHZ.body, content_type="application/json", headers={"Cache-Control": "no-store"}
     )
 
 

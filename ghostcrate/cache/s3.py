@@ -215,6 +215,14 @@ class S3Tier:
 
         return await self._run("put_file", False, action)
 
+    async def probe(self) -> str | None:
+        """Ask S3 for the bucket now, past the tier's back-off: None if it answers, else why."""
+        try:
+            await self._request("head_bucket")
+        except Exception as error:
+            return _describe(error)
+        return None
+
     async def contains(self, key: str) -> bool:
         """Whether the object exists; False if unavailable."""
 

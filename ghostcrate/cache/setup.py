@@ -25,7 +25,7 @@ async def open_cache(settings: Settings, metrics: CacheMetrics) -> AsyncIterator
     """
     locks = KeyLocks(settings.data_dir / "locks")
     disk = DiskStore(
-        settings.data_dir / "cache",
+        settings.cache_dir,
         settings.cache.disk_max_bytes,
         locks,
         metrics,

@@ -34,6 +34,9 @@ class SharedTier(Protocol):
     async def put_file(self, key: str, path: Path) -> bool:
         """Store a file, in parts above the multipart threshold; a failed upload is aborted."""
 
+    async def probe(self) -> str | None:
+        """Ask the tier now, past any back-off: None if it answers, else what failed."""
+
     async def contains(self, key: str) -> bool:
         """Whether the object exists (False if the tier is unavailable)."""
 

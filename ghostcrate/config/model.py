@@ -104,6 +104,8 @@ class ServerSettings(_Section):
     workers: PositiveInt = 1
     #: Accept cargo's offer to upgrade to HTTP/2 in the clear (h2c), so it can multiplex.
     http2: bool = True
+    #: `/readyz` fails while the file system of `data_dir` has less free space than this.
+    min_free_bytes: Size = 512 * 2**20
 
     @property
     def host(self) -> str:
@@ -159,12 +161,20 @@ class UpstreamSettings(_Section):
     #: Seconds the breaker stays open (misses fail at once) before one request probes again.
     breaker_cooldown: float = Field(default=10.0, ge=0)
 
+    @property
+    def mode(self) -> str:
+        """`online`, `offline` or `only-cached`, as logs and `/readyz` name it."""
+        return "offline" if self.offline else "only-cached" if self.only_cached else "online"
+
 
 class CacheSettings(_Section):
     #: Memory tier for hot index files, per worker process; 0 switches it off.
     memory_bytes: Size = 64 * 2**20
     #: Bound of the local disk tier (mirrored data, evicted least recently used first).
     disk_max_bytes: Size = 20 * 10**9
+    #: Where the disk tier keeps its files (default: `data_dir/cache`). Only mirrored data,
+    #: which can be fetched again: e.g. systemd's CacheDirectory, /var/cache/ghostcrate.
+    dir: Path | None = None
 
 
 class S3Settings(_Section):
@@ -401,3 +411,8 @@ class Settings(_Section):
     private: PrivateSettings = PrivateSettings()
     auth: AuthSettings = AuthSettings()
     log: LogSettings = LogSettings()
+
+    @property
+    def cache_dir(self) -> Path:
+        """The disk tier's directory: `[cache] dir`, else `data_dir/cache`."""
+        return self.cache.dir if self.cache.dir is not None else self.data_dir / "cache"

@@ -20,6 +20,7 @@ class Mirror:
     index: MirrorIndex
     crates: MirrorCrates
     search: UpstreamSearch
+    upstream: UpstreamClient
 
 
 @asynccontextmanager
@@ -30,7 +31,7 @@ async def open_mirror(
         index = MirrorIndex(cache, upstream, settings, metrics)
         crates = MirrorCrates(cache, index, upstream, metrics)
         try:
-            yield Mirror(index, crates, UpstreamSearch(index, upstream))
+            yield Mirror(index, crates, UpstreamSearch(index, upstream), upstream)
         finally:
             await crates.close()
             await index.close()

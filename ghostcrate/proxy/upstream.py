@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 import ssl
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -110,6 +111,8 @@ class UpstreamClient:
         self._http2 = http2
         self._metrics = metrics
         self._breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown)
+        #: Unix time of the upstream's last answer in this process (None: not yet).
+        self.answered_at: float | None = None
         #: HTTPS_PROXY / HTTP_PROXY, read once; NO_PROXY once per host. aiohttp's `trust_env`
         #: read them, and ~/.netrc, for every request (a tenth of a worker's time renewing).
         self._environment = urllib.request.getproxies()
@@ -253,7 +256,16 @@ class UpstreamClient:
         ) as http1:
             yield _Http1Response(http1)
 
+    def state(self) -> dict[str, object]:
+        """The breaker and the last answer, for `/readyz` (which they do not fail)."""
+        return {
+            "breaker": "open" if self._breaker.open else "closed",
+            "last_answer_at": self.answered_at,
+            "last_error": self._breaker.last_error or None,
+        }
+
     def _reachable(self) -> None:
+        self.answered_at = time.time()
         if self._breaker.open:
             log.info("the upstream answers again; closing the breaker")
         self._breaker.succeeded()

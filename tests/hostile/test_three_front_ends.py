@@ -39,6 +39,10 @@ REQUESTS: list[tuple[str, str, tuple[tuple[str, str], ...]]] = [
     ("GET", "/index/3/a/abc?x=1", ()),
     ("GET", "/health", ()),
     ("POST", "/health", ()),
+    ("GET", "/healthz", ()),
+    ("HEAD", "/healthz", ()),
+    ("GET", "/healthz?probe=1", ()),
+    ("POST", "/healthz", ()),
     ("DELETE", CRATE, ()),
     ("GET", "/no/such/route", ()),
     # The registry's API: no token, a mirrored (not private) crate, search, /me.

@@ -18,6 +18,9 @@ from typing import Any
 from tests.support.metrics import sample_value
 from tests.support.textlog import parse_text_line
 
+#: Prefixes of environment variables a started server does not inherit from the tests.
+_NOT_INHERITED = ("GHOSTCRATE_", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -65,17 +68,26 @@ class Appliance:
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15.0) -> Appliance:
-        """Start the process; return once every worker is listening."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTCRATE_")}
+    def launch(self, env: Mapping[str, str] | None = None) -> int:
+        """Start the process with `env` added to the environment; the log's offset then.
+
+        The test's own GHOSTCRATE_ and systemd variables are not passed on.
+        """
+        base = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ghostcrate", "serve", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env={**base, **(env or {})},
             )
+        return offset
+
+    def start(self, timeout: float = 15.0) -> Appliance:
+        """Start the process; return once every worker is listening."""
+        offset = self.launch()
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
