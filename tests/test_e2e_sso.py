@@ -162,6 +162,7 @@ async def test_a_local_user_of_the_same_name_is_never_taken_over(
     ("mode", "named"),
     [
         ("forged", "signature does not verify"),
+        ("unknown-key", "signed with a key the provider does not publish"),
         ("wrong-aud", "audience 'someone-else'"),
         ("expired", "expired"),
         ("wrong-nonce", "nonce"),

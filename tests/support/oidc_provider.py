@@ -105,7 +105,8 @@ class OidcProvider:
         return Client(answer["client_id"], answer["client_secret"])
 
     def tamper(self, mode: str) -> None:
-        """Make the next ID token `forged`, `wrong-aud`, `expired` or `wrong-nonce`."""
+        """Make the next ID token `forged`, `unknown-key`, `wrong-aud`, `expired` or
+        `wrong-nonce`."""
         assert self._post(f"/__test/tamper?mode={mode}", b"", "text/plain")["tamper"] == mode
 
     def _post(self, path: str, body: bytes, content_type: str) -> dict[str, Any]:

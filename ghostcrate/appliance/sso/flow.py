@@ -187,7 +187,13 @@ async def verify_id_token(
     try:
         token = _decode(id_token, keys)
     except InvalidKeyIdError:  # a key the provider rolled over to since the JWKS was fetched
-        token = _decode(id_token, await provider.keys(http, again=True))
+        try:
+            token = _decode(id_token, await provider.keys(http, again=True))
+        except InvalidKeyIdError:
+            raise SignInRefused(
+                "the ID token is signed with a key the provider does not publish (JWKS): "
+                "it was not issued by this provider"
+            ) from None
     claims = CodeIDToken(
         token.claims,
         token.header,

@@ -7,7 +7,8 @@
 // ACCOUNTS.json ({"alice": {"email": ..., "groups": [...]}}) get those claims as well.
 // `POST /__test/tamper?mode=MODE` changes the next ID token the token endpoint answers,
 // so that the tests can show the relying party refuses it: `forged` (signed with another
-// key under the same kid), `wrong-aud`, `expired` or `wrong-nonce` (signed with the real key).
+// key under the same kid), `unknown-key` (another key and kid), `wrong-aud`, `expired` or
+// `wrong-nonce` (signed with the real key).
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
@@ -62,8 +63,9 @@ async function tampered(idToken, mode) {
   if (mode === 'wrong-aud') claims.aud = 'someone-else';
   if (mode === 'expired') Object.assign(claims, { iat: now - 7200, exp: now - 3600 });
   if (mode === 'wrong-nonce') claims.nonce = 'not-the-nonce-that-was-sent';
-  const key = mode === 'forged' ? forgerKey : realKey;
-  return new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: KID }).sign(key);
+  const forged = mode === 'forged' || mode === 'unknown-key';
+  const kid = mode === 'unknown-key' ? 'another-key' : KID;
+  return new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid }).sign(forged ? forgerKey : realKey);
 }
 
 provider.use(async (ctx, next) => {
