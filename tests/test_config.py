@@ -70,6 +70,27 @@ def test_environment_overrides_file_and_command_line_overrides_both(tmp_path: Pa
     assert loaded.origins["server.listen"] == "command line"
 
 
+def test_session_and_sign_in_keys_have_their_documented_defaults(tmp_path: Path) -> None:
+    auth = load_settings(None, {}).settings.auth
+    assert (auth.session_minutes, auth.refresh_days) == (15, 7)
+    assert (auth.login_failures, auth.login_address_failures) == (5, 20)
+    assert auth.login_window_seconds == 300
+    path = write(
+        tmp_path,
+        "[auth]\nsession_minutes = 0.5\nrefresh_days = 1\nlogin_failures = 3\n"
+        "login_address_failures = 9\nlogin_window_seconds = 60\n",
+    )
+    loaded = load_settings(path, {"GHOSTCRATE_AUTH__LOGIN_FAILURES": "4"})
+    auth = loaded.settings.auth
+    assert (auth.session_minutes, auth.refresh_days) == (0.5, 1)
+    assert (auth.login_failures, auth.login_address_failures) == (4, 9)
+    assert auth.login_window_seconds == 60
+    assert loaded.origins["auth.session_minutes"] == str(path)
+    assert loaded.origins["auth.login_failures"] == (
+        "environment variable GHOSTCRATE_AUTH__LOGIN_FAILURES"
+    )
+
+
 def test_stale_after_defaults_to_2_s_and_0_is_allowed() -> None:
     assert load_settings(None, {}).settings.upstream.stale_after == 2
     loaded = load_settings(None, {"GHOSTCRATE_UPSTREAM__STALE_AFTER": "0"})
@@ -129,6 +150,18 @@ def test_env_rule() -> None:
         ("[auth]\nread_private = ['tokens']\n", "'tokens' is not one of anonymous, token"),
         ("[auth]\npublish = ['10.0.0.0/33']\n", "is not one of anonymous, token, admin"),
         ("[auth]\nrequired = 'yes'\n", "'auth.required' must be true or false"),
+        ("[auth]\nsession_minutes = 0\n", "'auth.session_minutes' must be greater than 0"),
+        ("[auth]\nrefresh_days = -1\n", "'auth.refresh_days' must be greater than 0"),
+        ("[auth]\nlogin_failures = 0\n", "'auth.login_failures' must be greater than 0"),
+        ("[auth]\nlogin_failures = 2.5\n", "'auth.login_failures' must be a whole number"),
+        (
+            "[auth]\nlogin_address_failures = 'many'\n",
+            "'auth.login_address_failures' must be a whole number",
+        ),
+        (
+            "[auth]\nlogin_window_seconds = 0\n",
+            "'auth.login_window_seconds' must be greater than 0",
+        ),
         ("[server\n", "not valid TOML"),
     ],
 )

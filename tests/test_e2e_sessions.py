@@ -16,7 +16,9 @@ from contextlib import closing
 import pytest
 from argon2 import PasswordHasher
 
+from tests.hostile.test_h2_relay import answers_of
 from tests.support.appliance import Appliance
+from tests.support.h2attack import RawH2
 from tests.support.private import add_user, create_token, errors
 from tests.support.sessions import bearer, jwt_part, me, post_json, sign_in
 
@@ -201,3 +203,71 @@ def test_a_hash_with_older_parameters_is_upgraded_at_sign_in(
     assert "m=65536,t=3,p=4" in stored
     assert PasswordHasher().verify(stored, PASSWORD)
     sign_in(appliance, "alice", PASSWORD)  # and the new hash verifies
+
+
+async def test_sessions_work_over_h2c(start_appliance: StartAppliance) -> None:
+    """The session routes, handed from the h2c lane to aiohttp, answer as over HTTP/1.1."""
+    appliance = start_appliance()
+    add_password_user(appliance, "alice")
+    client = await RawH2.connect(appliance.port)
+
+    async def ask(
+        method: str, path: str, *, token: str | None = None, body: bytes | None = None
+    ) -> tuple[int, bytes]:
+        extra = [(b"authorization", f"Bearer {token}".encode())] if token else []
+        if body is not None:
+            extra.append((b"content-type", b"application/json"))
+        stream_id = client.request(
+            path.encode(), method=method.encode(), extra=extra, end=body is None
+        )
+        if body is not None:
+            client.h2.send_data(stream_id, body, end_stream=True)
+        await client.drain()
+        status, answer, reset = answers_of(await client.until_done(stream_id), stream_id)
+        assert reset is None
+        return status, answer
+
+    try:
+        document = json.dumps({"name": "alice", "password": PASSWORD}).encode()
+        status, body = await ask("POST", "/api/v1/session", body=document)
+        assert status == 200, body
+        session = json.loads(body)
+        status, body = await ask("GET", "/api/v1/me", token=session["token"])
+        assert (status, json.loads(body)["user"]["login"]) == (200, "alice")
+        refresh = json.dumps({"refresh_token": session["refresh_token"]}).encode()
+        status, body = await ask("POST", "/api/v1/session/refresh", body=refresh)
+        assert status == 200, body
+        token = json.loads(body)["token"]
+        assert (await ask("DELETE", "/api/v1/session", token=token))[0] == 200
+        status, body = await ask("GET", "/api/v1/me", token=token)
+        assert status == 403
+        assert "the session has ended" in errors(body)
+    finally:
+        await client.close()
+
+
+def test_a_session_token_reads_where_tokens_are_required_and_a_new_password_ends_it(
+    start_appliance: StartAppliance,
+) -> None:
+    appliance = start_appliance(tables={"auth": {"required": True}})
+    add_password_user(appliance, "alice")
+    session = sign_in(appliance, "alice", PASSWORD)
+    assert appliance.get("/index/config.json")[0] == 401
+    status, body = appliance.get("/index/config.json", bearer(session["token"]))
+    assert status == 200, body
+    assert json.loads(body)["auth-required"] is True
+
+    changed = appliance.run(
+        "user", "set-password", "alice", "--password-stdin", input="a new password\n"
+    )
+    assert changed.returncode == 0, changed.stderr
+    time.sleep(1.0)
+    assert appliance.get("/index/config.json", bearer(session["token"]))[0] == 403
+    status, body = post_json(
+        appliance, "/api/v1/session/refresh", {"refresh_token": session["refresh_token"]}
+    )
+    assert status == 403
+    assert "has ended" in errors(body)
+    status, _ = post_json(appliance, "/api/v1/session", {"name": "alice", "password": PASSWORD})
+    assert status == 403
+    sign_in(appliance, "alice", "a new password")

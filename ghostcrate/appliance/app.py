@@ -98,9 +98,14 @@ async def _sso(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _private(app: web.Application) -> AsyncIterator[None]:
-    async with Registry.open(app[SETTINGS], app[CACHE].shared) as registry:
+    async with Registry.open(app[SETTINGS], app[CACHE].shared, app[METRICS].registry) as registry:
         app[PRIVATE] = registry
-        app[POLICY] = Policy(app[SETTINGS].auth, registry.accounts, registry.sessions)
+        app[POLICY] = Policy(
+            app[SETTINGS].auth,
+            registry.accounts,
+            registry.sessions,
+            registry.metrics.auth_failures,
+        )
         await registry.sessions.keys.load()  # the first start makes the signing key
         watcher = asyncio.get_running_loop().create_task(registry.watch())
         try:

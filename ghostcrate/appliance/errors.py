@@ -11,7 +11,9 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ghostcrate.appliance.keys import METRICS
 from ghostcrate.appliance.logs import REQUEST_ID
+from ghostcrate.appliance.policy import failure_reason
 from ghostcrate.appliance.replies import error_reply, status_of
 from ghostcrate.private.errors import RegistryError
 from ghostcrate.proxy import ProxyError
@@ -31,6 +33,8 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except ProxyError as error:
         return error_response(status_of(error), str(error))
     except RegistryError as error:
+        if error.status in (401, 403):
+            request.app[METRICS].registry.auth_failures.labels(failure_reason(error.status)).inc()
         response = error_response(error.status, error.detail)
         response.headers.update(error.headers)
         return response

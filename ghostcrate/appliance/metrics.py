@@ -18,6 +18,7 @@ from prometheus_client import (
 )
 
 from ghostcrate.cache import CacheMetrics
+from ghostcrate.private.metrics import RegistryMetrics
 from ghostcrate.proxy import ProxyMetrics
 
 #: Set by the supervisor for its workers; prometheus_client then keeps values in files there.
@@ -129,6 +130,7 @@ class RequestBatches:
 class AppMetrics:
     proxy: ProxyMetrics
     cache: CacheMetrics
+    registry: RegistryMetrics
     requests: Counter
     latency: Histogram
     file_bytes: Counter
@@ -176,6 +178,7 @@ class AppMetrics:
         return cls(
             proxy=ProxyMetrics.create(registry),
             cache=cache,
+            registry=RegistryMetrics.create(registry),
             requests=requests,
             latency=latency,
             file_bytes=Counter(

@@ -13,6 +13,8 @@ import ipaddress
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
+from prometheus_client import Counter
+
 from ghostcrate.appliance.namespace import MergedReplies
 from ghostcrate.appliance.replies import Reply, error_reply
 from ghostcrate.config.model import AuthSettings
@@ -71,7 +73,12 @@ class Rule:
 
 
 class Policy:
-    def __init__(self, settings: AuthSettings, accounts: Accounts, sessions: Sessions) -> None:
+    def __init__(
+        self, settings: AuthSettings, accounts: Accounts, sessions: Sessions, failures: Counter
+    ) -> None:
+        """`failures`: counts the reads refused here (raised refusals are counted where
+        they are answered, in `errors.cargo_errors`)."""
+        self._failures = failures
         self.required = settings.required
         self.read_mirror = Rule.parse(settings.read_mirror)
         self.read_private = Rule.parse(settings.read_private)
@@ -119,16 +126,20 @@ class Policy:
             try:
                 actor = await self.authenticate(token)
             except RegistryError as error:
-                return error_reply(error.status, error.detail)
+                return self._refused(error_reply(error.status, error.detail))
         if self.required and actor is None:
-            return error_reply(401, TOKEN_NEEDED)
+            return self._refused(error_reply(401, TOKEN_NEEDED))
         if private is None or (self.read_private if private else self.read_mirror).allows(
             actor, remote
         ):
             return None
         if private:
-            return hidden or error_reply(404, "no such crate here")
-        return _refusal(actor)
+            return self._refused(hidden or error_reply(404, "no such crate here"), "hidden")
+        return self._refused(_refusal(actor))
+
+    def _refused(self, reply: Reply, reason: str | None = None) -> Reply:
+        self._failures.labels(reason or failure_reason(reply.status)).inc()
+        return reply
 
     async def actor(self, token: str | None, remote: str | None) -> Actor | None:
         """Who a token stands for (None without one; refused if bad or required)."""
@@ -185,6 +196,11 @@ async def refused_read(
     private = replies.is_private(route, path)
     hidden = replies.absent(route, path) if private else None
     return await policy.read(token, remote, private=private, hidden=hidden)
+
+
+def failure_reason(status: int) -> str:
+    """The `ghostcrate_auth_failures_total` reason of a refusal's status."""
+    return "unauthenticated" if status == 401 else "forbidden"
 
 
 def token_of(authorization: str | None) -> str | None:

@@ -40,7 +40,9 @@ async def sign_in(request: web.Request) -> web.Response:
         raise RegistryError(SIGN_IN_BODY)
     if not isinstance(password, str) or len(password) > MAX_LENGTH:
         raise RegistryError(SIGN_IN_BODY)
-    issued, user = await request.app[PRIVATE].logins.login(name, password, request.remote)
+    registry = request.app[PRIVATE]
+    await registry.sync()  # signs with the newest key, even one rotated a moment ago
+    issued, user = await registry.logins.login(name, password, request.remote)
     return _session_response(issued, user)
 
 
@@ -49,7 +51,9 @@ async def refresh(request: web.Request) -> web.Response:
     token = document.get("refresh_token")
     if not isinstance(token, str) or not token or len(token) > 256:
         raise RegistryError(REFRESH_BODY)
-    issued, user = await request.app[PRIVATE].sessions.refresh(token)
+    registry = request.app[PRIVATE]
+    await registry.sync()
+    issued, user = await registry.sessions.refresh(token)
     log.info("session refreshed", extra={"user": user.name, "remote": request.remote})
     return _session_response(issued, user)
 

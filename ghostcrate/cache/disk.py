@@ -215,6 +215,8 @@ class DiskStore:
     async def start(self) -> ScanResult:
         """Measure the store and delete the temporary files of dead processes."""
         result = await self._run(self.scan, True)
+        if self._metrics is not None and self.max_bytes:
+            self._metrics.max_bytes.labels(self.name).set(self.max_bytes)
         self.removed_leftovers += result.removed_leftovers
         await self._account(result.bytes, absolute=True)
         return result

@@ -15,6 +15,7 @@ class CacheMetrics:
     tier_available: Gauge
     evicted: Counter
     stored_bytes: Gauge
+    max_bytes: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> CacheMetrics:
@@ -55,6 +56,13 @@ class CacheMetrics:
             stored_bytes=Gauge(
                 "ghostcrate_cache_stored_bytes",
                 "Bytes held by a tier (the largest of the workers' views)",
+                ["tier"],
+                registry=registry,
+                multiprocess_mode="livemax",
+            ),
+            max_bytes=Gauge(
+                "ghostcrate_cache_max_bytes",
+                "The bound a tier is kept under ([cache] disk_max_bytes for the disk tier)",
                 ["tier"],
                 registry=registry,
                 multiprocess_mode="livemax",

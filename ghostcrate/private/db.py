@@ -14,7 +14,8 @@ import asyncio
 import fcntl
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,14 +29,25 @@ from ghostcrate.private.schema import MIGRATIONS
 BUSY_TIMEOUT_MS = 15_000
 
 Row = sqlite3.Row
+#: Told each query's and write transaction's seconds: ("read" | "write", seconds).
+Observer = Callable[[str, float], None]
+
+
+def _unobserved(op: str, seconds: float) -> None:
+    """Commands run without metrics."""
 
 
 class Database:
     """Reads and write transactions on the registry database."""
 
     def __init__(
-        self, reader: aiosqlite.Connection, writer: aiosqlite.Connection, lock_path: Path
+        self,
+        reader: aiosqlite.Connection,
+        writer: aiosqlite.Connection,
+        lock_path: Path,
+        observe: Observer = _unobserved,
     ) -> None:
+        self._observe = observe
         self._reader = reader
         self._writer = writer
         self._write_lock = asyncio.Lock()
@@ -49,14 +61,14 @@ class Database:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, path: Path) -> AsyncIterator[Database]:
+    async def open(cls, path: Path, observe: Observer = _unobserved) -> AsyncIterator[Database]:
         """Open (creating and migrating as needed) the database at `path`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await _connect(path)
         try:
             await migrate(writer)
             reader = await _connect(path)
-            database = cls(reader, writer, path.with_name("write.lock"))
+            database = cls(reader, writer, path.with_name("write.lock"), observe)
             try:
                 yield database
             finally:
@@ -66,17 +78,23 @@ class Database:
             await writer.close()
 
     async def one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        started = time.perf_counter()
         async with self._reader.execute(sql, tuple(params)) as cursor:
             row: Row | None = await cursor.fetchone()
-            return row
+        self._observe("read", time.perf_counter() - started)
+        return row
 
     async def all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        started = time.perf_counter()
         async with self._reader.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+            rows = list(await cursor.fetchall())
+        self._observe("read", time.perf_counter() - started)
+        return rows
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction: committed when the block ends, rolled back if it raises."""
+        started = time.perf_counter()
         async with self._write_lock:
             await self._lock_across_processes()
             try:
@@ -87,6 +105,7 @@ class Database:
                     await self._writer.rollback()
                     raise
                 await self._writer.commit()
+                self._observe("write", time.perf_counter() - started)
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 

@@ -1,8 +1,10 @@
 """Failed sign-ins, counted in the registry database so that every worker (and later
 every node) sees the same counts: per account and per address, over a sliding window.
 
-An unknown account name is counted like a known one, so a refusal never tells
-whether an account exists.
+Each sign-in is counted as a failure before its password is checked, in the
+same transaction that checks the counts, so parallel guesses cannot slip past
+the limit; a sign-in that succeeds takes its count back. An unknown account
+name is counted like a known one, so a refusal never tells whether it exists.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import math
 import time
 
 from ghostcrate.private.db import Database
+from ghostcrate.private.errors import TooManyRequests
+
+#: The same words for every name and moment, so that the body tells nothing.
+THROTTLED = "too many failed sign-ins: try again later (the Retry-After header says when)"
 
 
 class LoginThrottle:
@@ -21,38 +27,45 @@ class LoginThrottle:
         self._limits = {"account": account_limit, "address": address_limit}
         self._window = window
 
-    async def retry_after(self, name: str, remote: str | None) -> int | None:
-        """Seconds until a sign-in as `name` from `remote` may be tried again, if it may not
-        be tried now."""
+    async def attempt(self, name: str, remote: str | None) -> list[int]:
+        """Count a sign-in as `name` from `remote` as failed, unless too many failed lately
+        (then `TooManyRequests`, with the seconds until one may be tried again); the ids of
+        the counts, for `succeeded`."""
         now = time.time()
-        waits = []
-        for kind, key in _keys(name, remote):
-            row = await self._db.one(
-                "SELECT at FROM login_failures WHERE key = ? AND at > ?"
-                " ORDER BY at DESC LIMIT 1 OFFSET ?",
-                (key, now - self._window, self._limits[kind] - 1),
-            )
-            if row is not None:
-                waits.append(max(1, math.ceil(row["at"] + self._window - now)))
-        return max(waits) if waits else None
-
-    async def failed(self, name: str, remote: str | None) -> None:
-        """Count a failed sign-in (and forget those older than the window)."""
-        now = time.time()
+        keys = _keys(name, remote)
         async with self._db.write() as connection:
             await connection.execute(
                 "DELETE FROM login_failures WHERE at <= ?", (now - self._window,)
             )
-            await connection.executemany(
-                "INSERT INTO login_failures (key, at) VALUES (?, ?)",
-                [(key, now) for _, key in _keys(name, remote)],
-            )
+            waits = []
+            for kind, key in keys:
+                async with connection.execute(
+                    "SELECT at FROM login_failures WHERE key = ? ORDER BY at DESC LIMIT 1 OFFSET ?",
+                    (key, self._limits[kind] - 1),
+                ) as cursor:
+                    row = await cursor.fetchone()
+                if row is not None:
+                    waits.append(max(1, math.ceil(row[0] + self._window - now)))
+            if waits:
+                raise TooManyRequests(THROTTLED, retry_after=max(waits))
+            ids = []
+            for _, key in keys:
+                cursor = await connection.execute(
+                    "INSERT INTO login_failures (key, at) VALUES (?, ?)", (key, now)
+                )
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
+        return ids
 
-    async def succeeded(self, name: str) -> None:
-        """A sign-in succeeded: the account's failures are forgiven (the address's are not)."""
+    async def succeeded(self, name: str, ids: list[int]) -> None:
+        """A sign-in succeeded: its own count is taken back, and the account's failures are
+        forgiven (the address's are not)."""
         async with self._db.write() as connection:
             await connection.execute(
                 "DELETE FROM login_failures WHERE key = ?", (_account_key(name),)
+            )
+            await connection.executemany(
+                "DELETE FROM login_failures WHERE id = ?", [(i,) for i in ids]
             )
 
 

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from ghostcrate.config import Settings
 from ghostcrate.private import changes
 from ghostcrate.private.accounts import Accounts
@@ -26,11 +28,12 @@ from ghostcrate.private.carry import CarriedVersion
 from ghostcrate.private.changes import ACCOUNTS, CRATE, Change
 from ghostcrate.private.crates import Crates, NewVersion, max_version
 from ghostcrate.private.db import Database
-from ghostcrate.private.errors import NotFound
+from ghostcrate.private.errors import NotFound, RegistryError
 from ghostcrate.private.generation import Generation
 from ghostcrate.private.identities import Identities, SignedIn
 from ghostcrate.private.login_throttle import LoginThrottle
 from ghostcrate.private.logins import Logins
+from ghostcrate.private.metrics import RegistryMetrics
 from ghostcrate.private.publish import Publisher, Upstream
 from ghostcrate.private.sessions import Sessions
 from ghostcrate.private.signing_keys import SigningKeys, keep_seconds, keys_dir, rotate
@@ -52,8 +55,11 @@ def registry_database(settings: Settings) -> Path:
 
 
 class Registry:
-    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, blobs: BlobStore, metrics: RegistryMetrics
+    ) -> None:
         self._settings = settings.private
+        self.metrics = metrics
         self.db = db
         self.blobs = blobs
         self.accounts = Accounts(db)
@@ -95,11 +101,16 @@ class Registry:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, settings: Settings, bucket: Bucket | None = None
+        cls,
+        settings: Settings,
+        bucket: Bucket | None = None,
+        metrics: RegistryMetrics | None = None,
     ) -> AsyncIterator[Registry]:
+        """The registry; `metrics` where they are served (a command counts for nobody)."""
         root = private_dir(settings)
-        async with Database.open(registry_database(settings)) as db:
-            registry = cls(settings, db, BlobStore(root / "crates", bucket))
+        metrics = metrics or RegistryMetrics.create(CollectorRegistry())
+        async with Database.open(registry_database(settings), metrics.observe_database) as db:
+            registry = cls(settings, db, BlobStore(root / "crates", bucket), metrics)
             try:
                 await registry._load()
                 yield registry
@@ -239,12 +250,21 @@ class Registry:
     async def publish(self, body: bytes, actor: Actor, upstream: Upstream) -> NewVersion:
         """Check, store and record a publish; what was published."""
         await self.sync()  # dependencies on crates another worker has just published
-        seq, new = await self._publisher.publish(body, actor, upstream)
+        try:
+            seq, new = await self._publisher.publish(body, actor, upstream)
+        except RegistryError as error:
+            self.metrics.publishes.labels("refused" if error.status < 500 else "error").inc()
+            raise
+        except Exception:
+            self.metrics.publishes.labels("error").inc()
+            raise
         await self._applied(seq)
+        self.metrics.publishes.labels("published").inc()
         return new
 
     async def set_yanked(self, name: str, version: str, actor: Actor, *, yanked: bool) -> None:
         await self._applied(await self.crates.set_yanked(name, version, actor, yanked=yanked))
+        self.metrics.yanks.labels("yank" if yanked else "unyank").inc()
 
     async def change_owners(
         self, name: str, users: list[str], actor: Actor, *, add: bool

@@ -16,6 +16,7 @@ within a second.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import secrets
@@ -31,6 +32,8 @@ from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import Forbidden
 from ghostcrate.private.signing_keys import SigningKeys
 from ghostcrate.private.tokens import Actor
+
+log = logging.getLogger(__name__)
 
 AUDIENCE = "ghostcrate"
 ALGORITHM = "EdDSA"
@@ -107,7 +110,8 @@ class Sessions:
         A spent token used again revokes its session, on every worker.
         """
         now = time.time()
-        reused = False
+        #: The user whose spent refresh token came again, if one did.
+        reused_by: str | None = None
         refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
         async with self._db.write() as connection:
             async with connection.execute(
@@ -119,7 +123,7 @@ class Sessions:
                 row = await cursor.fetchone()
             problem = _refresh_problem(row, now)
             if row is not None and problem is None and row["used_at"] is not None:
-                reused = True
+                reused_by = row["name"]
                 await connection.execute(
                     "UPDATE sessions SET revoked_at = ? WHERE id = ?", (now, row["sid"])
                 )
@@ -137,8 +141,9 @@ class Sessions:
                     "UPDATE sessions SET expires_at = ? WHERE id = ?",
                     (now + self._refresh_seconds, row["sid"]),
                 )
-        if reused:
+        if reused_by is not None:
             await self._applied(seq)
+            log.warning("refresh token used twice; session ended", extra={"user": reused_by})
             raise Forbidden(
                 "this refresh token was used before, so it may have been stolen: its session "
                 f"is ended; {_SIGN_IN}"

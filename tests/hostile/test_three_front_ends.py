@@ -55,6 +55,13 @@ REQUESTS: list[tuple[str, str, tuple[tuple[str, str], ...]]] = [
     ("GET", "/api/v1/crates?q=ab&per_page=5", ()),
     ("GET", "/api/v1/crates?per_page=lots", ()),
     ("GET", "/me", ()),
+    # Sessions: no body, no token, a token that is not valid.
+    ("POST", "/api/v1/session", ()),
+    ("POST", "/api/v1/session/refresh", ()),
+    ("DELETE", "/api/v1/session", ()),
+    ("DELETE", "/api/v1/session", (("authorization", "Bearer e30.e30.x"),)),
+    ("GET", "/api/v1/me", ()),
+    ("GET", "/api/v1/me", (("authorization", "Bearer e30.e30.x"),)),
     # Single sign-on: no provider is configured here.
     ("GET", "/api/v1/sso/corp/login", ()),
     ("GET", "/api/v1/sso/corp/callback?state=x&code=y", ()),
