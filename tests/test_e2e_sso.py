@@ -8,6 +8,7 @@ what failed, and registers nobody.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -145,6 +146,31 @@ async def test_first_sign_in_registers_the_user_and_later_ones_find_it(
     assert again[1]["token"] != body["token"]
     assert users(appliance) == sorted([*before, "alice"])
     assert [e for e in appliance.events() if e.get("msg") == "signed in"][-1]["registered"] is False
+
+
+async def workers_of_sign_ins(appliance: Appliance, count: int) -> list[tuple[int, int]]:
+    """(worker that began the login, worker that finished it) of the first `count` sign-ins;
+    access lines are written just after their answers, so they are waited for."""
+    for _ in range(100):
+        events = appliance.events()
+        begun = [int(e["pid"]) for e in events if e.get("path") == "/api/v1/sso/corp/login"]
+        finished = [int(e["pid"]) for e in events if e.get("msg") == "signed in"]
+        if len(begun) >= count and len(finished) >= count:
+            return list(zip(begun[:count], finished[:count], strict=True))
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no access lines for {count} sign-ins")
+
+
+async def test_a_login_begun_on_one_worker_is_finished_by_the_other(
+    appliance: Appliance, browser: Browser
+) -> None:
+    """The login's state is in the registry database, not in the worker that began it."""
+    for done in range(1, 17):  # each request on a new connection: the kernel picks the worker
+        status, body = await browser.get(await callback_url(appliance, browser))
+        assert status == 200, body
+        if any(a != b for a, b in await workers_of_sign_ins(appliance, done)):
+            return
+    raise AssertionError("every callback reached the worker that began its login")
 
 
 async def test_a_local_user_of_the_same_name_is_never_taken_over(

@@ -125,7 +125,12 @@ class Browser:
     """An HTTP client that signs in as a person would, without JavaScript."""
 
     def __init__(self) -> None:
-        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        # A new connection for every request, as a browser's may be: with several
+        # workers, the login and its callback may then reach different ones.
+        self.session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(force_close=True),
+        )
         #: Every URL requested, in order.
         self.visited: list[str] = []
 
