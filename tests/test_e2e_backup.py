@@ -189,16 +189,14 @@ def test_what_a_backup_holds_and_keeping_the_newest(
     token = admin_token(appliance)
     assert publish_request(appliance, token, crate_of("held", "1.0.0")[0])[0] == 200
     assert appliance.get("/index/3/a/abc")[0] == 200  # a mirrored file in the cache
-    keys = appliance.data_dir / "keys"
-    keys.mkdir(mode=0o700)
-    (keys / "session-test.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
-    (keys / "session-test.pem").chmod(0o600)
+    # The session signing key the server made at its first start.
+    [signing_key] = (appliance.data_dir / "keys").glob("session-*.pem")
 
     plain = tmp_path / "plain.tar.gz"
     assert appliance.run("backup", "-o", str(plain)).returncode == 0
     with tarfile.open(plain) as archive:
         names = set(archive.getnames())
-    assert {"registry.db", "MANIFEST.json", "keys/session-test.pem"} <= names
+    assert {"registry.db", "MANIFEST.json", f"keys/{signing_key.name}"} <= names
     assert f"config/{appliance.config.name}" in names
     assert not [name for name in names if name.startswith("cache/")]  # fetched again
 
@@ -210,7 +208,8 @@ def test_what_a_backup_holds_and_keeping_the_newest(
     restored_dir = tmp_path / "restored"
     result = appliance.run("restore", str(plain), "--data-dir", str(restored_dir))
     assert result.returncode == 0, result.stderr
-    key = restored_dir / "keys" / "session-test.pem"
+    key = restored_dir / "keys" / signing_key.name
+    assert key.read_bytes() == signing_key.read_bytes()
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
     config = restored_dir / "restored-config" / appliance.config.name

@@ -117,6 +117,7 @@ async def _create(registry: Registry, args: argparse.Namespace) -> None:
         scopes=tuple(args.scope),
         crates=tuple(args.crates),
         expires_in_days=args.expires,
+        org=args.org,
     )
     print(token)
     print(
@@ -127,7 +128,7 @@ async def _create(registry: Registry, args: argparse.Namespace) -> None:
 
 
 async def _list(registry: Registry, user: str | None) -> None:
-    print("id\tuser\tname\tscopes\tcrates\tcreated\texpires\tstate")
+    print("id\tuser\tname\tscopes\tcrates\torg\tcreated\texpires\tstate")
     now = time.time()
     for info in await registry.accounts.tokens(user):
         state = "live"
@@ -138,7 +139,8 @@ async def _list(registry: Registry, user: str | None) -> None:
         expires = _day(info.expires_at) if info.expires_at is not None else "never"
         scopes = ",".join(info.scopes) or "all"
         crates = ",".join(info.crates) or "all"
-        fields = (str(info.id), info.user, info.name, scopes, crates, _day(info.created_at))
+        org = info.org or "-"
+        fields = (str(info.id), info.user, info.name, scopes, crates, org, _day(info.created_at))
         print("\t".join((*fields, expires, state)))
 
 

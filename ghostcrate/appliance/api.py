@@ -113,9 +113,15 @@ async def list_owners(request: web.Request) -> web.Response:
         raise NotFound(f"crate `{name}` does not exist in this registry")
     await registry.info(name)  # 404 unless it is a private crate
     owners = await registry.crates.owner_names(name)
-    return web.json_response(
-        {"users": [{"id": row["id"], "login": row["name"], "name": row["name"]} for row in owners]}
-    )
+    users = [
+        {"id": row["id"], "login": row["name"], "name": row["name"], "kind": "user"}
+        for row in owners
+    ]
+    teams = [
+        {"id": number, "login": team.login, "name": team.name, "kind": "team"}
+        for number, team in enumerate(await registry.orgs.team_owners(name), start=1)
+    ]
+    return web.json_response({"users": users + teams})
 
 
 async def add_owners(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ghostcrate.appliance import api, readiness, session_api, views
+from ghostcrate.appliance import api, orgs_api, readiness, session_api, views
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     CACHE,
@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_delete("/api/v1/session", session_api.sign_out)
     app.router.add_post("/api/v1/session/refresh", session_api.refresh)
     app.router.add_get("/api/v1/me", session_api.me)
+    _org_routes(app)
     app.router.add_get("/me", api.me)
     app.router.add_get("/api/v1/sso/{provider}/login", sso.login)
     app.router.add_get("/api/v1/sso/{provider}/callback", sso.callback)
@@ -72,6 +73,20 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readiness.readyz)
     app.router.add_get("/metrics", views.metrics)
     return app
+
+
+def _org_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/orgs", orgs_api.list_orgs)
+    app.router.add_post("/api/v1/orgs", orgs_api.add_org)
+    app.router.add_get("/api/v1/orgs/{org}", orgs_api.show_org)
+    app.router.add_get("/api/v1/orgs/{org}/members", orgs_api.list_members)
+    app.router.add_put("/api/v1/orgs/{org}/members", orgs_api.set_members)
+    app.router.add_delete("/api/v1/orgs/{org}/members", orgs_api.remove_members)
+    app.router.add_get("/api/v1/orgs/{org}/teams", orgs_api.list_teams)
+    app.router.add_post("/api/v1/orgs/{org}/teams", orgs_api.add_team)
+    app.router.add_delete("/api/v1/orgs/{org}/teams/{team}", orgs_api.remove_team)
+    app.router.add_put("/api/v1/orgs/{org}/teams/{team}/members", orgs_api.add_team_members)
+    app.router.add_delete("/api/v1/orgs/{org}/teams/{team}/members", orgs_api.remove_team_members)
 
 
 async def _cache(app: web.Application) -> AsyncIterator[None]:

@@ -186,6 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     load.set_defaults(run=_bundle_command("import"))
     _account_commands(commands, common)
     _backup_commands(commands, person)
+    _org_commands(commands, common)
     return parser
 
 
@@ -330,6 +331,11 @@ def _account_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="DAYS",
         help="the token stops working after DAYS days (a fraction too: 0.5 is 12 hours)",
     )
+    create.add_argument(
+        "--org",
+        metavar="ORG",
+        help="limit the token to crates of this organisation (its namespace, its teams' crates)",
+    )
     listing = token_actions.add_parser("list", parents=[common_again], help="list tokens")
     listing.add_argument("--user", metavar="NAME", help="only this user's tokens")
     revoke = token_actions.add_parser("revoke", parents=[common_again], help="revoke a token")
@@ -357,6 +363,82 @@ def _accounts(command: str) -> Callable[[LoadedSettings, argparse.Namespace], in
 
         configure_logging(LogSettings(level="warning", format="text"))
         runner = {"user": run_user, "token": run_token, "keys": run_keys}[command]
+        return asyncio.run(runner(loaded.settings, args))
+
+    return run
+
+
+def _org_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """`org` and `team`: organisations, their members and roles, their teams."""
+    from ghostcrate.private.rights import ROLES
+
+    again = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    again.add_argument("--config", type=Path, metavar="PATH", help="TOML config file")
+    again.add_argument("--data-dir", type=Path, metavar="DIR", help="overrides data_dir")
+    org = commands.add_parser(
+        "org",
+        parents=[common],
+        help="add, list and show organisations and manage their members",
+        description="An organisation claims crate names (--namespace 'acme-*') and has members "
+        "in roles (owner, admin, member, contributor) and teams that own crates. "
+        "See docs/identity.md for what each role may do.",
+    )
+    actions = org.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", parents=[again], help="add an organisation")
+    add.add_argument("org", metavar="ORG")
+    add.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="crate names the organisation claims, e.g. 'acme-*' (repeatable)",
+    )
+    add.add_argument("--owner", metavar="USER", help="its first owner")
+    actions.add_parser("list", parents=[again], help="list organisations")
+    show = actions.add_parser("show", parents=[again], help="namespaces, members and teams")
+    show.add_argument("org", metavar="ORG")
+    member = actions.add_parser("member", parents=[again], help="add or remove a member")
+    member_actions = member.add_subparsers(dest="member_action", required=True, metavar="ACTION")
+    member_add = member_actions.add_parser(
+        "add", parents=[again], help="add a member, or change a member's role"
+    )
+    member_remove = member_actions.add_parser("remove", parents=[again], help="remove a member")
+    for parser in (member_add, member_remove):
+        parser.add_argument("org", metavar="ORG")
+        parser.add_argument("user", metavar="USER")
+    member_add.add_argument("--role", choices=ROLES, default="member", help="default: member")
+    org.set_defaults(run=_orgs("org"))
+
+    team = commands.add_parser(
+        "team",
+        parents=[common],
+        help="add, remove and list an organisation's teams and their members",
+        description="A team (ORG:TEAM) may own crates: `cargo owner --add ORG:TEAM CRATE`.",
+    )
+    team_actions = team.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action in ("add", "remove"):
+        parser = team_actions.add_parser(action, parents=[again], help=f"{action} a team")
+        parser.add_argument("names", nargs="+", metavar="ORG:TEAM", help="or ORG TEAM")
+    team_member = team_actions.add_parser(
+        "member", parents=[again], help="add or remove a team member"
+    )
+    team_member_actions = team_member.add_subparsers(
+        dest="member_action", required=True, metavar="ACTION"
+    )
+    for action in ("add", "remove"):
+        parser = team_member_actions.add_parser(action, parents=[again], help=f"{action} one")
+        parser.add_argument("names", nargs="+", metavar="ORG:TEAM USER")
+    listing = team_actions.add_parser("list", parents=[again], help="list an org's teams")
+    listing.add_argument("org", metavar="ORG")
+    team.set_defaults(run=_orgs("team"))
+
+
+def _orgs(command: str) -> Callable[[LoadedSettings, argparse.Namespace], int]:
+    def run(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+        from ghostcrate.appliance.orgs_cli import run_org, run_team
+
+        configure_logging(LogSettings(level="warning", format="text"))
+        runner = run_org if command == "org" else run_team
         return asyncio.run(runner(loaded.settings, args))
 
     return run

@@ -15,7 +15,7 @@ from ghostcrate.appliance.keys import METRICS
 from ghostcrate.appliance.logs import REQUEST_ID
 from ghostcrate.appliance.policy import failure_reason
 from ghostcrate.appliance.replies import error_reply, status_of
-from ghostcrate.private.errors import RegistryError
+from ghostcrate.private.errors import Refused, RegistryError
 from ghostcrate.proxy import ProxyError
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except RegistryError as error:
         if error.status in (401, 403):
             request.app[METRICS].registry.auth_failures.labels(failure_reason(error.status)).inc()
+            # Every refusal of who may do what is logged with the rule that made it.
+            rule = error.rule if isinstance(error, Refused) else "authentication"
+            log.info("refused", extra={"rule": rule, "detail": error.detail, "path": request.path})
         response = error_response(error.status, error.detail)
         response.headers.update(error.headers)
         return response

@@ -19,7 +19,7 @@ from ghostcrate.appliance.namespace import MergedReplies
 from ghostcrate.appliance.replies import Reply, error_reply
 from ghostcrate.config.model import AuthSettings
 from ghostcrate.private.accounts import Accounts
-from ghostcrate.private.errors import Forbidden, RegistryError, Unauthorized
+from ghostcrate.private.errors import Refused, RegistryError, Unauthorized
 from ghostcrate.private.sessions import Sessions, looks_like_session
 from ghostcrate.private.tokens import Actor
 
@@ -167,7 +167,9 @@ class Policy:
         if actor is None:
             raise Unauthorized(TOKEN_NEEDED)
         if not self.publish.allows(actor, remote):
-            raise Forbidden(f"user {actor.user} may not publish here ([auth] publish)")
+            raise Refused(
+                f"user {actor.user} may not publish here ([auth] publish)", "auth-publish"
+            )
         return replace(actor, admin=self.admin.allows(actor, remote))
 
     async def may_read_private(self, token: str | None, remote: str | None) -> bool:

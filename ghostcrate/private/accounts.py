@@ -51,6 +51,8 @@ class TokenInfo:
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    #: The organisation the token is limited to, if any.
+    org: str | None = None
 
 
 class Accounts:
@@ -158,6 +160,7 @@ class Accounts:
         scopes: tuple[str, ...] = (),
         crates: tuple[str, ...] = (),
         expires_in_days: float | None = None,
+        org: str | None = None,
     ) -> tuple[str, TokenInfo]:
         """A new token for `user`: the token itself (shown once) and what is stored of it."""
         unknown = sorted(set(scopes) - set(SCOPES))
@@ -176,13 +179,20 @@ class Accounts:
         found = await self.user(user)
         if found is None:
             raise NotFound(f"no user {user!r}: add it first with `ghostcrate user add {user}`")
+        org_row = None
+        if org is not None:
+            org_row = await self._db.one(
+                "SELECT id, name FROM orgs WHERE lower(name) = lower(?)", (org,)
+            )
+            if org_row is None:
+                raise NotFound(f"no organisation {org!r} (see `ghostcrate org list`)")
         token = new_token()
         now = time.time()
         expires_at = now + expires_in_days * 86400 if expires_in_days is not None else None
         async with self._db.write() as connection:
             cursor = await connection.execute(
-                "INSERT INTO tokens (user_id, name, hash, scopes, crates, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tokens (user_id, name, hash, scopes, crates, created_at, expires_at,"
+                " org_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     found.id,
                     name,
@@ -191,14 +201,28 @@ class Accounts:
                     json.dumps(list(crates)),
                     now,
                     expires_at,
+                    None if org_row is None else org_row["id"],
                 ),
             )
         assert cursor.lastrowid is not None
-        info = TokenInfo(cursor.lastrowid, found.name, name, scopes, crates, now, expires_at, None)
+        info = TokenInfo(
+            cursor.lastrowid,
+            found.name,
+            name,
+            scopes,
+            crates,
+            now,
+            expires_at,
+            None,
+            None if org_row is None else org_row["name"],
+        )
         return token, info
 
     async def tokens(self, user: str | None = None) -> list[TokenInfo]:
-        sql = "SELECT t.*, u.name AS user FROM tokens t JOIN users u ON u.id = t.user_id"
+        sql = (
+            "SELECT t.*, u.name AS user, o.name AS org FROM tokens t"
+            " JOIN users u ON u.id = t.user_id LEFT JOIN orgs o ON o.id = t.org_id"
+        )
         params: tuple[str, ...] = ()
         if user is not None:
             sql += " WHERE lower(u.name) = lower(?)"
@@ -250,8 +274,9 @@ class Accounts:
         if not looks_like_token(token):
             raise Forbidden(f"authentication failed: this is not a GhostCrate token: {_NEW_TOKEN}")
         row = await self._db.one(
-            "SELECT t.*, u.name AS user, u.admin, u.disabled FROM tokens t"
-            " JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
+            "SELECT t.*, u.name AS user, u.admin, u.disabled, o.name AS org FROM tokens t"
+            " JOIN users u ON u.id = t.user_id LEFT JOIN orgs o ON o.id = t.org_id"
+            " WHERE t.hash = ?",
             (token_hash(token),),
         )
         if row is None:
@@ -277,6 +302,7 @@ class Accounts:
             scopes=frozenset(json.loads(row["scopes"])),
             crates=tuple(json.loads(row["crates"])),
             expires_at=row["expires_at"],
+            org=row["org"],
         )
 
 
@@ -313,4 +339,5 @@ def _token_info(row: Row) -> TokenInfo:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
+        org=row["org"],
     )

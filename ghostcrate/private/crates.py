@@ -13,7 +13,9 @@ from ghostcrate.cargo.semver import InvalidVersion, Version
 from ghostcrate.private import changes
 from ghostcrate.private.carry import CarriedVersion, CarryError
 from ghostcrate.private.db import Database, Row
-from ghostcrate.private.errors import Forbidden, NotFound, RegistryError
+from ghostcrate.private.errors import NotFound, RegistryError
+from ghostcrate.private.orgs import rows_of, standing, team_of
+from ghostcrate.private.rights import CHANGE_OWNERS, YANK, Standing, decide, decide_team_owner
 from ghostcrate.private.tokens import Actor, canonical
 
 #: Crate metadata kept from the newest version, for search and the crate's API page.
@@ -107,11 +109,9 @@ class Crates:
             (canonical(name),),
         )
 
-    async def is_owner(self, crate_id: int, user_id: int) -> bool:
-        row = await self._db.one(
-            "SELECT 1 FROM owners WHERE crate_id = ? AND user_id = ?", (crate_id, user_id)
-        )
-        return row is not None
+    async def standing(self, actor: Actor, name: str) -> Standing:
+        """What `rights.decide` needs to know of `actor` and crate `name`."""
+        return await standing(self._db.all, actor, name)
 
     # --- writes -------------------------------------------------------------
 
@@ -186,7 +186,7 @@ class Crates:
     async def set_yanked(self, name: str, version: str, actor: Actor, *, yanked: bool) -> int:
         """Yank or unyank a version as an owner (or an admin); the change's seq."""
         async with self._db.write() as connection:
-            crate = await self._owned(connection, name, actor, "yank")
+            crate = await self._owned(connection, name, actor, YANK)
             row = await _one(
                 connection,
                 "SELECT id FROM versions WHERE crate_id = ? AND num = ?",
@@ -202,11 +202,17 @@ class Crates:
     async def change_owners(
         self, name: str, users: list[str], actor: Actor, *, add: bool
     ) -> tuple[list[str], int]:
-        """Add or remove owners by user name; their names as stored, and the change's seq."""
+        """Add or remove owners by user name or team login (`ORG:TEAM`); their names as
+        stored, and the change's seq."""
         async with self._db.write() as connection:
-            crate = await self._owned(connection, name, actor, "change-owners")
+            crate = await self._owned(connection, name, actor, CHANGE_OWNERS)
             found: list[str] = []
             for login in users:
+                if ":" in login:
+                    found.append(
+                        await _change_team_owner(connection, crate["id"], login, actor, add=add)
+                    )
+                    continue
                 user = await _one(
                     connection, "SELECT id, name FROM users WHERE lower(name) = lower(?)", (login,)
                 )
@@ -232,21 +238,15 @@ class Crates:
             return found, seq
 
     async def _owned(
-        self, connection: aiosqlite.Connection, name: str, actor: Actor, scope: str
+        self, connection: aiosqlite.Connection, name: str, actor: Actor, action: str
     ) -> Row:
+        """The crate `name`, if `rights.decide` lets `actor` do `action` to it."""
         crate = await _one(
             connection, "SELECT * FROM crates WHERE canonical = ?", (canonical(name),)
         )
         if crate is None or crate["name"].lower() != name.lower():
             raise NotFound(f"crate `{name}` does not exist in this registry")
-        actor.check(scope, crate["name"])
-        owner = await _one(
-            connection,
-            "SELECT 1 FROM owners WHERE crate_id = ? AND user_id = ?",
-            (crate["id"], actor.user_id),
-        )
-        if owner is None and not actor.admin:
-            raise not_owner(crate["name"], actor)
+        decide(actor, action, await standing(rows_of(connection), actor, crate["name"])).require()
         return crate
 
     # --- across the air gap --------------------------------------------------
@@ -385,14 +385,6 @@ class Crates:
         return found, len(rows)
 
 
-def not_owner(crate: str, actor: Actor) -> Forbidden:
-    """crates.io's refusal (403) of a user who does not own `crate`, with the way out."""
-    return Forbidden(
-        f"you ({actor.user}) are not an owner of crate {crate}: an owner or an administrator "
-        f"can add you with `cargo owner --add {actor.user} {crate}`"
-    )
-
-
 def max_version(numbers: list[str], yanked: list[str]) -> str | None:
     """The highest version in `numbers`, preferring releases and versions not in `yanked`."""
     parsed = []
@@ -441,6 +433,24 @@ async def _new_of(query: Query, carried: list[CarriedVersion]) -> list[CarriedVe
                 "never changes, so one of the two registries published different bytes"
             )
     return new
+
+
+async def _change_team_owner(
+    connection: aiosqlite.Connection, crate_id: int, login: str, actor: Actor, *, add: bool
+) -> str:
+    """Add or remove the team `ORG:TEAM` as an owner of the crate; its login as stored."""
+    team = await team_of(rows_of(connection), login, actor.user_id)
+    if add:
+        decide_team_owner(actor, team.login, team.role, in_team=team.in_team).require()
+        await connection.execute(
+            "INSERT OR IGNORE INTO team_owners (crate_id, team_id) VALUES (?, ?)",
+            (crate_id, team.id),
+        )
+    else:
+        await connection.execute(
+            "DELETE FROM team_owners WHERE crate_id = ? AND team_id = ?", (crate_id, team.id)
+        )
+    return team.login
 
 
 def _escape_like(text: str) -> str:

@@ -50,3 +50,11 @@ class TooManyRequests(RegistryError):
         super().__init__(detail)
         self.retry_after = retry_after
         self.headers = (("Retry-After", str(retry_after)),)
+
+
+class Refused(Forbidden):
+    """A 403 decided by a named rule (`rights`, `[auth]`); `rule` names it in the log."""
+
+    def __init__(self, detail: str, rule: str) -> None:
+        super().__init__(detail)
+        self.rule = rule

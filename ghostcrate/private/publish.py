@@ -18,9 +18,10 @@ from ghostcrate.cargo.semver import InvalidVersion, Version, VersionReq
 from ghostcrate.config.model import PrivateSettings
 from ghostcrate.private.archive import check_archive
 from ghostcrate.private.blobs import BlobStore
-from ghostcrate.private.crates import ABOUT_FIELDS, Crates, NewVersion, not_owner
+from ghostcrate.private.crates import ABOUT_FIELDS, Crates, NewVersion
 from ghostcrate.private.errors import PublishRejected, RegistryError
 from ghostcrate.private.metadata import DepMeta, PublishMeta, index_entry, parse_metadata
+from ghostcrate.private.rights import PUBLISH_NEW, PUBLISH_UPDATE, decide
 from ghostcrate.private.tokens import Actor, canonical, matches
 from ghostcrate.private.upload import split_body
 
@@ -81,13 +82,11 @@ class Publisher:
         return await self._crates.add_version(new, actor), new
 
     async def _check_name(self, meta: PublishMeta, actor: Actor, upstream: Upstream) -> None:
-        crate = await self._crates.crate(meta.name)
-        if crate is not None:
-            actor.check("publish-update", crate["name"])
-            if not actor.admin and not await self._crates.is_owner(crate["id"], actor.user_id):
-                raise not_owner(crate["name"], actor)
+        standing = await self._crates.standing(actor, meta.name)
+        if standing.exists:
+            decide(actor, PUBLISH_UPDATE, standing).require()
             return
-        actor.check("publish-new", meta.name)
+        decide(actor, PUBLISH_NEW, standing).require()
         settings = self._settings
         if matches(settings.reserved, meta.name) or matches(settings.allow_shadowing, meta.name):
             return

@@ -34,6 +34,7 @@ from ghostcrate.private.identities import Identities, SignedIn
 from ghostcrate.private.login_throttle import LoginThrottle
 from ghostcrate.private.logins import Logins
 from ghostcrate.private.metrics import RegistryMetrics
+from ghostcrate.private.orgs import Orgs
 from ghostcrate.private.publish import Publisher, Upstream
 from ghostcrate.private.sessions import Sessions
 from ghostcrate.private.signing_keys import SigningKeys, keep_seconds, keys_dir, rotate
@@ -81,6 +82,7 @@ class Registry:
         )
         self.logins = Logins(self.accounts, self.sessions, throttle)
         self.crates = Crates(db)
+        self.orgs = Orgs(db)
         self.identities = Identities(db)
         self.generation = Generation(private_dir(settings) / "generation")
         self._publisher = Publisher(
@@ -290,6 +292,10 @@ class Registry:
         if seq:
             await self._applied(seq)
         return added, len(versions) - len(added)
+
+    async def apply(self, seq: int) -> None:
+        """After a write through `orgs` (or `accounts`): every process applies it first."""
+        await self._applied(seq)
 
     async def revoke_token(self, token_id: int) -> None:
         await self._applied(await self.accounts.revoke_token(token_id))

@@ -110,6 +110,45 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX login_failures_key ON login_failures (key, at);
     """,
+    # Organisations: members with roles, teams that own crates, tokens limited to one org.
+    """
+    CREATE TABLE orgs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        namespaces TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX orgs_name ON orgs (lower(name));
+
+    CREATE TABLE org_members (
+        org_id INTEGER NOT NULL REFERENCES orgs (id),
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        role TEXT NOT NULL,
+        PRIMARY KEY (org_id, user_id)
+    );
+
+    CREATE TABLE teams (
+        id INTEGER PRIMARY KEY,
+        org_id INTEGER NOT NULL REFERENCES orgs (id),
+        name TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX teams_name ON teams (org_id, lower(name));
+
+    CREATE TABLE team_members (
+        team_id INTEGER NOT NULL REFERENCES teams (id),
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        PRIMARY KEY (team_id, user_id)
+    );
+
+    CREATE TABLE team_owners (
+        crate_id INTEGER NOT NULL REFERENCES crates (id),
+        team_id INTEGER NOT NULL REFERENCES teams (id),
+        PRIMARY KEY (crate_id, team_id)
+    );
+
+    ALTER TABLE tokens ADD COLUMN org_id INTEGER REFERENCES orgs (id);
+    """,
     # Single sign-on: who each provider's subject is here (and the claims of their last
     # sign-in), and the logins begun but not finished (one-time, short-lived, shared by
     # every worker: the provider may send the browser back to another one).

@@ -69,6 +69,8 @@ class Actor:
     expires_at: float | None = None
     #: The session (`sid`) whose token this is; None for an API token.
     session_id: str | None = None
+    #: The organisation the token is limited to (its namespace and its teams' crates).
+    org: str | None = None
 
     def allows(self, scope: str, crate: str) -> bool:
         """Whether the token's scopes let it do `scope` to crate `crate`."""

@@ -62,6 +62,14 @@ REQUESTS: list[tuple[str, str, tuple[tuple[str, str], ...]]] = [
     ("DELETE", "/api/v1/session", (("authorization", "Bearer e30.e30.x"),)),
     ("GET", "/api/v1/me", ()),
     ("GET", "/api/v1/me", (("authorization", "Bearer e30.e30.x"),)),
+    # Organisations: listed, unknown, writes without a token or with a bad one.
+    ("GET", "/api/v1/orgs", ()),
+    ("GET", "/api/v1/orgs/acme", ()),
+    ("GET", "/api/v1/orgs/acme/members", ()),
+    ("GET", "/api/v1/orgs/acme/teams", ()),
+    ("POST", "/api/v1/orgs", ()),
+    ("PUT", "/api/v1/orgs/acme/members", (("authorization", "gcr_" + "x" * 43),)),
+    ("DELETE", "/api/v1/orgs/acme/teams/platform/members", ()),
     # Single sign-on: no provider is configured here.
     ("GET", "/api/v1/sso/corp/login", ()),
     ("GET", "/api/v1/sso/corp/callback?state=x&code=y", ()),
