@@ -95,6 +95,20 @@ def users(appliance: Appliance) -> list[str]:
     return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
 
 
+def members(appliance: Appliance, org: str) -> dict[str, str]:
+    """user -> role in `org`, as `ghostcrate org show` lists them."""
+    shown = appliance.run("org", "show", org)
+    assert shown.returncode == 0, shown.stderr
+    rows = [line.split("\t") for line in shown.stdout.splitlines()]
+    return {row[1]: row[2] for row in rows if row[0] == "member"}
+
+
+def add_org(appliance: Appliance, org: str) -> None:
+    assert appliance.run("user", "add", f"{org}-admin").returncode == 0
+    added = appliance.run("org", "add", org, "--owner", f"{org}-admin")
+    assert added.returncode == 0, added.stderr
+
+
 async def callback_url(appliance: Appliance, browser: Browser, login: str = "alice") -> str:
     return await browser.sign_in(
         f"{appliance.url}/api/v1/sso/corp/login",
@@ -112,6 +126,7 @@ def refusal(answer: tuple[int, dict[str, Any] | str]) -> tuple[int, str]:
 async def test_first_sign_in_registers_the_user_and_later_ones_find_it(
     appliance: Appliance, provider: OidcProvider, browser: Browser
 ) -> None:
+    add_org(appliance, "acme")
     before = users(appliance)
     back = await callback_url(appliance, browser)
     # The appliance sent the browser to the provider with PKCE (S256), state and nonce.
@@ -137,7 +152,12 @@ async def test_first_sign_in_registers_the_user_and_later_ones_find_it(
     assert json.loads(me[1])["user"]["login"] == "alice"
     signed_in = [e for e in appliance.events() if e.get("msg") == "signed in"]
     assert signed_in[-1]["registered"] is True
-    assert signed_in[-1]["org_roles"] == {"acme": "member"}  # groups claim: eng -> acme:member
+    # The groups claim (eng, ops) made her a member of acme (org_roles: eng -> acme:member).
+    assert signed_in[-1]["org_roles"] == {"acme": "member"}
+    assert members(appliance, "acme") == {"acme-admin": "owner", "alice": "member"}
+    # A role changed by hand is set back to what the groups give at the next sign-in.
+    assert appliance.run("org", "member", "add", "acme", "alice", "--role", "admin").returncode == 0
+    assert members(appliance, "acme")["alice"] == "admin"
 
     again = await browser.get(await callback_url(appliance, browser))
     assert again[0] == 200, again
@@ -145,7 +165,10 @@ async def test_first_sign_in_registers_the_user_and_later_ones_find_it(
     assert again[1]["user"]["id"] == body["user"]["id"]
     assert again[1]["token"] != body["token"]
     assert users(appliance) == sorted([*before, "alice"])
-    assert [e for e in appliance.events() if e.get("msg") == "signed in"][-1]["registered"] is False
+    latest = [e for e in appliance.events() if e.get("msg") == "signed in"][-1]
+    assert latest["registered"] is False
+    assert latest["org_roles"] == {"acme": "member"}
+    assert members(appliance, "acme")["alice"] == "member"
 
 
 async def workers_of_sign_ins(appliance: Appliance, count: int) -> list[tuple[int, int]]:
@@ -325,6 +348,7 @@ async def test_github_sign_in_registers_the_github_user_beside_another_provider_
     two_providers: Appliance, github: FakeGitHub, browser: Browser
 ) -> None:
     appliance = two_providers
+    add_org(appliance, "acme")
     back = await browser.sign_in(
         f"{appliance.url}/api/v1/sso/github/login",
         f"{appliance.url}/api/v1/sso/github/callback",
@@ -341,10 +365,11 @@ async def test_github_sign_in_registers_the_github_user_beside_another_provider_
     signed_in = [e for e in appliance.events() if e.get("msg") == "signed in"][-1]
     assert signed_in["provider"] == "github"
     assert signed_in["org_roles"] == {"acme": "contributor"}
+    assert members(appliance, "acme")["octocat"] == "contributor"
     # The other provider (its secret from an environment variable) works beside it.
     corp = await browser.get(await callback_url(appliance, browser, login="carol"))
     assert corp[0] == 200, corp
-    assert users(appliance) == ["carol", "octocat"]
+    assert users(appliance) == ["acme-admin", "carol", "octocat"]
     # A replayed code: GitHub says bad_verification_code; a fresh state does not help.
     again = await browser.sign_in(
         f"{appliance.url}/api/v1/sso/github/login",
@@ -357,6 +382,17 @@ async def test_github_sign_in_registers_the_github_user_beside_another_provider_
     status, detail = refusal(await browser.get(callback))
     assert status == 400
     assert "github refused the authorization code (bad_verification_code" in detail
+    # Having left the organisation on GitHub, the next sign-in takes the role away.
+    github.signed_in.orgs = []
+    left = await browser.get(
+        await browser.sign_in(
+            f"{appliance.url}/api/v1/sso/github/login",
+            f"{appliance.url}/api/v1/sso/github/callback",
+            login="unused",
+        )
+    )
+    assert left[0] == 200, left
+    assert "octocat" not in members(appliance, "acme")
     listed = refusal(await browser.get(f"{appliance.url}/api/v1/sso/gitlab/login"))
     assert listed == (404, "no single sign-on provider 'gitlab' here (providers: corp, github)")
 

@@ -15,7 +15,7 @@ from ghostcrate.appliance.sso.providers import (
     client_secret,
     discovered,
 )
-from ghostcrate.appliance.sso.views import org_roles
+from ghostcrate.appliance.sso.roles import org_roles
 from ghostcrate.config import ConfigError, load_settings
 from ghostcrate.config.model import OidcProviderSettings
 

@@ -8,12 +8,10 @@ from aiohttp import web
 
 from ghostcrate.appliance.keys import PRIVATE, SSO
 from ghostcrate.appliance.sso import flow
+from ghostcrate.appliance.sso.roles import apply_org_roles
 from ghostcrate.private.errors import Forbidden
 
 log = logging.getLogger(__name__)
-
-#: org_roles: when several groups give roles in one organisation, the strongest counts.
-_STRENGTH = ("contributor", "member", "admin", "owner")
 
 
 #: The cookie that ties a login to the browser that began it (it holds the login's state).
@@ -53,7 +51,9 @@ async def callback(request: web.Request) -> web.Response:
     user = signed_in.user
     if user.disabled:
         raise Forbidden(f"user {user.name} is disabled: ask an administrator of this registry")
-    roles = org_roles(provider.settings.org_roles, identity.groups)
+    roles = await apply_org_roles(
+        registry, provider.name, provider.settings.org_roles, user, identity.groups
+    )
     issued = await registry.sessions.issue(user, via=f"sso:{provider.name}")
     log.info(
         "signed in",
@@ -77,16 +77,3 @@ async def callback(request: web.Request) -> web.Response:
     )
     response.del_cookie(COOKIE, path=f"/api/v1/sso/{provider.name}/")
     return response
-
-
-def org_roles(mapping: dict[str, str], groups: tuple[str, ...]) -> dict[str, str]:
-    """Organisation -> role that `groups` give through `org_roles` (the strongest wins)."""
-    found: dict[str, str] = {}
-    for group in groups:
-        target = mapping.get(group)
-        if target is None:
-            continue
-        org, _, role = target.partition(":")
-        if org not in found or _STRENGTH.index(role) > _STRENGTH.index(found[org]):
-            found[org] = role
-    return found
