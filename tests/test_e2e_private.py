@@ -300,6 +300,8 @@ def test_private_index_files_and_crates_are_hot_set_hits_in_the_lanes(
     assert [(e["crate"], e["version"], e["user"]) for e in events] == [
         ("acme-core", "1.0.0", "alice")
     ]
+    # Which credential was used is recorded (for the audit log): alice's first token.
+    assert events[0]["credential"] == "token 1"
 
 
 def test_warm_never_asks_the_upstream_about_private_names(

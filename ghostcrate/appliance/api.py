@@ -53,7 +53,13 @@ async def publish(request: web.Request) -> web.Response:
     new = await registry.publish(body, actor, request.app[REPLIES])
     log.info(
         "published",
-        extra={"crate": new.name, "version": new.version, "cksum": new.cksum, "user": actor.user},
+        extra={
+            "crate": new.name,
+            "version": new.version,
+            "cksum": new.cksum,
+            "user": actor.user,
+            "credential": actor.credential,
+        },
     )
     return web.json_response({"warnings": NO_WARNINGS})
 
@@ -101,7 +107,12 @@ async def _set_yanked(request: web.Request, *, yanked: bool) -> web.Response:
     await request.app[PRIVATE].set_yanked(name, version, actor, yanked=yanked)
     log.info(
         "yanked" if yanked else "unyanked",
-        extra={"crate": name, "version": version, "user": actor.user},
+        extra={
+            "crate": name,
+            "version": version,
+            "user": actor.user,
+            "credential": actor.credential,
+        },
     )
     return web.json_response({"ok": True})
 
@@ -139,7 +150,7 @@ async def _change_owners(request: web.Request, *, add: bool) -> web.Response:
     found = await request.app[PRIVATE].change_owners(name, users, actor, add=add)
     log.info(
         "owners added" if add else "owners removed",
-        extra={"crate": name, "owners": found, "user": actor.user},
+        extra={"crate": name, "owners": found, "user": actor.user, "credential": actor.credential},
     )
     who = ", ".join(found)
     message = (

@@ -38,12 +38,16 @@ from ghostcrate.proxy.setup import open_mirror
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, carried: web.Application | None = None) -> web.Application:
+    """The application; `carried`: the one it replaces (SIGHUP), whose metrics go on."""
     app = web.Application(middlewares=[observe, cargo_errors])
-    registry = CollectorRegistry()
     app[SETTINGS] = settings
-    app[REGISTRY] = registry
-    app[METRICS] = AppMetrics.create(registry)
+    if carried is None:
+        app[REGISTRY] = CollectorRegistry()
+        app[METRICS] = AppMetrics.create(app[REGISTRY])
+    else:
+        app[REGISTRY] = carried[REGISTRY]
+        app[METRICS] = carried[METRICS]
     app.cleanup_ctx.append(_cache)
     app.cleanup_ctx.append(_private)
     app.cleanup_ctx.append(_mirror)

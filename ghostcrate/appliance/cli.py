@@ -19,6 +19,7 @@ from ghostcrate.appliance.logs import configure_logging
 from ghostcrate.config import (
     CONFIG_ENV,
     ConfigError,
+    ConfigSource,
     LoadedSettings,
     LogSettings,
     load_settings,
@@ -565,7 +566,8 @@ def _positive(text: str) -> int:
 def _serve(loaded: LoadedSettings, args: argparse.Namespace) -> int:
     from ghostcrate.appliance.serve import serve
 
-    return serve(loaded.settings)
+    source = ConfigSource(args.config, dict(os.environ), _overrides(args))
+    return serve(loaded.settings, source)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -61,7 +61,15 @@ async def add_org(request: web.Request) -> web.Response:
         )
     registry = request.app[PRIVATE]
     await registry.apply(await registry.orgs.add_org(name, tuple(namespaces), owner))
-    log.info("org added", extra={"org": name, "namespaces": namespaces, "user": actor.user})
+    log.info(
+        "org added",
+        extra={
+            "org": name,
+            "namespaces": namespaces,
+            "user": actor.user,
+            "credential": actor.credential,
+        },
+    )
     org = await registry.orgs.org(name)
     return web.json_response(org.as_json(), status=201)
 
@@ -86,7 +94,15 @@ async def set_members(request: web.Request) -> web.Response:
     )
     await _may(registry, actor, org, MANAGE_OWNERS if touches_owners else MANAGE_MEMBERS)
     await registry.apply(await registry.orgs.set_members(org.name, members))
-    log.info("org members set", extra={"org": org.name, "members": members, "user": actor.user})
+    log.info(
+        "org members set",
+        extra={
+            "org": org.name,
+            "members": members,
+            "user": actor.user,
+            "credential": actor.credential,
+        },
+    )
     return web.json_response((await registry.orgs.org(org.name)).as_json())
 
 
@@ -99,7 +115,10 @@ async def remove_members(request: web.Request) -> web.Response:
     touches_owners = any(current.get(user.lower()) == OWNER for user in users)
     await _may(registry, actor, org, MANAGE_OWNERS if touches_owners else MANAGE_MEMBERS)
     await registry.apply(await registry.orgs.remove_members(org.name, users))
-    log.info("org members removed", extra={"org": org.name, "users": users, "user": actor.user})
+    log.info(
+        "org members removed",
+        extra={"org": org.name, "users": users, "user": actor.user, "credential": actor.credential},
+    )
     return web.json_response((await registry.orgs.org(org.name)).as_json())
 
 
@@ -118,7 +137,10 @@ async def add_team(request: web.Request) -> web.Response:
         raise RegistryError('expected a JSON body like {"name": "platform"}')
     await _may(registry, actor, org, MANAGE_MEMBERS)
     await registry.apply(await registry.orgs.add_team(org.name, team))
-    log.info("team added", extra={"org": org.name, "team": team, "user": actor.user})
+    log.info(
+        "team added",
+        extra={"org": org.name, "team": team, "user": actor.user, "credential": actor.credential},
+    )
     return web.json_response((await registry.orgs.org(org.name)).as_json(), status=201)
 
 
@@ -129,7 +151,10 @@ async def remove_team(request: web.Request) -> web.Response:
     team = request.match_info["team"]
     await _may(registry, actor, org, MANAGE_MEMBERS)
     await registry.apply(await registry.orgs.remove_team(org.name, team))
-    log.info("team removed", extra={"org": org.name, "team": team, "user": actor.user})
+    log.info(
+        "team removed",
+        extra={"org": org.name, "team": team, "user": actor.user, "credential": actor.credential},
+    )
     return web.json_response((await registry.orgs.org(org.name)).as_json())
 
 
@@ -151,7 +176,13 @@ async def _team_members(request: web.Request, *, add: bool) -> web.Response:
     await registry.apply(await registry.orgs.set_team_members(org.name, team, users, add=add))
     log.info(
         "team members added" if add else "team members removed",
-        extra={"org": org.name, "team": team, "users": users, "user": actor.user},
+        extra={
+            "org": org.name,
+            "team": team,
+            "users": users,
+            "user": actor.user,
+            "credential": actor.credential,
+        },
     )
     return web.json_response((await registry.orgs.org(org.name)).as_json())
 

@@ -12,36 +12,30 @@ told to stop, and pings the watchdog if the unit has one (`sdnotify.py`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import multiprocessing
 import os
-import shutil
 import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
-from types import FrameType
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import multiprocess
 
 from ghostcrate import __version__
 from ghostcrate.appliance import exitcodes, sdnotify
 from ghostcrate.appliance.app import create_app
 from ghostcrate.appliance.fastlane import KEEPALIVE_SECONDS
-from ghostcrate.appliance.listeners import worker_sockets
 from ghostcrate.appliance.logs import ACCESS_LOGGER, AccessLogger, access_sink, configure_logging
-from ghostcrate.appliance.metrics import MULTIPROCESS_ENV
 from ghostcrate.appliance.preflight import cannot_listen
+from ghostcrate.appliance.reload import reread
 from ghostcrate.appliance.runner import FastLaneRunner
-from ghostcrate.config import Settings
+from ghostcrate.appliance.supervisor import supervise
+from ghostcrate.config import ConfigSource, Settings
 from ghostcrate.private.registry import Registry
 
 log = logging.getLogger("ghostcrate")
@@ -54,19 +48,21 @@ STARTUP_SECONDS = 30.0
 RESTART_BACKOFF_SECONDS = 1.0
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, source: ConfigSource) -> int:
+    """Serve until stopped; `source` is read again on SIGHUP (`reload.py`)."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server can take it
     configure_logging(settings.log)
     log.info(f"starting: {describe(settings)}", extra=_startup_fields(settings))
     asyncio.run(_prepare_registry(settings))
     if settings.server.workers == 1:
         try:
-            _run(settings, None, _announce(settings))
+            _run(settings, None, _announce(settings), source)
         except CannotListen as error:
             print(f"ghostcrate: {error}", file=sys.stderr)
             return exitcodes.CONFIG
         code = exitcodes.OK
     else:
-        code = _supervise(settings)
+        code = supervise(settings, source, _worker_main, _announce(settings))
     log.info("stopped")
     return code
 
@@ -132,47 +128,42 @@ def _announce(settings: Settings) -> Callable[[], None]:
     return ready
 
 
-def _run(settings: Settings, sock: socket.socket | None, listening: Callable[[], None]) -> None:
+def _run(
+    settings: Settings,
+    sock: socket.socket | None,
+    listening: Callable[[], None],
+    source: ConfigSource,
+) -> None:
     """Serve on `sock` (a worker's), or on a socket of its own bound to [server] listen."""
     loop = _new_event_loop()
     try:
-        loop.run_until_complete(_serve_until_stopped(settings, sock, listening))
+        loop.run_until_complete(_serve_until_stopped(settings, sock, listening, source))
     finally:
         loop.close()
 
 
 async def _serve_until_stopped(
-    settings: Settings, sock: socket.socket | None, listening: Callable[[], None]
+    settings: Settings,
+    sock: socket.socket | None,
+    listening: Callable[[], None],
+    source: ConfigSource,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain for up to `shutdown_timeout` and close.
 
-    `listening` is called once the socket is served. Alone (no `sock`), this process is
-    systemd's main one: it feeds the watchdog and says STOPPING=1.
+    `listening` is called once the socket is served. SIGHUP reloads the configuration
+    (`reload.py`). Alone (no `sock`), this process is systemd's main one: it feeds the
+    watchdog and says STOPPING=1.
     """
     loop = asyncio.get_running_loop()
     loop.set_default_executor(_disk_executor(DISK_THREADS))
-    stop = asyncio.Event()
+    stop, hangup = asyncio.Event(), asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = FastLaneRunner(
-        create_app(settings),
-        shutdown_timeout=settings.server.shutdown_timeout,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger(ACCESS_LOGGER) if settings.server.access_log else None,
-        keepalive_timeout=KEEPALIVE_SECONDS,
-    )
-    await runner.setup()
+    loop.add_signal_handler(signal.SIGHUP, hangup.set)
+    runner = await _runner(settings, None)
+    retiring: set[asyncio.Task[None]] = set()
     try:
-        server = settings.server
-        site: web.BaseSite
-        if sock is None:
-            site = web.TCPSite(runner, server.host, server.port)
-        else:
-            site = web.SockSite(runner, sock)
-        try:
-            await site.start()
-        except OSError as error:  # taken since the CLI's check
-            raise CannotListen(cannot_listen(server.host, server.port, error)) from None
+        sockets = await _listen(runner, settings, sock)
         # What exists now (modules, the app) lives as long as the process: out of the
         # garbage collector's full collections, which it made 50-100 ms pauses.
         gc.collect()
@@ -181,7 +172,21 @@ async def _serve_until_stopped(
         listening()
         period = sdnotify.watchdog_period() if sock is None else None
         watchdog = asyncio.create_task(sdnotify.feed_watchdog(period)) if period else None
-        await stop.wait()
+        while await _next_signal(stop, hangup) is hangup:
+            new = reread(settings, source)
+            if new is None:
+                continue
+            try:
+                replacement = await _runner(new, runner.app)
+                sockets = await _listen_again(replacement, sockets)
+            except Exception:
+                log.exception("the new configuration could not be started; the old one stays")
+                continue
+            retiring.add(asyncio.create_task(_retire(runner)))
+            if new.log != settings.log:
+                configure_logging(new.log)
+            runner, settings = replacement, new
+            log.info("serving with the new configuration")
         if sock is None:
             sdnotify.notify("STOPPING=1")
         if watchdog is not None:
@@ -189,9 +194,76 @@ async def _serve_until_stopped(
         log.info("stopping", extra={"timeout": settings.server.shutdown_timeout})
     finally:
         await runner.cleanup()
+        await asyncio.gather(*retiring)
         sink = access_sink()
         if sink is not None:
             sink.flush()
+
+
+async def _runner(settings: Settings, previous: web.Application | None) -> FastLaneRunner:
+    """The application for `settings`, started (cache, registry and mirror open)."""
+    runner = FastLaneRunner(
+        create_app(settings, carried=previous),
+        shutdown_timeout=settings.server.shutdown_timeout,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger(ACCESS_LOGGER) if settings.server.access_log else None,
+        keepalive_timeout=KEEPALIVE_SECONDS,
+    )
+    await runner.setup()
+    return runner
+
+
+class _Listening(Protocol):
+    """A listening socket (aiohttp's sites hold asyncio's wrappers of theirs)."""
+
+    def fileno(self) -> int: ...
+
+
+async def _listen(
+    runner: FastLaneRunner, settings: Settings, sock: socket.socket | None
+) -> list[_Listening]:
+    """Serve on `sock`, or bind [server] listen; the listening sockets."""
+    server = settings.server
+    if sock is not None:
+        await web.SockSite(runner, sock).start()
+        return [sock]
+    site = web.TCPSite(runner, server.host, server.port)
+    try:
+        await site.start()
+    except OSError as error:  # taken since the CLI's check
+        raise CannotListen(cannot_listen(server.host, server.port, error)) from None
+    bound: Any = site._server  # asyncio's Server or uvloop's: both have `sockets`
+    return list(bound.sockets)
+
+
+async def _listen_again(runner: FastLaneRunner, sockets: list[_Listening]) -> list[_Listening]:
+    """Serve `runner` on copies of `sockets` too (the old runner closes its own when it
+    retires; until then both accept)."""
+    copies: list[_Listening] = [
+        socket.socket(fileno=os.dup(listening.fileno())) for listening in sockets
+    ]
+    for copy in copies:
+        assert isinstance(copy, socket.socket)
+        await web.SockSite(runner, copy).start()
+    return copies
+
+
+async def _retire(runner: FastLaneRunner) -> None:
+    """Stop accepting, let what is in flight finish, close: as at SIGTERM."""
+    await runner.cleanup()
+    log.info("the old configuration's requests are done")
+
+
+async def _next_signal(*events: asyncio.Event) -> asyncio.Event:
+    """Wait for one of `events` to be set; clear and return it (a set stop stays set)."""
+    waits = {asyncio.ensure_future(event.wait()): event for event in events}
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in pending:
+        waiting.cancel()
+    event = waits[done.pop()]
+    if event is not events[0]:
+        event.clear()
+    return event
 
 
 def _disk_executor(threads: int) -> ThreadPoolExecutor:
@@ -213,108 +285,18 @@ class CannotListen(Exception):
     """The address cannot be bound; the text is the line for the operator."""
 
 
-def _worker_main(settings: Settings, sock: socket.socket, ready: Connection) -> None:
+def _worker_main(
+    settings: Settings, sock: socket.socket, ready: Connection, source: ConfigSource
+) -> None:
     """A worker: serve on `sock`; send this process's id on `ready` once listening."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server can take it
     configure_logging(settings.log)
 
     def listening() -> None:
         ready.send(os.getpid())
         ready.close()
 
-    _run(settings, sock, listening)
-
-
-def _supervise(settings: Settings) -> int:  # noqa: PLR0915 - one loop owns the workers' lives
-    """Run the workers until stopped, each on its own socket; restart one that dies."""
-    server = settings.server
-    try:
-        sockets = worker_sockets(server.host, server.port, server.workers)
-    except OSError as error:  # taken since the CLI's check
-        print(f"ghostcrate: {cannot_listen(server.host, server.port, error)}", file=sys.stderr)
-        return exitcodes.CONFIG
-    # Workers write their metrics to files here; any of them serves the sum at /metrics.
-    metrics_dir = settings.data_dir / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
-    context = multiprocessing.get_context("spawn")
-    stopping = False
-    announce = _announce(settings)
-    #: Workers that have not said yet that they listen: their end of the pipe -> slot.
-    waiting: dict[Connection, int] = {}
-    listening: set[int] = set()
-    announced = False
-
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if not stopping:
-            sdnotify.notify("STOPPING=1")
-        stopping = True
-        for process, _ in workers:
-            if process.is_alive():
-                process.terminate()  # SIGTERM: each worker drains its requests
-
-    def start(slot: int) -> tuple[BaseProcess, int]:
-        ready, ready_in_worker = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_worker_main, args=(settings, sockets[slot], ready_in_worker), daemon=False
-        )
-        process.start()
-        ready_in_worker.close()
-        waiting[ready] = slot
-        log.info("worker started", extra={"worker_pid": process.pid})
-        return process, slot
-
-    def heard(ready: Connection) -> None:
-        """A worker said that it listens (or died first: then its pipe is only closed)."""
-        nonlocal announced
-        slot = waiting.pop(ready)
-        with contextlib.suppress(EOFError, OSError):
-            ready.recv()
-            listening.add(slot)
-        ready.close()
-        if len(listening) == server.workers and not announced:
-            announced = True
-            announce()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    workers = [start(slot) for slot in range(server.workers)]
-    started_at = {id(p): time.monotonic() for p, _ in workers}
-    period = sdnotify.watchdog_period()
-    pinged = 0.0
-    while workers:
-        if period is not None and not stopping and time.monotonic() - pinged >= period:
-            sdnotify.notify("WATCHDOG=1")
-            pinged = time.monotonic()
-        sentinels = {process.sentinel: (process, slot) for process, slot in workers}
-        for ready in wait([*sentinels, *waiting], timeout=period or 1.0):
-            if isinstance(ready, Connection):
-                heard(ready)
-        for process, slot in list(workers):
-            if process.is_alive():
-                continue
-            process.join()
-            workers.remove((process, slot))
-            listening.discard(slot)
-            if process.pid is not None:
-                multiprocess.mark_process_dead(process.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
-            if stopping:
-                continue
-            log.error(
-                "worker exited; restarting it",
-                extra={"worker_pid": process.pid, "exit_code": process.exitcode},
-            )
-            if time.monotonic() - started_at[id(process)] < RESTART_BACKOFF_SECONDS:
-                time.sleep(RESTART_BACKOFF_SECONDS)
-            replacement = start(slot)  # on the same socket: what queued there waits for it
-            started_at[id(replacement[0])] = time.monotonic()
-            workers.append(replacement)
-    for ready in waiting:
-        ready.close()
-    for sock in sockets:
-        sock.close()
-    return exitcodes.OK
+    _run(settings, sock, listening, source)
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:

@@ -50,6 +50,25 @@ class LoadedSettings:
     origins: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where settings came from, to read them again (`serve` on SIGHUP): the file as it is
+    now, the environment and the command line as they were at the start."""
+
+    path: Path | None
+    environ: Mapping[str, str]
+    overrides: Mapping[str, Any]
+
+    def load(self) -> LoadedSettings:
+        return load_settings(self.path, self.environ, self.overrides)
+
+
+def changed_keys(old: Settings, new: Settings) -> list[str]:
+    """The dotted keys whose values differ (names only: values may be secrets)."""
+    before, after = _flatten(old.model_dump()), _flatten(new.model_dump())
+    return sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+
+
 def env_name(dotted_key: str) -> str:
     """The environment variable that overrides a dotted key."""
     return ENV_PREFIX + dotted_key.upper().replace(".", "__")

@@ -72,6 +72,13 @@ class Actor:
     #: The organisation the token is limited to (its namespace and its teams' crates).
     org: str | None = None
 
+    @property
+    def credential(self) -> str:
+        """What the request authenticated with, for the log: `token 12` or `session SID`."""
+        return (
+            f"token {self.token_id}" if self.token_id is not None else f"session {self.session_id}"
+        )
+
     def allows(self, scope: str, crate: str) -> bool:
         """Whether the token's scopes let it do `scope` to crate `crate`."""
         return self._refusal(scope, crate) is None
