@@ -18,6 +18,7 @@ import ssl
 import tempfile
 from pathlib import Path
 
+from ghostcrate.appliance.sso.providers import secret_problem
 from ghostcrate.config import LoadedSettings
 from ghostcrate.private.db import newer_schema
 from ghostcrate.private.registry import registry_database
@@ -31,6 +32,11 @@ def problems(loaded: LoadedSettings) -> list[str]:
         found += _ca_bundle(settings.upstream.ca_bundle, _origin(loaded, "upstream.ca_bundle"))
     if settings.s3 is not None and settings.s3.access_key_id is None:
         found += _aws_credentials()
+    found += [
+        problem
+        for provider in settings.auth.oidc
+        if (problem := secret_problem(provider, dict(os.environ))) is not None
+    ]
     return found + _registry_database(registry_database(settings))
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -29,6 +30,7 @@ from ghostcrate.private.crates import Crates, NewVersion, max_version
 from ghostcrate.private.db import Database
 from ghostcrate.private.errors import NotFound, RegistryError
 from ghostcrate.private.generation import Generation
+from ghostcrate.private.identities import Identities, SignedIn
 from ghostcrate.private.login_throttle import LoginThrottle
 from ghostcrate.private.logins import Logins
 from ghostcrate.private.metrics import RegistryMetrics
@@ -81,6 +83,7 @@ class Registry:
         self.logins = Logins(self.accounts, self.sessions, throttle)
         self.crates = Crates(db)
         self.orgs = Orgs(db)
+        self.identities = Identities(db)
         self.generation = Generation(private_dir(settings) / "generation")
         self._publisher = Publisher(
             settings.private,
@@ -307,6 +310,15 @@ class Registry:
             seq = await changes.record(connection, ACCOUNTS)
         await self._applied(seq)
         return kid
+
+    async def sign_in(
+        self, provider: str, subject: str, name: str, claims: dict[str, Any]
+    ) -> SignedIn:
+        """A single sign-on's user (registered on the first one), seen by every worker."""
+        signed_in = await self.identities.sign_in(provider, subject, name, claims)
+        if signed_in.seq is not None:
+            await self._applied(signed_in.seq)
+        return signed_in
 
 
 def _iso(at: float) -> str:

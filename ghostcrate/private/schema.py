@@ -149,4 +149,27 @@ MIGRATIONS: tuple[str, ...] = (
 
     ALTER TABLE tokens ADD COLUMN org_id INTEGER REFERENCES orgs (id);
     """,
+    # Single sign-on: who each provider's subject is here (and the claims of their last
+    # sign-in), and the logins begun but not finished (one-time, short-lived, shared by
+    # every worker: the provider may send the browser back to another one).
+    """
+    CREATE TABLE identities (
+        provider TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        claims TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        signed_in_at REAL NOT NULL,
+        PRIMARY KEY (provider, subject)
+    );
+    CREATE INDEX identities_user ON identities (user_id);
+
+    CREATE TABLE sso_logins (
+        state_hash TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        verifier TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
 )
