@@ -169,6 +169,13 @@ async def test_first_sign_in_registers_the_user_and_later_ones_find_it(
     assert latest["registered"] is False
     assert latest["org_roles"] == {"acme": "member"}
     assert members(appliance, "acme")["alice"] == "member"
+    # The callback's one-time code and state never reach the log (its access line says so).
+    await workers_of_sign_ins(appliance, 2)
+    log = appliance.log.read_text()
+    callback_query = parse_qs(urlsplit(back).query)
+    assert callback_query["code"][0] not in log
+    assert callback_query["state"][0] not in log
+    assert "/api/v1/sso/corp/callback?(query not logged)" in log
 
 
 async def workers_of_sign_ins(appliance: Appliance, count: int) -> list[tuple[int, int]]:
