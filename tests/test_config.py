@@ -489,3 +489,14 @@ def test_the_documented_ldap_examples_are_valid(tmp_path: Path) -> None:
         ldap = load_settings(write(tmp_path, text), {}).settings.auth.ldap
         assert ldap is not None
         assert ldap.groups
+
+
+def test_an_oidc_provider_may_not_be_named_ldap(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[[auth.oidc]]\nname = "ldap"\nissuer = "https://sso.corp"\nclient_id = "gc"\n'
+        'client_secret = "x"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, {})
+    assert '[[auth.oidc]] name "ldap" is taken' in caught.value.problems[0]

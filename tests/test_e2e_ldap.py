@@ -25,7 +25,7 @@ from tests.support.ldap_server import (
     slapd_missing,
     user_dn,
 )
-from tests.support.private import errors
+from tests.support.private import create_token, errors
 from tests.support.sessions import me, post_json, sign_in
 from tests.support.tls import make_pki
 
@@ -228,11 +228,21 @@ def test_local_accounts_come_first_and_are_not_taken_over(
     assert added.returncode == 0, added.stderr
     assert sign_in(appliance, "bob", LOCAL_PASSWORD)["user"]["login"] == "bob"
     assert refusal(appliance, "bob", BOB_PASSWORD) == (403, REFUSED)
-    # carol exists here without a password (tokens only): the directory may not claim her.
+    # carol exists here without a password (tokens only): the directory's carol does not
+    # take that account over, she gets one of her own (as single sign-on does).
     run_ok(appliance, "user", "add", "carol")
-    offset = appliance.log.stat().st_size
-    assert refusal(appliance, "carol", "carol's password") == (403, REFUSED)
-    assert failures(appliance, offset) == [("carol", "a local user the directory did not register")]
+    local_token = create_token(appliance, "carol")
+    assert sign_in(appliance, "carol", "carol's password")["user"]["login"] == "carol-ldap"
+    assert sign_in(appliance, "carol", "carol's password")["user"]["login"] == "carol-ldap"
+    status, body = appliance.get("/api/v1/me", {"Authorization": local_token})
+    assert (status, json.loads(body)["user"]["login"]) == (200, "carol")
+    # The local carol keeps the right to a password of her own; carol-ldap has none.
+    added = appliance.run("user", "set-password", "carol", "--password-stdin", input="y" * 20)
+    assert added.returncode == 0, added.stderr
+    refused = appliance.run(
+        "user", "set-password", "carol-ldap", "--password-stdin", input="y" * 20
+    )
+    assert refused.returncode != 0
     # A disabled directory user is refused like a disabled local one.
     sign_in(appliance, "alice", ALICE_PASSWORD)
     run_ok(appliance, "user", "disable", "alice")

@@ -21,12 +21,15 @@ from ghostcrate.appliance.keys import (
     REGISTRY,
     REPLIES,
     SETTINGS,
+    SSO,
 )
 from ghostcrate.appliance.metrics import AppMetrics
 from ghostcrate.appliance.namespace import MergedReplies
 from ghostcrate.appliance.observe import observe
 from ghostcrate.appliance.policy import Policy
 from ghostcrate.appliance.replies import MirrorReplies
+from ghostcrate.appliance.sso import views as sso
+from ghostcrate.appliance.sso.service import SingleSignOn
 from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
 from ghostcrate.private.registry import Registry
@@ -48,6 +51,7 @@ def create_app(settings: Settings, carried: web.Application | None = None) -> we
     app.cleanup_ctx.append(_cache)
     app.cleanup_ctx.append(_private)
     app.cleanup_ctx.append(_mirror)
+    app.cleanup_ctx.append(_sso)
 
     app.router.add_get("/index/config.json", views.index_config)
     app.router.add_get("/index/{path:.+}", views.index_file)
@@ -66,6 +70,8 @@ def create_app(settings: Settings, carried: web.Application | None = None) -> we
     app.router.add_get("/api/v1/me", session_api.me)
     _org_routes(app)
     app.router.add_get("/me", api.me)
+    app.router.add_get("/api/v1/sso/{provider}/login", sso.login)
+    app.router.add_get("/api/v1/sso/{provider}/callback", sso.callback)
     app.router.add_get("/health", views.health)
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", readiness.readyz)
@@ -101,6 +107,12 @@ async def _mirror(app: web.Application) -> AsyncIterator[None]:
         app[REPLIES] = MergedReplies(
             replies, app[PRIVATE], mirror.search, auth_required=app[POLICY].tokens_wanted
         )
+        yield
+
+
+async def _sso(app: web.Application) -> AsyncIterator[None]:
+    async with SingleSignOn.open(app[SETTINGS]) as single_sign_on:
+        app[SSO] = single_sign_on
         yield
 
 

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from ghostcrate.appliance.metrics import AppMetrics
 from ghostcrate.appliance.namespace import MergedReplies
 from ghostcrate.appliance.policy import Policy
+from ghostcrate.appliance.sso.service import SingleSignOn
 from ghostcrate.cache import TieredCache
 from ghostcrate.config import Settings
 from ghostcrate.private.registry import Registry
@@ -20,6 +21,7 @@ METRICS = web.AppKey("metrics", AppMetrics)
 REPLIES = web.AppKey("replies", MergedReplies)
 PRIVATE = web.AppKey("private", Registry)
 POLICY = web.AppKey("policy", Policy)
+SSO = web.AppKey("sso", SingleSignOn)
 MIRROR = web.AppKey("mirror", Mirror)
 #: How a mirror route's request was answered (`Reply.outcome`), for the metrics.
 OUTCOME = web.RequestKey("outcome", str)

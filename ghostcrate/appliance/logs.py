@@ -294,6 +294,20 @@ def configure_logging(settings: LogSettings) -> None:
     _access_sink = AccessSink(sys.stderr, render_json if json_lines else render_text)
 
 
+#: Routes whose query strings carry credentials (an OAuth code and state): logged without.
+_SECRET_QUERIES = ("/api/v1/sso/",)
+
+
+def logged_path(path: str, query: str) -> str:
+    """The path and query as the access log shows them: a sign-in callback's query (a
+    one-time code and state) is left out, as no credential belongs in a log."""
+    if not query:
+        return path
+    if path.startswith(_SECRET_QUERIES):
+        return f"{path}?(query not logged)"
+    return f"{path}?{query}"
+
+
 class AccessLogger(AbstractAccessLogger):
     """aiohttp's access log hook, writing the same lines as the fast lane.
 
@@ -308,7 +322,7 @@ class AccessLogger(AbstractAccessLogger):
             return
         sink.request(
             method=request.method,
-            path=request.path_qs,
+            path=logged_path(request.path, request.query_string),
             status=response.status,
             length=response.body_length,
             seconds=time,

@@ -18,6 +18,7 @@ import ssl
 import tempfile
 from pathlib import Path
 
+from ghostcrate.appliance.sso.providers import secret_problem
 from ghostcrate.config import LoadedSettings
 from ghostcrate.private.db import newer_schema
 from ghostcrate.private.ldap_password import bind_password_problem
@@ -37,6 +38,11 @@ def problems(loaded: LoadedSettings) -> list[str]:
         key = "env" if settings.auth.ldap.bind_password_env is not None else "file"
         origin = _origin(loaded, f"auth.ldap.bind_password_{key}")
         found += [] if problem is None else [f"{problem} ({origin})"]
+    found += [
+        problem
+        for provider in settings.auth.oidc
+        if (problem := secret_problem(provider, dict(os.environ))) is not None
+    ]
     return found + _registry_database(registry_database(settings))
 
 

@@ -318,6 +318,10 @@ def _origin_of(key: str, origins: Mapping[str, str]) -> str:
     """Where a key was set; for a table or a missing key, where its table was written."""
     if key in origins:
         return origins[key]
+    parts = key.split(".")
+    for end in range(len(parts) - 1, 0, -1):  # an entry of a list of tables ([[auth.oidc]])
+        if ".".join(parts[:end]) in origins:
+            return origins[".".join(parts[:end])]
     for table in (key + ".", key.rpartition(".")[0] + "."):
         for other, where in origins.items():
             if other.startswith(table) and table != ".":

@@ -360,6 +360,119 @@ class LdapSettings(_Section):
         return self
 
 
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_TENANT_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_ORG_ROLE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,63}):([a-z]+)")
+#: The roles a member of an organisation can have (the registry's organisations).
+ORG_ROLES = ("owner", "admin", "member", "contributor")
+#: The scopes asked for when `scopes` is not set.
+DEFAULT_SCOPES = {
+    "generic": ["openid", "profile", "email"],
+    "entra": ["openid", "profile", "email"],
+    "google": ["openid", "profile", "email"],
+    "github": ["read:user", "user:email", "read:org"],
+}
+
+
+def _check_org_roles(values: dict[str, str]) -> dict[str, str]:
+    for group, target in values.items():
+        match = _ORG_ROLE.fullmatch(target)
+        if not group or match is None or match.group(2) not in ORG_ROLES:
+            raise ValueError(
+                f'{group!r} = {target!r}: each group maps to "ORG:ROLE", ROLE one of '
+                f'{", ".join(ORG_ROLES)} (like "acme:member")'
+            )
+    return values
+
+
+OrgRoles = Annotated[dict[str, str], AfterValidator(_check_org_roles)]
+
+
+class OidcProviderSettings(_Section):
+    """One `[[auth.oidc]]` entry: a single sign-on provider, reached at
+    `/api/v1/sso/{name}/login`; it redirects back to `/api/v1/sso/{name}/callback`."""
+
+    #: The `{name}` in the routes (lowercase letters, digits, '-', '_').
+    name: str
+    #: "generic" (any OpenID provider, from `issuer`), "entra" (Microsoft Entra ID, from
+    #: `tenant`), "google", or "github" (GitHub's OAuth apps: not OpenID Connect).
+    preset: Literal["generic", "entra", "google", "github"] = "generic"
+    #: generic: the issuer; its discovery document is `{issuer}/.well-known/openid-configuration`.
+    issuer: BaseUrl | None = None
+    #: entra: the directory (tenant) ID, a GUID; the issuer is tenant-specific.
+    tenant: str | None = None
+    client_id: str = Field(min_length=1)
+    #: The client secret: set exactly one of the three.
+    client_secret: SecretStr | None = None
+    #: ... or the environment variable that holds it,
+    client_secret_env: str | None = None
+    #: ... or the file that holds it (an absolute path; surrounding whitespace is dropped).
+    client_secret_file: str | None = None
+    #: The scopes asked for; unset: the preset's (openid profile email; GitHub: read:user
+    #: user:email read:org).
+    scopes: list[str] | None = None
+    #: github: the endpoints, for GitHub Enterprise Server (or a test's fake).
+    authorize_url: HttpUrl | None = None
+    token_url: HttpUrl | None = None
+    api_url: BaseUrl | None = None
+    #: The ID token claim with the user's groups (a list, or one string such as Google's
+    #: `hd`); GitHub: the user's organisations.
+    groups_claim: str = Field(default="groups", min_length=1)
+    #: When set, only users in one of these groups may sign in.
+    allowed_groups: list[str] = []
+    #: Group -> "ORG:ROLE": the organisation role a group gives, applied at each sign-in.
+    org_roles: OrgRoles = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OidcProviderSettings:
+        where = f"[[auth.oidc]] {self.name!r}"
+        if not _PROVIDER_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"{where}: 'name' must be lowercase letters, digits, '-' or '_' "
+                "(at most 32; it is part of the redirect URL)"
+            )
+        secrets = [self.client_secret, self.client_secret_env, self.client_secret_file]
+        if sum(value is not None for value in secrets) != 1:
+            raise ValueError(
+                f"{where}: set exactly one of 'client_secret', 'client_secret_env' "
+                "and 'client_secret_file'"
+            )
+        if self.preset == "generic" and self.issuer is None:
+            raise ValueError(f"{where}: 'issuer' must be set for preset \"generic\"")
+        if self.preset != "generic" and self.issuer is not None:
+            raise ValueError(f"{where}: 'issuer' is only for preset \"generic\"")
+        if self.preset == "entra" and not _TENANT_ID.fullmatch(self.tenant or ""):
+            raise ValueError(
+                f"{where}: 'tenant' must be the directory (tenant) ID, a GUID like "
+                '"72f988bf-86f1-41af-91ab-2d7cd011db47" (Entra ID > Overview); '
+                "common, organizations and consumers have no single issuer to check"
+            )
+        if self.preset != "entra" and self.tenant is not None:
+            raise ValueError(f"{where}: 'tenant' is only for preset \"entra\"")
+        github_urls = (self.authorize_url, self.token_url, self.api_url)
+        if self.preset != "github" and any(url is not None for url in github_urls):
+            raise ValueError(
+                f"{where}: 'authorize_url', 'token_url' and 'api_url' are only for preset "
+                '"github"'
+            )
+        return self
+
+    @property
+    def scope_list(self) -> list[str]:
+        return self.scopes if self.scopes is not None else DEFAULT_SCOPES[self.preset]
+
+
+def _unique_names(values: list[OidcProviderSettings]) -> list[OidcProviderSettings]:
+    names = [provider.name for provider in values]
+    doubled = sorted({name for name in names if names.count(name) > 1})
+    if doubled:
+        raise ValueError(f"[[auth.oidc]] names must differ; used twice: {', '.join(doubled)}")
+    return values
+
+
+OidcProviders = Annotated[list[OidcProviderSettings], AfterValidator(_unique_names)]
+
+
 class AuthSettings(_Section):
     """Who may do what. Each list names who may: `anonymous` (anyone), `token` (any valid
     token), `admin` (users added with --admin), `user:NAME`, or an address range (CIDR)."""
@@ -386,6 +499,17 @@ class AuthSettings(_Section):
     login_window_seconds: PositiveFloat = 300.0
     #: Sign-in with a directory password (`[auth.ldap]`); see docs/identity.md.
     ldap: LdapSettings | None = None
+    #: Single sign-on providers (`[[auth.oidc]]`); see docs/sso.md.
+    oidc: OidcProviders = []
+
+    @model_validator(mode="after")
+    def _ldap_is_not_an_oidc_name(self) -> AuthSettings:
+        if any(provider.name == "ldap" for provider in self.oidc):
+            raise ValueError(
+                '[[auth.oidc]] name "ldap" is taken: the users [auth.ldap] registers '
+                'are identities of provider "ldap"; name the provider otherwise'
+            )
+        return self
 
 
 class LogSettings(_Section):

@@ -27,6 +27,9 @@ _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: through the changes feed, so this only bounds memory and clock drift of expiry.
 REMEMBER_SECONDS = 60.0
 _REMEMBERED = 10_000
+#: The `identities` provider of the users LDAP sign-in registered (their password is
+#: the directory's).
+LDAP_PROVIDER = "ldap"
 _NEW_TOKEN = (
     "ask an administrator for a new one (`ghostcrate token create`) "
     "and run `cargo login --registry <name>`"
@@ -70,15 +73,9 @@ class Accounts:
     # --- users --------------------------------------------------------------
 
     async def add_user(
-        self,
-        name: str,
-        *,
-        admin: bool = False,
-        password: str | None = None,
-        ldap_dn: str | None = None,
+        self, name: str, *, admin: bool = False, password: str | None = None
     ) -> tuple[User, int]:
-        """A new user (who may sign in if given a password, or `ldap_dn`: through the
-        directory), and the change's seq."""
+        """A new user (who may sign in if given a password), and the change's seq."""
         if not _USER_NAME.fullmatch(name):
             raise RegistryError(
                 f"invalid user name {name!r}: use letters, digits, '.', '-' and '_', "
@@ -89,9 +86,8 @@ class Accounts:
             if await _user_row(connection, name) is not None:
                 raise Conflict(f"user {name!r} already exists")
             cursor = await connection.execute(
-                "INSERT INTO users (name, admin, created_at, password_hash, ldap_dn)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (name, int(admin), time.time(), hashed, ldap_dn),
+                "INSERT INTO users (name, admin, created_at, password_hash) VALUES (?, ?, ?, ?)",
+                (name, int(admin), time.time(), hashed),
             )
             seq = await changes.record(connection, changes.ACCOUNTS)
         assert cursor.lastrowid is not None
@@ -104,11 +100,6 @@ class Accounts:
     async def users(self) -> list[User]:
         return [_user(row) for row in await self._db.all("SELECT * FROM users ORDER BY name")]
 
-    async def ldap_dn(self, user_id: int) -> str | None:
-        """The directory DN of a user that LDAP sign-in registered (None: a local user)."""
-        row = await self._db.one("SELECT ldap_dn FROM users WHERE id = ?", (user_id,))
-        return None if row is None else row["ldap_dn"]
-
     async def password_hash(self, name: str) -> tuple[User, str | None] | None:
         """A user and their password hash (None: they have no password), if they exist."""
         row = await self._db.one("SELECT * FROM users WHERE lower(name) = lower(?)", (name,))
@@ -119,7 +110,12 @@ class Accounts:
         hashed = await self._hash(password)
         async with self._db.write() as connection:
             user = await _existing(connection, name)
-            if user["ldap_dn"] is not None:
+            async with connection.execute(
+                "SELECT 1 FROM identities WHERE user_id = ? AND provider = ?",
+                (user["id"], LDAP_PROVIDER),
+            ) as cursor:
+                from_directory = await cursor.fetchone() is not None
+            if from_directory:
                 raise Conflict(
                     f"user {user['name']} signs in with their directory (LDAP) password: "
                     "change it in the directory"

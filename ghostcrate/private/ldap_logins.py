@@ -2,10 +2,11 @@
 
 A name that is not a local account with a password is looked up in the
 directory with the service account, and the password is checked by binding as
-the user's DN. The first sign-in registers the user (marked as the directory's:
-`ghostcrate user set-password` does not apply to them); every sign-in applies
-the group mapping again. A local user without a password that the directory
-did not register is not taken over. Every refusal is `Logins`' own (403, the
+the user's DN. The first sign-in registers the user as an identity of provider
+"ldap" (its subject the DN, as single sign-on registers its users), named as
+signed in unless another user has that name (then `NAME-ldap`: an account is
+never taken over); `ghostcrate user set-password` does not apply to them.
+Every sign-in applies the group mapping again. Every refusal is `Logins`' own (403, the
 same words), after a log line with the reason; a directory that cannot be asked
 is a 503 that says so, because nothing could be decided.
 """
@@ -16,8 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
-from ghostcrate.private.accounts import Accounts, User
-from ghostcrate.private.errors import Conflict, Forbidden, RegistryError
+from ghostcrate.private.accounts import LDAP_PROVIDER, User
+from ghostcrate.private.errors import Forbidden, RegistryError
+from ghostcrate.private.identities import Identities
 from ghostcrate.private.ldap_directory import Directory, DirectoryDown
 from ghostcrate.private.ldap_groups import GroupMapping
 from ghostcrate.private.logins import REFUSED
@@ -37,12 +39,12 @@ class DirectoryLogins:
 
     def __init__(
         self,
-        accounts: Accounts,
+        identities: Identities,
         directory: Directory,
         mapping: GroupMapping,
         applied: Callable[[int], Awaitable[None]],
     ) -> None:
-        self._accounts = accounts
+        self._identities = identities
         self._directory = directory
         self._mapping = mapping
         self._applied = applied
@@ -65,7 +67,7 @@ class DirectoryLogins:
             raise RegistryError(UNAVAILABLE, status=503) from None
         if verdict.dn is None:
             self._refuse(name, remote, verdict.reason)
-        user = await self._local_user(name, verdict.dn, remote)
+        user = await self._local_user(name, verdict.dn, verdict.groups)
         if user.disabled:
             self._refuse(name, remote, "disabled")
         seq = await self._mapping.apply(user.id, user.name, verdict.groups)
@@ -77,24 +79,15 @@ class DirectoryLogins:
         )
         return user
 
-    async def _local_user(self, name: str, dn: str, remote: str | None) -> User:
-        """The local user for directory user `dn`, registered on their first sign-in."""
-        user = await self._accounts.user(name)
-        if user is None:
-            try:
-                user, seq = await self._accounts.add_user(name, ldap_dn=dn)
-            except Conflict:  # a parallel first sign-in registered them a moment ago
-                user = await self._accounts.user(name)
-                assert user is not None
-            except RegistryError:
-                self._refuse(name, remote, "name not usable as a user name here")
-            else:
-                await self._applied(seq)
-                log.info("user registered", extra={"user": user.name, "via": self.via, "dn": dn})
-                return user
-        if await self._accounts.ldap_dn(user.id) is None:
-            self._refuse(name, remote, "a local user the directory did not register")
-        return user
+    async def _local_user(self, name: str, dn: str, groups: tuple[str, ...]) -> User:
+        """The user of identity `dn` (provider "ldap"), registered on its first sign-in."""
+        signed_in = await self._identities.sign_in(LDAP_PROVIDER, dn, name, {"groups": groups})
+        if signed_in.seq is not None:
+            await self._applied(signed_in.seq)
+            log.info(
+                "user registered", extra={"user": signed_in.user.name, "via": self.via, "dn": dn}
+            )
+        return signed_in.user
 
     def _refuse(self, name: str, remote: str | None, reason: str) -> NoReturn:
         log.warning(

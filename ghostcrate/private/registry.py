@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -29,6 +30,7 @@ from ghostcrate.private.crates import Crates, NewVersion, max_version
 from ghostcrate.private.db import Database
 from ghostcrate.private.errors import NotFound, RegistryError
 from ghostcrate.private.generation import Generation
+from ghostcrate.private.identities import Identities, SignedIn
 from ghostcrate.private.login_throttle import LoginThrottle
 from ghostcrate.private.logins import Logins, OtherSignIn
 from ghostcrate.private.metrics import RegistryMetrics
@@ -78,6 +80,7 @@ class Registry:
             address_limit=auth.login_address_failures,
             window=auth.login_window_seconds,
         )
+        self.identities = Identities(db)
         self.logins = Logins(self.accounts, self.sessions, throttle, self._directory(settings))
         self.crates = Crates(db)
         self.orgs = Orgs(db)
@@ -107,7 +110,9 @@ class Registry:
         from ghostcrate.private.ldap_logins import DirectoryLogins
 
         mapping = GroupMapping(self.db, ldap.groups)
-        return DirectoryLogins(self.accounts, Directory.from_settings(ldap), mapping, self._applied)
+        return DirectoryLogins(
+            self.identities, Directory.from_settings(ldap), mapping, self._applied
+        )
 
     @classmethod
     @asynccontextmanager
@@ -319,6 +324,15 @@ class Registry:
             seq = await changes.record(connection, ACCOUNTS)
         await self._applied(seq)
         return kid
+
+    async def sign_in(
+        self, provider: str, subject: str, name: str, claims: dict[str, Any]
+    ) -> SignedIn:
+        """A single sign-on's user (registered on the first one), seen by every worker."""
+        signed_in = await self.identities.sign_in(provider, subject, name, claims)
+        if signed_in.seq is not None:
+            await self._applied(signed_in.seq)
+        return signed_in
 
 
 def _iso(at: float) -> str:

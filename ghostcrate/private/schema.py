@@ -149,14 +149,34 @@ MIGRATIONS: tuple[str, ...] = (
 
     ALTER TABLE tokens ADD COLUMN org_id INTEGER REFERENCES orgs (id);
     """,
-    # LDAP sign-in: the DN of a user the directory registered (set-password does not
-    # apply to them), and the org roles and team memberships its group mapping made, so
-    # that each sign-in adds and removes those and never one an administrator set.
-    # (No foreign keys to orgs or teams: a team removed by hand leaves a row that the
-    # next sign-in drops.)
+    # Single sign-on: who each provider's subject is here (and the claims of their last
+    # sign-in), and the logins begun but not finished (one-time, short-lived, shared by
+    # every worker: the provider may send the browser back to another one).
     """
-    ALTER TABLE users ADD COLUMN ldap_dn TEXT;
+    CREATE TABLE identities (
+        provider TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        claims TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        signed_in_at REAL NOT NULL,
+        PRIMARY KEY (provider, subject)
+    );
+    CREATE INDEX identities_user ON identities (user_id);
 
+    CREATE TABLE sso_logins (
+        state_hash TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        verifier TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
+    # LDAP sign-in: the org roles and team memberships its group mapping made, so that
+    # each sign-in adds and removes those and never one an administrator set. (The users
+    # it registers are identities of provider "ldap". No foreign keys to orgs or teams:
+    # a team removed by hand leaves a row that the next sign-in drops.)
+    """
     CREATE TABLE ldap_roles (
         user_id INTEGER NOT NULL REFERENCES users (id),
         org_id INTEGER NOT NULL,

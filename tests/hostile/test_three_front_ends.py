@@ -70,6 +70,9 @@ REQUESTS: list[tuple[str, str, tuple[tuple[str, str], ...]]] = [
     ("POST", "/api/v1/orgs", ()),
     ("PUT", "/api/v1/orgs/acme/members", (("authorization", "gcr_" + "x" * 43),)),
     ("DELETE", "/api/v1/orgs/acme/teams/platform/members", ()),
+    # Single sign-on: no provider is configured here.
+    ("GET", "/api/v1/sso/corp/login", ()),
+    ("GET", "/api/v1/sso/corp/callback?state=x&code=y", ()),
 ]
 
 
