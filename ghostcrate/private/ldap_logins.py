@@ -6,9 +6,9 @@ the user's DN. The first sign-in registers the user as an identity of provider
 "ldap" (its subject the DN, as single sign-on registers its users), named as
 signed in unless another user has that name (then `NAME-ldap`: an account is
 never taken over); `ghostcrate user set-password` does not apply to them.
-Every sign-in applies the group mapping again. Every refusal is `Logins`' own (403, the
-same words), after a log line with the reason; a directory that cannot be asked
-is a 503 that says so, because nothing could be decided.
+Every sign-in applies the group mapping again. Every refusal is `Logins`' own
+(403, the same words), after a log line with the reason; a directory that
+cannot be asked is a 503 that says so, because nothing could be decided.
 """
 
 from __future__ import annotations
