@@ -6,6 +6,7 @@ podman cannot run containers. The images are built once per session.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from tests.support.podman import (
     DOCKER,
     IMAGE,
     S3_IMAGE,
-    build_image,
+    Build,
     container,
     ensure_base_image,
     inspect,
@@ -64,22 +65,34 @@ def test_hadolint_would_report_a_bad_containerfile(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def image() -> str:
-    """The GhostCrate image, built once per session (podman's layer cache keeps it quick)."""
+def builds() -> Iterator[dict[str, Build]]:
+    """Both images, built once per session side by side (podman's layer cache keeps a
+    rebuild quick); the S3 server's image is only waited for by the compose test."""
     problem = podman_problem()
     if problem is not None:
         pytest.skip(problem)
     ensure_base_image()
-    started = time.monotonic()
-    build_image(IMAGE, DOCKER / "Containerfile")
-    print(f"built {IMAGE} in {time.monotonic() - started:.1f} s")
+    started = {
+        IMAGE: Build(IMAGE, DOCKER / "Containerfile"),
+        S3_IMAGE: Build(S3_IMAGE, DOCKER / "s3.Containerfile"),
+    }
+    yield started
+    for build in started.values():
+        with contextlib.suppress(AssertionError):
+            build.wait()  # never leave a build running
+
+
+@pytest.fixture(scope="session")
+def image(builds: dict[str, Build]) -> str:
+    """The GhostCrate image."""
+    print(f"{IMAGE} ready {builds[IMAGE].wait():.1f} s after its build began")
     return IMAGE
 
 
 @pytest.fixture(scope="session")
-def s3_image(image: str) -> str:
+def s3_image(builds: dict[str, Build]) -> str:
     """The compose file's S3 server image (moto on the same base)."""
-    build_image(S3_IMAGE, DOCKER / "s3.Containerfile")
+    print(f"{S3_IMAGE} ready {builds[S3_IMAGE].wait():.1f} s after its build began")
     return S3_IMAGE
 
 
@@ -101,9 +114,16 @@ def test_the_image_is_non_root_with_a_data_volume_health_check_and_sigterm(image
     assert "healthcheck.py" in " ".join(health["Test"])
 
 
-def test_it_runs_read_only_as_non_root_and_its_health_check_passes(image: str) -> None:
+@pytest.fixture
+def volume() -> Iterator[str]:
+    """A named volume's name; removed at the end."""
+    name = unique("ghostcrate-test-data")
+    yield name
+    podman("volume", "rm", "--force", name, check=False)
+
+
+def test_it_runs_read_only_as_non_root_and_its_health_check_passes(image: str, volume: str) -> None:
     port = free_port()
-    volume = unique("ghostcrate-test-data")
     with container(
         unique("ghostcrate-test"),
         "--init",
@@ -122,7 +142,6 @@ def test_it_runs_read_only_as_non_root_and_its_health_check_passes(image: str) -
         assert podman("exec", name, "test", "-s", f"{DATA}/private/registry.db").returncode == 0
         assert podman("healthcheck", "run", name, check=False).returncode == 0
         assert inspect(name)["State"]["Health"]["Status"] == "healthy"
-    podman("volume", "rm", "--force", volume, check=False)
 
 
 def test_its_health_check_fails_when_the_server_does_not_answer(image: str) -> None:
@@ -246,8 +265,8 @@ def test_compose_brings_up_the_appliance_with_its_s3_server_and_takes_them_down(
             "GHOSTCRATE_UPSTREAM_INDEX": upstream.advertised_url,
         }
         started = time.monotonic()
-        compose(project, "up", "-d", "--no-build", env=env)
         try:
+            compose(project, "up", "-d", "--no-build", env=env)
             print(f"compose up took {time.monotonic() - started:.1f} s")
             ready = json.loads(wait_http(f"{url}/readyz", timeout=30))
             assert ready["checks"]["s3"]["ok"] is True

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -121,24 +122,55 @@ def ensure_base_image() -> None:
     podman("import", "--change", 'CMD ["/bin/bash"]', str(tar), BASE_IMAGE, timeout=300)
 
 
-def build_image(tag: str, containerfile: Path) -> None:
-    """`podman build` `containerfile` on `BASE_IMAGE`, with the repository as context."""
-    mounts = ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"] if CA_BUNDLE.exists() else []
-    podman(
-        "build",
-        "--format",
-        "docker",
-        "--quiet",
-        "--build-arg",
-        f"BASE_IMAGE={BASE_IMAGE}",
-        *mounts,
-        "-t",
-        tag,
-        "-f",
-        str(containerfile),
-        str(ROOT),
-        timeout=600,
-    )
+class Build:
+    """`podman build` of `containerfile` on `BASE_IMAGE` (the repository as context),
+    started in the background; `wait()` for it."""
+
+    def __init__(self, tag: str, containerfile: Path) -> None:
+        mounts = ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"] if CA_BUNDLE.exists() else []
+        self.tag = tag
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115 - closed in wait()
+        self._started = time.monotonic()
+        self._result: tuple[float, str] | None = None
+        self._process = subprocess.Popen(
+            [
+                "podman",
+                "build",
+                "--format",
+                "docker",
+                "--quiet",
+                "--build-arg",
+                f"BASE_IMAGE={BASE_IMAGE}",
+                *mounts,
+                "-t",
+                tag,
+                "-f",
+                str(containerfile),
+                str(ROOT),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait(self, timeout: float = 600) -> float:
+        """Wait until the build ends; the seconds it took. A failure raises with its output."""
+        if self._result is None:
+            try:
+                status = self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                status = self._process.wait()
+            self._output.seek(0)
+            output = self._output.read().decode(errors="replace")
+            self._output.close()
+            seconds = time.monotonic() - self._started
+            failure = f"podman build of {self.tag} exited {status}\n{output}" if status else ""
+            self._result = (seconds, failure)
+        seconds, failure = self._result
+        if failure:
+            raise AssertionError(failure)
+        return seconds
 
 
 def inspect(name: str, kind: str = "container") -> dict[str, Any]:
