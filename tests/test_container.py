@@ -285,6 +285,10 @@ def test_compose_brings_up_the_appliance_with_its_s3_server_and_takes_them_down(
                     break
                 time.sleep(0.2)
             assert listing.get(key) == len(crate.data), listing
+            # podman-compose hands both services' health checks to podman intact.
+            for service in ("s3", "ghostcrate"):
+                name = service_container(project, service)
+                assert podman("healthcheck", "run", name, check=False).returncode == 0, service
         finally:
             compose(project, "down", "--volumes", env=env)
     leftovers = podman(
