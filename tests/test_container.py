@@ -114,6 +114,12 @@ def test_the_image_is_non_root_with_a_data_volume_health_check_and_sigterm(image
     assert "healthcheck.py" in " ".join(health["Test"])
 
 
+def test_the_image_holds_no_compiler_and_no_source_tree(image: str) -> None:
+    probe = "command -v gcc || command -v cc || test -e /src || echo slim"
+    result = podman("run", "--rm", "--entrypoint", "sh", image, "-c", probe, check=False)
+    assert result.stdout.strip() == "slim", result.stdout
+
+
 @pytest.fixture
 def volume() -> Iterator[str]:
     """A named volume's name; removed at the end."""
