@@ -36,7 +36,7 @@ from tests.support.podman import (
 )
 from tests.support.upstream import FakeUpstream
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]  # a cold first build takes ~2 min
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]  # cold (base and both images): ~3.5 min
 
 BIN = Path(sys.executable).parent
 DATA = "/var/lib/ghostcrate"
