@@ -12,6 +12,7 @@ import logging
 
 from aiohttp import web
 
+from ghostcrate.appliance.bodies import json_object
 from ghostcrate.appliance.keys import POLICY, PRIVATE, REPLIES, SETTINGS
 from ghostcrate.appliance.policy import token_of
 from ghostcrate.private.errors import NotFound, PublishRejected, RegistryError
@@ -162,17 +163,14 @@ async def _change_owners(request: web.Request, *, add: bool) -> web.Response:
 
 
 async def _user_list(request: web.Request) -> list[str]:
-    try:
-        document = await request.json()
-    except ValueError:
-        raise RegistryError('expected a JSON body like {"users": ["alice"]}') from None
-    users = document.get("users") if isinstance(document, dict) else None
+    expected = 'expected a JSON body like {"users": ["alice"]}'
+    users = (await json_object(request, expected)).get("users")
     if (
         not isinstance(users, list)
         or not users
         or not all(isinstance(user, str) and user for user in users)
     ):
-        raise RegistryError('expected a JSON body like {"users": ["alice"]}')
+        raise RegistryError(expected)
     return users
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from ghostcrate.appliance.api import actor_of, may_read_private
+from ghostcrate.appliance.bodies import json_object
 from ghostcrate.appliance.keys import PRIVATE
 from ghostcrate.private.errors import NotFound, Refused, RegistryError
 from ghostcrate.private.orgs import Org
@@ -42,7 +43,7 @@ async def list_orgs(request: web.Request) -> web.Response:
 
 async def add_org(request: web.Request) -> web.Response:
     actor = await actor_of(request)
-    document = await _json(request, 'expected a JSON body like {"name": "acme", ...}')
+    document = await json_object(request, 'expected a JSON body like {"name": "acme", ...}')
     name, namespaces = document.get("name"), document.get("namespaces", [])
     owner = document.get("owner")
     if (
@@ -87,7 +88,7 @@ async def set_members(request: web.Request) -> web.Response:
     actor = await actor_of(request)
     registry = request.app[PRIVATE]
     org = await registry.orgs.org(request.match_info["org"])
-    members = _members(await _json(request, _MEMBERS_BODY))
+    members = _members(await json_object(request, _MEMBERS_BODY))
     current = {user.lower(): role for user, role in org.members}
     touches_owners = any(
         role == OWNER or current.get(user.lower()) == OWNER for user, role in members
@@ -110,7 +111,7 @@ async def remove_members(request: web.Request) -> web.Response:
     actor = await actor_of(request)
     registry = request.app[PRIVATE]
     org = await registry.orgs.org(request.match_info["org"])
-    users = _logins(await _json(request, _USERS_BODY))
+    users = _logins(await json_object(request, _USERS_BODY))
     current = {user.lower(): role for user, role in org.members}
     touches_owners = any(current.get(user.lower()) == OWNER for user in users)
     await _may(registry, actor, org, MANAGE_OWNERS if touches_owners else MANAGE_MEMBERS)
@@ -131,7 +132,7 @@ async def add_team(request: web.Request) -> web.Response:
     actor = await actor_of(request)
     registry = request.app[PRIVATE]
     org = await registry.orgs.org(request.match_info["org"])
-    document = await _json(request, 'expected a JSON body like {"name": "platform"}')
+    document = await json_object(request, 'expected a JSON body like {"name": "platform"}')
     team = document.get("name")
     if not isinstance(team, str):
         raise RegistryError('expected a JSON body like {"name": "platform"}')
@@ -171,7 +172,7 @@ async def _team_members(request: web.Request, *, add: bool) -> web.Response:
     registry = request.app[PRIVATE]
     org = await registry.orgs.org(request.match_info["org"])
     team = request.match_info["team"]
-    users = _logins(await _json(request, _USERS_BODY))
+    users = _logins(await json_object(request, _USERS_BODY))
     await _may(registry, actor, org, MANAGE_MEMBERS)
     await registry.apply(await registry.orgs.set_team_members(org.name, team, users, add=add))
     log.info(
@@ -200,16 +201,6 @@ async def _readable_org(request: web.Request) -> Org:
 async def _may(registry: Registry, actor: Actor, org: Org, action: str) -> None:
     role = await registry.orgs.role(org.name, actor.user_id)
     decide_org(actor, action, org.name, role).require()
-
-
-async def _json(request: web.Request, expected: str) -> dict[str, Any]:
-    try:
-        document = await request.json()
-    except ValueError:
-        raise RegistryError(expected) from None
-    if not isinstance(document, dict):
-        raise RegistryError(expected)
-    return document
 
 
 def _strings(value: object, *, allow_empty: bool = False) -> bool:

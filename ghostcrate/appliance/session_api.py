@@ -10,10 +10,10 @@ is not valid, 429 with `Retry-After` when sign-ins are throttled.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from aiohttp import web
 
+from ghostcrate.appliance.bodies import json_object
 from ghostcrate.appliance.keys import POLICY, PRIVATE
 from ghostcrate.appliance.policy import token_of
 from ghostcrate.private.accounts import User
@@ -33,7 +33,7 @@ NOT_SIGNED_IN = (
 
 
 async def sign_in(request: web.Request) -> web.Response:
-    document = await _json(request, SIGN_IN_BODY)
+    document = await json_object(request, SIGN_IN_BODY)
     name = document.get("name", document.get("login"))
     password = document.get("password")
     if not isinstance(name, str) or not name or len(name) > 64:
@@ -47,7 +47,7 @@ async def sign_in(request: web.Request) -> web.Response:
 
 
 async def refresh(request: web.Request) -> web.Response:
-    document = await _json(request, REFRESH_BODY)
+    document = await json_object(request, REFRESH_BODY)
     token = document.get("refresh_token")
     if not isinstance(token, str) or not token or len(token) > 256:
         raise RegistryError(REFRESH_BODY)
@@ -81,16 +81,6 @@ async def _actor(request: web.Request) -> Actor:
     if token is None:
         raise Unauthorized(NOT_SIGNED_IN)
     return await request.app[POLICY].authenticate(token)
-
-
-async def _json(request: web.Request, expected: str) -> dict[str, Any]:
-    try:
-        document = await request.json()
-    except ValueError:
-        raise RegistryError(expected) from None
-    if not isinstance(document, dict):
-        raise RegistryError(expected)
-    return document
 
 
 def _session_response(issued: IssuedSession, user: User) -> web.Response:

@@ -1,4 +1,4 @@
-"""An aiohttp application served from its own thread and event loop on 127.0.0.1.
+"""An aiohttp application served from its own thread and event loop (on 127.0.0.1 by default).
 
 Fakes built on it serve sync tests (that run cargo through `subprocess.run`)
 as well as async ones, and can be stopped and started again on the same port.
@@ -24,8 +24,13 @@ class ThreadedServer(Service):
         port: int = 0,
         shutdown_timeout: float = 0.1,
         ssl_context: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
-        """With `ssl_context`, the server speaks HTTPS (TLS on the listening socket)."""
+        """With `ssl_context`, the server speaks HTTPS (TLS on the listening socket).
+
+        `host` is the address it listens on (`0.0.0.0` lets containers reach it).
+        """
+        self._host = host
         self._port = port
         self._shutdown_timeout = shutdown_timeout
         self.ssl_context = ssl_context
@@ -62,7 +67,7 @@ class ThreadedServer(Service):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", self._port))
+            sock.bind((self._host, self._port))
             self._port = sock.getsockname()[1]
         except OSError:
             sock.close()

@@ -116,6 +116,7 @@ class FakeUpstream(ThreadedServer):
     `{url}crates` without markers, so cargo appends `/{crate}/{version}/download`.
     `etag` / `last_modified` switch off a validator, to test revalidation with the other.
     With `ssl_context` it serves HTTPS, and `url` and `dl` are `https://` addresses.
+    `host` is the address it listens on; `url` is on 127.0.0.1 all the same.
     """
 
     def __init__(
@@ -129,8 +130,11 @@ class FakeUpstream(ThreadedServer):
         last_modified: bool = True,
         shutdown_timeout: float = 0.1,
         ssl_context: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
-        super().__init__(port=port, shutdown_timeout=shutdown_timeout, ssl_context=ssl_context)
+        super().__init__(
+            port=port, shutdown_timeout=shutdown_timeout, ssl_context=ssl_context, host=host
+        )
         self.registry = registry if registry is not None else Registry()
         self._dl_template = dl_template.removeprefix("{url}") if dl_template else None
         self._dl_path = self._dl_template or "crates/{crate}/{version}/download"
