@@ -39,10 +39,11 @@ lint: $(VENV)/.test-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## test: the whole suite: bootstrap the tools the tests drive, lint, then pytest
+## test: the whole suite: bootstrap the tools the tests drive, lint, then pytest (a process
+## per core, each taking whole files: most tests wait on servers they start, not on the CPU)
 test: $(VENV)/.test-deps lint
 	scripts/bootstrap-tests
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n auto --dist loadfile $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
