@@ -162,6 +162,16 @@ def test_env_rule() -> None:
             "[auth]\nlogin_window_seconds = 0\n",
             "'auth.login_window_seconds' must be greater than 0",
         ),
+        (
+            "[limits.publish]\nper_token = '10 per minute'\n",
+            "'limits.publish.per_token' must be a rate like \"10/minute\"",
+        ),
+        ("[limits.api]\nper_user = '5/fortnight'\n", "'limits.api.per_user' must be a rate"),
+        ("[limits.search]\nper_address = 30\n", "a number alone has no period"),
+        ("[limits.login]\nper_address = '0/minute'\n", "a count, period or burst of 0"),
+        ("[limits.api]\nper_token = '5/m burst 0'\n", "'limits.api.per_token' must be a rate"),
+        ("[limits.api]\nper_tokens = '5/m'\n", "(did you mean 'limits.api.per_token'?)"),
+        ("[limits]\nenabled = 'no'\n", "'limits.enabled' must be true or false"),
         ("[server\n", "not valid TOML"),
     ],
 )

@@ -8,12 +8,14 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from ghostcrate.appliance import api, orgs_api, readiness, session_api, views
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     CACHE,
+    LIMITS,
     METRICS,
     MIRROR,
     POLICY,
@@ -23,6 +25,8 @@ from ghostcrate.appliance.keys import (
     SETTINGS,
     SSO,
 )
+from ghostcrate.appliance.limit_table import LimitTable
+from ghostcrate.appliance.limits import RateLimits
 from ghostcrate.appliance.metrics import AppMetrics
 from ghostcrate.appliance.namespace import MergedReplies
 from ghostcrate.appliance.observe import observe
@@ -40,7 +44,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings, carried: web.Application | None = None) -> web.Application:
     """The application; `carried`: the one it replaces (SIGHUP), whose metrics go on."""
-    app = web.Application(middlewares=[observe, cargo_errors])
+    app = web.Application(middlewares=[observe, _rate_limits, cargo_errors])
     app[SETTINGS] = settings
     if carried is None:
         app[REGISTRY] = CollectorRegistry()
@@ -50,6 +54,7 @@ def create_app(settings: Settings, carried: web.Application | None = None) -> we
         app[METRICS] = carried[METRICS]
     app.cleanup_ctx.append(_cache)
     app.cleanup_ctx.append(_private)
+    app.cleanup_ctx.append(_limits)
     app.cleanup_ctx.append(_mirror)
     app.cleanup_ctx.append(_sso)
 
@@ -91,6 +96,23 @@ def _org_routes(app: web.Application) -> None:
     app.router.add_delete("/api/v1/orgs/{org}/teams/{team}", orgs_api.remove_team)
     app.router.add_put("/api/v1/orgs/{org}/teams/{team}/members", orgs_api.add_team_members)
     app.router.add_delete("/api/v1/orgs/{org}/teams/{team}/members", orgs_api.remove_team_members)
+
+
+@web.middleware
+async def _rate_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+    refusal = await request.app[LIMITS].refusal(request)
+    return refusal if refusal is not None else await handler(request)
+
+
+async def _limits(app: web.Application) -> AsyncIterator[None]:
+    table = LimitTable(app[SETTINGS].data_dir / "locks" / "rate-limits")
+    try:
+        app[LIMITS] = RateLimits(
+            app[SETTINGS].limits, table, app[POLICY], app[METRICS].rate_limited
+        )
+        yield
+    finally:
+        table.close()
 
 
 async def _cache(app: web.Application) -> AsyncIterator[None]:

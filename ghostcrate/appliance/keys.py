@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from ghostcrate.appliance.limits import RateLimits
 from ghostcrate.appliance.metrics import AppMetrics
 from ghostcrate.appliance.namespace import MergedReplies
 from ghostcrate.appliance.policy import Policy
@@ -23,5 +24,6 @@ PRIVATE = web.AppKey("private", Registry)
 POLICY = web.AppKey("policy", Policy)
 SSO = web.AppKey("sso", SingleSignOn)
 MIRROR = web.AppKey("mirror", Mirror)
+LIMITS = web.AppKey("limits", RateLimits)
 #: How a mirror route's request was answered (`Reply.outcome`), for the metrics.
 OUTCOME = web.RequestKey("outcome", str)

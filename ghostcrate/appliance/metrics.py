@@ -136,6 +136,7 @@ class AppMetrics:
     file_bytes: Counter
     fast_lane: Counter
     outcomes: Counter
+    rate_limited: Counter
     batches: RequestBatches
 
     def observe_request(self, route: str, status: int, seconds: float, outcome: str | None) -> None:
@@ -190,5 +191,12 @@ class AppMetrics:
             ),
             fast_lane=fast_lane,
             outcomes=outcomes,
+            rate_limited=Counter(
+                "ghostcrate_rate_limited",
+                "API requests refused with 429 by a [limits] rate, by route class (publish, "
+                "login, search, api) and kind (per_address, per_token, per_user)",
+                ["route_class", "kind"],
+                registry=registry,
+            ),
             batches=RequestBatches(requests, latency, fast_lane, cache, outcomes),
         )

@@ -101,7 +101,7 @@ class Policy:
 
         `private` None is config.json: anyone may read it unless `required`.
         """
-        actor = self._remembered(token) if token else None
+        actor = self.remembered(token) if token else None
         if self.required and actor is None:
             return False
         if private is None:
@@ -156,7 +156,8 @@ class Policy:
             return await self._sessions.authenticate(token)
         return await self._accounts.authenticate(token)
 
-    def _remembered(self, token: str) -> Actor | None:
+    def remembered(self, token: str) -> Actor | None:
+        """Who a token stands for, if this process looked it up lately (no database read)."""
         if looks_like_session(token):
             return self._sessions.remembered(token)
         return self._accounts.remembered(token)

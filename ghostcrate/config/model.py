@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from ghostcrate.config.rates import rate_text
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -512,6 +514,56 @@ class AuthSettings(_Section):
         return self
 
 
+Limit = Annotated[str, BeforeValidator(rate_text)]
+
+
+class PublishLimits(_Section):
+    """`[limits.publish]`: PUT /api/v1/crates/new. Each key a rate (`config/rates.py`) or 0."""
+
+    #: Requests carrying one token (keyed by the token's hash).
+    per_token: Limit = "30/minute burst 300"
+    #: Requests of one user, over all their tokens.
+    per_user: Limit = "30/minute burst 300"
+    #: Requests from one client address, checked before authentication.
+    per_address: Limit = "60/minute burst 600"
+
+
+class LoginLimits(_Section):
+    """`[limits.login]`: sign-in, refresh and the single sign-on routes (which carry no token
+    as a rule: the address limit is the one that holds)."""
+
+    per_token: Limit = "off"
+    per_user: Limit = "off"
+    per_address: Limit = "60/minute burst 120"
+
+
+class SearchLimits(_Section):
+    """`[limits.search]`: GET /api/v1/crates (`cargo search`)."""
+
+    per_token: Limit = "120/minute burst 240"
+    per_user: Limit = "120/minute burst 240"
+    per_address: Limit = "600/minute burst 1200"
+
+
+class ApiLimits(_Section):
+    """`[limits.api]`: every other /api/ route but cargo's download route."""
+
+    per_token: Limit = "600/minute burst 1200"
+    per_user: Limit = "1200/minute burst 2400"
+    per_address: Limit = "3000/minute burst 6000"
+
+
+class LimitsSettings(_Section):
+    """Request rates per route class, shared by all workers (docs/limits.md)."""
+
+    #: false: no rate limits at all (the login throttle of `[auth]` still holds).
+    enabled: bool = True
+    publish: PublishLimits = PublishLimits()
+    login: LoginLimits = LoginLimits()
+    search: SearchLimits = SearchLimits()
+    api: ApiLimits = ApiLimits()
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -525,6 +577,7 @@ class Settings(_Section):
     s3: S3Settings | None = None
     private: PrivateSettings = PrivateSettings()
     auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
     log: LogSettings = LogSettings()
 
     @property
