@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ghostcrate.appliance.limit_table import BUCKETS, SLOTS, LimitTable
-from ghostcrate.appliance.limits import route_class
+from ghostcrate.appliance.limits import DOWNLOAD, route_class
 from ghostcrate.config import load_settings
 from ghostcrate.config.rates import Rate, parse_rate
 
@@ -58,7 +58,7 @@ def test_limits_have_defaults_and_0_switches_one_off(tmp_path: Path) -> None:
         ("HEAD", "/api/v1/crates", "/api/v1/crates", "search"),
         ("GET", "/api/v1/crates/abc", "/api/v1/crates/{name}", "api"),
         ("GET", "/api/v1/nothing", None, "api"),
-        ("GET", "/api/v1/crates/a/1.0.0/download", "/api/v1/crates/{name}/{version}/download", None),
+        ("GET", "/api/v1/crates/a/1.0.0/download", DOWNLOAD, None),
         ("GET", "/index/3/a/abc", "/index/{path}", None),
         ("GET", "/healthz", "/healthz", None),
         ("GET", "/metrics", "/metrics", None),
