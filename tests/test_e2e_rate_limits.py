@@ -90,7 +90,7 @@ def exhaust_and_refill(appliance: Appliance, name: str) -> None:
     detail = errors(text)
     assert f"too many {name} requests from 127.0.0.1" in detail
     assert f"([limits.{name}] per_address)" in detail
-    assert "2/6s burst 2" in detail
+    assert "the limit is 2/6s (" in detail
     time.sleep(retry_after)
     assert call(appliance, method, path, body=body)[0] == status, name  # refilled
     assert call(appliance, method, path, body=body)[0] == 429, name  # by one request

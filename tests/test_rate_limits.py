@@ -154,3 +154,16 @@ def test_the_file_keeps_its_salt_and_no_key_in_clear(tmp_path: Path) -> None:
     again.close()
     assert b"gcr_secret" not in path.read_bytes()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_readme_shows_the_defaults(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("[limits]\n")
+    block = readme[start : readme.index("```", start)]
+    path = tmp_path / "ghostcrate.toml"
+    path.write_text(block)
+    assert load_settings(path, {}).settings.limits == load_settings(None, {}).settings.limits
+    assert {line.split("]")[0] + "]" for line in block.splitlines() if line.startswith("[")} == {
+        "[limits]",
+        *(f"[limits.{name}]" for name in ("publish", "login", "search", "api")),
+    }

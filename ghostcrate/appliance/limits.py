@@ -79,12 +79,14 @@ class RateLimits:
         self._table = table
         self._policy = policy
         self._refused = refused
-        self._rates: dict[tuple[str, str], Rate] = {}
+        #: (class, kind) -> the rate, and its text as configured (for the 429's detail).
+        self._rates: dict[tuple[str, str], tuple[Rate, str]] = {}
         for name in CLASSES if settings.enabled else ():
             for kind in KINDS:
-                rate = parse_rate(getattr(getattr(settings, name), kind))
+                text = getattr(getattr(settings, name), kind)
+                rate = parse_rate(text)
                 if rate is not None:
-                    self._rates[(name, kind)] = rate
+                    self._rates[(name, kind)] = (rate, text)
 
     async def refusal(self, request: web.Request) -> web.Response | None:
         """None if the request is within its budgets (and now counted), else the 429."""
@@ -95,9 +97,10 @@ class RateLimits:
             return None
         spent: list[_Spent] = []
         for kind in KINDS:
-            rate = self._rates.get((name, kind))
-            if rate is None:
+            configured = self._rates.get((name, kind))
+            if configured is None:
                 continue
+            rate, text = configured
             key, whose = await self._key(request, kind)
             if key is None:
                 continue
@@ -107,7 +110,7 @@ class RateLimits:
                 for done in spent:
                     self._table.give_back(done.fingerprint, done.rate)
                 return self._refuse(
-                    request, name=name, kind=kind, rate=rate, wait=wait, whose=whose
+                    request, name=name, kind=kind, rate=text, wait=wait, whose=whose
                 )
             spent.append(_Spent(fingerprint, rate))
         return None
@@ -126,7 +129,7 @@ class RateLimits:
         return (None, "") if actor is None else (str(actor.user_id), actor.user)
 
     def _refuse(
-        self, request: web.Request, *, name: str, kind: str, rate: Rate, wait: float, whose: str
+        self, request: web.Request, *, name: str, kind: str, rate: str, wait: float, whose: str
     ) -> web.Response:
         seconds = max(1, math.ceil(wait))
         limit = f"[limits.{name}] {kind}"

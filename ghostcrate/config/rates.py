@@ -36,9 +36,6 @@ class Rate:
         """Seconds one request costs (GCRA's emission interval)."""
         return self.seconds / self.count
 
-    def __str__(self) -> str:
-        return f"{self.count}/{self.seconds:g}s burst {self.burst}"
-
 
 def parse_rate(text: str) -> Rate | None:
     """The rate `text` writes (None: no limit); `ValueError` saying the syntax if it is not one."""
