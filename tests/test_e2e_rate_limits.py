@@ -253,3 +253,19 @@ def test_sighup_applies_new_limits(start_appliance: StartAppliance) -> None:
         time.sleep(0.1)
     assert [call(appliance, "GET", path)[0] for _ in range(5)] == [404] * 5
     assert appliance.stop() == 0
+
+
+def test_a_bad_rate_stops_check_config_and_serve_naming_key_and_file(tmp_path: Path) -> None:
+    appliance = Appliance(
+        tmp_path / "bad",
+        "http://127.0.0.1:9/",
+        tables={"limits.search": {"per_token": "ten a minute"}},
+    )
+    checked = appliance.run("check-config")
+    assert checked.returncode == 2
+    expected = f"{appliance.config}: 'limits.search.per_token' must be a rate like \"10/minute\""
+    assert expected in checked.stderr
+    appliance.launch()
+    assert appliance.process is not None
+    assert appliance.process.wait(30) == 2
+    assert expected in appliance.log.read_text()
