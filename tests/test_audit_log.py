@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,13 +29,14 @@ def registry_db(data_dir: Path) -> Path:
 async def fill(path: Path) -> None:
     """Five records: alice publishes and yanks acme-core, bob gets a token, and so on."""
     async with Database.open(path) as db:
-        for action, what in (
+        events: tuple[tuple[str, dict[str, Any]], ...] = (
             ("publish", {"crate": "acme-core", "version": "1.0.0"}),
             ("yank", {"crate": "acme-core", "version": "1.0.0"}),
             ("create-token", {"target": "bob", "detail": "token 4"}),
             ("publish", {"crate": "other", "version": "0.1.0"}),
             ("add-team", {"org": "acme", "team": "platform"}),
-        ):
+        )
+        for action, what in events:
             async with db.write() as connection:
                 await audit.append(connection, action, who=OPERATOR, **what)
 
