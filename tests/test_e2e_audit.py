@@ -172,3 +172,19 @@ def test_two_workers_writing_at_once_keep_one_chain(start_appliance: StartApplia
     assert [r["id"] for r in records] == list(range(1, len(records) + 1))
     verified = appliance.run("audit", "--verify")
     assert verified.returncode == 0, verified.stderr
+
+
+def test_refused_index_reads_are_recorded_coalesced(
+    start_appliance: StartAppliance,
+) -> None:
+    appliance = start_appliance(tables={**FLUSH, "auth": {"required": True}})
+    for _ in range(5):
+        status, _ = appliance.get("/index/3/s/serde", {"X-Request-Id": "no-token"})
+        assert status == 401
+    assert appliance.get("/index/3/s/serde", {"Authorization": WRONG_TOKEN})[0] == 403
+
+    records = until(appliance, lambda found: sum(r["count"] for r in found) == 6)
+    missing = once(records, action="read", rule="auth-required")
+    assert (missing["count"], missing["outcome"], missing["remote"]) == (5, "refused", "127.0.0.1")
+    assert (missing["request_id"], missing["detail"]) == ("no-token", "/index/3/s/serde")
+    assert once(records, action="read", rule="authentication")["count"] == 1
