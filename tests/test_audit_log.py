@@ -232,3 +232,25 @@ async def test_the_command_filters_exports_json_lines_and_verifies(tmp_path: Pat
     bad = cli(data_dir, "--since", "last tuesday")
     assert bad.returncode == 2
     assert "--since 'last tuesday'" in bad.stderr
+
+
+async def test_refusals_a_failed_flush_could_not_write_are_kept_for_the_next(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "registry.db"
+    async with Database.open(path) as db:
+        log = RefusalLog(db, flush_seconds=1.0, max_records=10)
+        refusal = Refusal("yank", "refused", "crate-owner", "10.0.0.3", "eve", "token 9")
+        log.note(refusal, request_id="first", detail="not an owner")
+        with sqlite3.connect(path) as connection:  # the database refuses writes for a while
+            connection.execute(
+                "CREATE TRIGGER full BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'full'); END"
+            )
+        with pytest.raises(sqlite3.IntegrityError, match="full"):
+            await log.flush()
+        log.note(refusal, request_id="second", detail="not an owner")
+        with sqlite3.connect(path) as connection:
+            connection.execute("DROP TRIGGER full")
+        assert await log.flush() == 1
+        (written,) = [record async for record in records(db)]
+    assert (written["count"], written["request_id"], written["actor"]) == (2, "first", "eve")

@@ -8,7 +8,8 @@ request id, and every `flush_seconds` each key becomes one record with its
 At most `max_records` keys are kept per interval; refusals beyond them are
 summed into one `coalesced` record. A worker therefore writes at most
 `max_records + 1` refusal records per interval, whatever the flood.
-A worker killed between two flushes loses that interval's refusals.
+What a failed (or cancelled) flush did not write is kept for the next one; a
+worker killed between two flushes loses that interval's refusals.
 """
 
 from __future__ import annotations
@@ -72,6 +73,27 @@ class RefusalLog:
         if not pending and not overflow:
             return 0
         self._pending, self._overflow = {}, 0
+        try:
+            await self._write(pending, overflow)
+        except BaseException:  # kept for the next flush (bounded as ever)
+            self._keep(pending, overflow)
+            raise
+        return len(pending) + bool(overflow)
+
+    def _keep(self, pending: dict[Refusal, _Pending], overflow: int) -> None:
+        """Put back what a failed flush did not write, before what was counted since."""
+        newer, self._pending = self._pending, pending
+        self._overflow += overflow
+        for refusal, seen in newer.items():
+            kept = self._pending.get(refusal)
+            if kept is not None:
+                kept.count += seen.count
+            elif len(self._pending) < self._max:
+                self._pending[refusal] = seen
+            else:
+                self._overflow += seen.count
+
+    async def _write(self, pending: dict[Refusal, _Pending], overflow: int) -> None:
         async with self._db.write() as connection:
             for refusal, seen in pending.items():
                 await audit.append(
@@ -101,10 +123,9 @@ class RefusalLog:
                     detail=f"{overflow} more refusals in {self.flush_seconds:g} s, beyond "
                     f"{self._max} distinct records ([audit] refusal_records)",
                 )
-        return len(pending) + bool(overflow)
 
     async def run(self) -> None:
-        """Forever: flush every `flush_seconds` (a failed flush is logged and dropped)."""
+        """Forever: flush every `flush_seconds` (a failed flush is logged and tried again)."""
         while True:
             await asyncio.sleep(self.flush_seconds)
             try:
