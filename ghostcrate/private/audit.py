@@ -60,7 +60,7 @@ class Origin:
     request_id: str | None = None
     #: The registry user; None before authentication (and for the command line).
     user: str | None = None
-    #: `token 12`, `session SID`, `cli OSUSER`.
+    #: `token 12`, `session SID`, `cli OSUSER`, `system`.
     credential: str | None = None
     #: Whom a request names before it is authenticated (the login of a sign-in).
     target: str | None = None
@@ -78,7 +78,8 @@ ORIGIN: ContextVar[Origin | None] = ContextVar("audit_origin", default=None)
 
 
 def origin() -> Origin:
-    """This request's (or command's) origin; a blank one where none was set."""
+    """This request's (or command's) origin; where none was set, GhostCrate's own
+    (credential `system`)."""
     found = ORIGIN.get()
     if found is None:
         found = Origin(credential="system")
