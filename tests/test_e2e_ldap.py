@@ -135,6 +135,13 @@ def test_directory_password_registers_the_user_and_groups_follow_the_directory(
     assert json.loads(body)["user"]["login"] == "alice"
     # Registered by the first sign-in; the directory's password stays the directory's.
     assert "alice" in run_ok(appliance, "user", "list")
+    audited = run_ok(appliance, "audit", "--json", "--user", "alice").splitlines()
+    actions = [(record["action"], record["detail"]) for record in map(json.loads, audited)]
+    assert actions[:3] == [
+        ("register-user", "via ldap"),
+        ("directory-groups", None),
+        ("sign-in", "via ldap"),
+    ]
     refused = appliance.run("user", "set-password", "alice", "--password-stdin", input="x" * 20)
     assert refused.returncode != 0
     assert "directory" in refused.stderr

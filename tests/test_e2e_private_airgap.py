@@ -119,6 +119,11 @@ def test_private_crates_cross_the_air_gap_and_build_offline(
     assert "0 files added" in again.stdout
     assert "private crates: 0 versions registered, 2 already here" in again.stdout
     assert registered(far) == [("acme-core", "1.0.0"), ("acme-utils", "1.0.0")]
+    # Each registered version is in the audit log, as the command's operator's doing.
+    audited = far.run("audit", "--json", "--crate", "acme-core").stdout.splitlines()
+    (entry,) = (json.loads(line) for line in audited)
+    assert (entry["action"], entry["version"], entry["actor"]) == ("import", "1.0.0", None)
+    assert entry["credential"].startswith("cli ")
 
     far.start()
     try:

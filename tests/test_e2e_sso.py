@@ -146,6 +146,12 @@ async def test_first_sign_in_registers_the_user_and_later_ones_find_it(
     assert body["user"]["login"] == "alice"
     assert set(body) == {"token", "refresh_token", "expires_in", "refresh_expires_in", "user"}
     assert users(appliance) == sorted([*before, "alice"])
+    audited = appliance.run("audit", "--json", "--user", "alice").stdout.splitlines()
+    records = [json.loads(line) for line in audited]
+    assert ("register-user", "via corp") in [(r["action"], r["detail"]) for r in records]
+    assert records[-1]["action"] == "sign-in"
+    assert records[-1]["detail"] == "via sso:corp"
+    assert records[-1]["actor"] == "alice"
     # The session is one like POST /api/v1/session gives: it signs API requests in.
     me = appliance.get("/api/v1/me", {"Authorization": f"Bearer {body['token']}"})
     assert me[0] == 200, me

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from ghostcrate.appliance import api, orgs_api, readiness, session_api, views
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
+    AUDIT,
     CACHE,
     LIMITS,
     METRICS,
@@ -36,6 +37,7 @@ from ghostcrate.appliance.sso import views as sso
 from ghostcrate.appliance.sso.service import SingleSignOn
 from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
+from ghostcrate.private.audit_refusals import RefusalLog
 from ghostcrate.private.registry import Registry
 from ghostcrate.proxy.setup import open_mirror
 
@@ -141,17 +143,27 @@ async def _sso(app: web.Application) -> AsyncIterator[None]:
 async def _private(app: web.Application) -> AsyncIterator[None]:
     async with Registry.open(app[SETTINGS], app[CACHE].shared, app[METRICS].registry) as registry:
         app[PRIVATE] = registry
+        audit = app[SETTINGS].audit
+        app[AUDIT] = RefusalLog(
+            registry.db,
+            flush_seconds=audit.refusal_flush_seconds,
+            max_records=audit.refusal_records,
+        )
         app[POLICY] = Policy(
             app[SETTINGS].auth,
             registry.accounts,
             registry.sessions,
             registry.metrics.auth_failures,
+            app[AUDIT],
         )
         await registry.sessions.keys.load()  # the first start makes the signing key
-        watcher = asyncio.get_running_loop().create_task(registry.watch())
+        loop = asyncio.get_running_loop()
+        tasks = (loop.create_task(registry.watch()), loop.create_task(app[AUDIT].run()))
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await app[AUDIT].flush()  # the last interval's refusals

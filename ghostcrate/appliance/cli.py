@@ -188,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     _account_commands(commands, common)
     _backup_commands(commands, person)
     _org_commands(commands, common)
+    _audit_command(commands, common)
     return parser
 
 
@@ -434,6 +435,54 @@ def _org_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     team.set_defaults(run=_orgs("team"))
 
 
+def _audit_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    """`audit`: show, export and verify the audit log."""
+    command = commands.add_parser(
+        "audit",
+        parents=[common],
+        help="show, export (JSON lines) or --verify the audit log",
+        description="Print the audit log's records, oldest first: every write (publish, yank, "
+        "owners, organisations, sign-ins, tokens, users, keys) and every refused request, with "
+        "who, from where, the request id and the outcome. Filters combine. With --verify, "
+        "walk the hash chain instead: exit 0 if it is whole, "
+        f"{exitcodes.BROKEN} naming the first record removed, edited or added by hand. "
+        "See docs/audit.md.",
+    )
+    command.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="records from then on: 2026-12-01, 2026-12-01T08:00, 24h, 7d",
+    )
+    command.add_argument(
+        "--user", metavar="LOGIN", help="records where LOGIN acted or was acted on"
+    )
+    command.add_argument("--crate", metavar="NAME", help="records about this crate")
+    command.add_argument(
+        "--format",
+        choices=("text", "jsonl"),
+        default="text",
+        help="text (one readable line per record, the default) or jsonl (a JSON object per "
+        "line, hashes included)",
+    )
+    command.add_argument(
+        "--json", dest="format", action="store_const", const="jsonl", help="--format jsonl"
+    )
+    command.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="write to FILE instead of standard output"
+    )
+    command.add_argument(
+        "--verify", action="store_true", help="check the hash chain from the first record"
+    )
+    command.set_defaults(run=_audit)
+
+
+def _audit(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+    from ghostcrate.appliance.audit_cli import run_audit
+
+    configure_logging(LogSettings(level="warning", format="text"))
+    return asyncio.run(run_audit(loaded.settings, args))
+
+
 def _orgs(command: str) -> Callable[[LoadedSettings, argparse.Namespace], int]:
     def run(loaded: LoadedSettings, args: argparse.Namespace) -> int:
         from ghostcrate.appliance.orgs_cli import run_org, run_team
@@ -587,6 +636,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in found:
             print(f"ghostcrate: {problem}", file=sys.stderr)
         return exitcodes.CONFIG
+    if args.command != "serve":
+        from ghostcrate.private import audit
+
+        audit.ORIGIN.set(audit.Origin.command_line())  # what a command changes, the CLI did
     code: int = args.run(loaded, args)
     return code
 

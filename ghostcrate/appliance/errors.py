@@ -11,10 +11,12 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ghostcrate.appliance.keys import METRICS
+from ghostcrate.appliance.keys import AUDIT, METRICS
 from ghostcrate.appliance.logs import REQUEST_ID
 from ghostcrate.appliance.policy import failure_reason
 from ghostcrate.appliance.replies import error_reply, status_of
+from ghostcrate.private import audit
+from ghostcrate.private.audit_refusals import Refusal
 from ghostcrate.private.errors import Refused, RegistryError
 from ghostcrate.proxy import ProxyError
 
@@ -33,11 +35,12 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except ProxyError as error:
         return error_response(status_of(error), str(error))
     except RegistryError as error:
+        rule = error.rule if isinstance(error, Refused) else _RULES.get(error.status)
         if error.status in (401, 403):
             request.app[METRICS].registry.auth_failures.labels(failure_reason(error.status)).inc()
             # Every refusal of who may do what is logged with the rule that made it.
-            rule = error.rule if isinstance(error, Refused) else "authentication"
             log.info("refused", extra={"rule": rule, "detail": error.detail, "path": request.path})
+        _audit_failure(request, rule, error.detail)
         response = error_response(error.status, error.detail)
         response.headers.update(error.headers)
         return response
@@ -47,6 +50,35 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return error_response(error.status, f"{error.reason}: {request.method} {request.path}")
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
+        _audit_failure(request, None, "internal error (see the log)")
         return error_response(
             500, f"internal error in GhostCrate (request id {REQUEST_ID.get()}); see its log"
         )
+
+
+#: The audit rule of a refusal that names none: no or a bad credential, too many attempts.
+_RULES = {401: "authentication", 403: "authentication", 429: "throttle"}
+
+
+def _audit_failure(request: web.Request, rule: str | None, detail: str) -> None:
+    """Note a refusal (any request) or a failed write for the audit log (`rule` None: an
+    error, not a refusal). Reads that fail are not writes: they are not recorded."""
+    if rule is None and request.method in ("GET", "HEAD"):
+        return
+    source = audit.origin()
+    found = request.match_info
+    handler = getattr(found.handler, "__name__", "unknown")
+    refusal = Refusal(
+        handler.replace("_", "-"),
+        audit.ERROR if rule is None else audit.REFUSED,
+        rule,
+        source.remote,
+        source.user,
+        source.credential,
+        crate=found.get("name"),
+        version=found.get("version"),
+        org=found.get("org"),
+        team=found.get("team"),
+        target=source.target,
+    )
+    request.app[AUDIT].note(refusal, request_id=source.request_id, detail=detail)

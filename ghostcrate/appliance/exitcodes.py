@@ -3,6 +3,8 @@
 OK = 0
 #: `verify` found (and removed) cached files that failed verification.
 FOUND_BAD = 1
+#: `audit --verify` found a record removed, edited or added by hand.
+BROKEN = 1
 #: `warm` could not fetch some of what it was asked for.
 FAILED = 1
 #: The configuration is invalid; the message names the key and the file.

@@ -12,6 +12,7 @@ from ghostcrate.appliance.policy import Policy
 from ghostcrate.appliance.sso.service import SingleSignOn
 from ghostcrate.cache import TieredCache
 from ghostcrate.config import Settings
+from ghostcrate.private.audit_refusals import RefusalLog
 from ghostcrate.private.registry import Registry
 from ghostcrate.proxy.setup import Mirror
 
@@ -25,5 +26,7 @@ POLICY = web.AppKey("policy", Policy)
 SSO = web.AppKey("sso", SingleSignOn)
 MIRROR = web.AppKey("mirror", Mirror)
 LIMITS = web.AppKey("limits", RateLimits)
+#: Refused requests and failed writes, on their way to the audit log.
+AUDIT = web.AppKey("audit", RefusalLog)
 #: How a mirror route's request was answered (`Reply.outcome`), for the metrics.
 OUTCOME = web.RequestKey("outcome", str)

@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 
 from ghostcrate.appliance.keys import METRICS, OUTCOME
 from ghostcrate.appliance.logs import REQUEST_ID
+from ghostcrate.private import audit
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Unique per process (a random prefix) and cheap per request (a counter): uuid4 showed up
@@ -35,6 +36,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     offered = request.headers.get("X-Request-Id", "")
     request_id = offered if _CLIENT_ID.fullmatch(offered) else new_request_id()
     REQUEST_ID.set(request_id)
+    audit.ORIGIN.set(audit.Origin(request.remote, request_id))
     metrics = request.app[METRICS]
     route = _route_name(request)
     started = time.perf_counter()

@@ -15,10 +15,13 @@ from functools import lru_cache
 
 from prometheus_client import Counter
 
+from ghostcrate.appliance.logs import REQUEST_ID
 from ghostcrate.appliance.namespace import MergedReplies
 from ghostcrate.appliance.replies import Reply, error_reply
 from ghostcrate.config.model import AuthSettings
+from ghostcrate.private import audit
 from ghostcrate.private.accounts import Accounts
+from ghostcrate.private.audit_refusals import Refusal, RefusalLog
 from ghostcrate.private.errors import Refused, RegistryError, Unauthorized
 from ghostcrate.private.sessions import Sessions, looks_like_session
 from ghostcrate.private.tokens import Actor
@@ -74,11 +77,17 @@ class Rule:
 
 class Policy:
     def __init__(
-        self, settings: AuthSettings, accounts: Accounts, sessions: Sessions, failures: Counter
+        self,
+        settings: AuthSettings,
+        accounts: Accounts,
+        sessions: Sessions,
+        failures: Counter,
+        refusals: RefusalLog,
     ) -> None:
-        """`failures`: counts the reads refused here (raised refusals are counted where
-        they are answered, in `errors.cargo_errors`)."""
+        """`failures` counts, and `refusals` audits, the reads refused here (raised
+        refusals are counted and audited where they are answered, in `errors.cargo_errors`)."""
         self._failures = failures
+        self._refusals = refusals
         self.required = settings.required
         self.read_mirror = Rule.parse(settings.read_mirror)
         self.read_private = Rule.parse(settings.read_private)
@@ -115,30 +124,51 @@ class Policy:
         *,
         private: bool | None,
         hidden: Reply | None = None,
+        path: str | None = None,
     ) -> Reply | None:
         """None if the read is allowed, else the reply that refuses it (see `quick`).
 
         `hidden`: the reply for a private crate the reader may not see (as if it did not
-        exist).
+        exist). `path`: what was asked, for the audit log.
         """
+        where = (remote, path)
         actor = None
         if token:
             try:
                 actor = await self.authenticate(token)
             except RegistryError as error:
-                return self._refused(error_reply(error.status, error.detail))
+                return self._refused(
+                    error_reply(error.status, error.detail), where, None, "authentication"
+                )
         if self.required and actor is None:
-            return self._refused(error_reply(401, TOKEN_NEEDED))
+            return self._refused(error_reply(401, TOKEN_NEEDED), where, None, "auth-required")
         if private is None or (self.read_private if private else self.read_mirror).allows(
             actor, remote
         ):
             return None
         if private:
-            return self._refused(hidden or error_reply(404, "no such crate here"), "hidden")
-        return self._refused(_refusal(actor))
+            reply = hidden or error_reply(404, "no such crate here")
+            return self._refused(reply, where, actor, "auth-read_private", "hidden")
+        return self._refused(_refusal(actor), where, actor, "auth-read_mirror")
 
-    def _refused(self, reply: Reply, reason: str | None = None) -> Reply:
+    def _refused(
+        self,
+        reply: Reply,
+        where: tuple[str | None, str | None],
+        actor: Actor | None,
+        rule: str,
+        reason: str | None = None,
+    ) -> Reply:
+        """Count and audit a read's refusal; `where`: the client's address and the path."""
         self._failures.labels(reason or failure_reason(reply.status)).inc()
+        remote, path = where
+        user, credential = (None, None) if actor is None else (actor.user, actor.credential)
+        request_id = REQUEST_ID.get()
+        self._refusals.note(
+            Refusal("read", audit.REFUSED, rule, remote, user, credential),
+            request_id=None if request_id == "-" else request_id,
+            detail=path,
+        )
         return reply
 
     async def actor(self, token: str | None, remote: str | None) -> Actor | None:
@@ -147,7 +177,9 @@ class Policy:
             if self.required:
                 raise Unauthorized(TOKEN_NEEDED)
             return None
-        return await self.authenticate(token)
+        actor = await self.authenticate(token)
+        audit.identify(actor.user, actor.credential)
+        return actor
 
     async def authenticate(self, token: str) -> Actor:
         """Who an API token (`gcr_...`) or a session token (a JWT) stands for; `Forbidden`
@@ -198,7 +230,7 @@ async def refused_read(
     await replies.registry.sync()
     private = replies.is_private(route, path)
     hidden = replies.absent(route, path) if private else None
-    return await policy.read(token, remote, private=private, hidden=hidden)
+    return await policy.read(token, remote, private=private, hidden=hidden, path=path)
 
 
 def failure_reason(status: int) -> str:

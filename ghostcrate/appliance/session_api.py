@@ -16,6 +16,7 @@ from aiohttp import web
 from ghostcrate.appliance.bodies import json_object
 from ghostcrate.appliance.keys import POLICY, PRIVATE
 from ghostcrate.appliance.policy import token_of
+from ghostcrate.private import audit
 from ghostcrate.private.accounts import User
 from ghostcrate.private.errors import RegistryError, Unauthorized
 from ghostcrate.private.passwords import MAX_LENGTH
@@ -40,6 +41,7 @@ async def sign_in(request: web.Request) -> web.Response:
         raise RegistryError(SIGN_IN_BODY)
     if not isinstance(password, str) or len(password) > MAX_LENGTH:
         raise RegistryError(SIGN_IN_BODY)
+    audit.origin().target = name  # a refused sign-in is recorded with the name it tried
     registry = request.app[PRIVATE]
     await registry.sync()  # signs with the newest key, even one rotated a moment ago
     issued, user = await registry.logins.login(name, password, request.remote)
@@ -80,7 +82,9 @@ async def _actor(request: web.Request) -> Actor:
     token = token_of(request.headers.get("Authorization"))
     if token is None:
         raise Unauthorized(NOT_SIGNED_IN)
-    return await request.app[POLICY].authenticate(token)
+    actor = await request.app[POLICY].authenticate(token)
+    audit.identify(actor.user, actor.credential)
+    return actor
 
 
 def _session_response(issued: IssuedSession, user: User) -> web.Response:

@@ -564,6 +564,17 @@ class LimitsSettings(_Section):
     api: ApiLimits = ApiLimits()
 
 
+class AuditSettings(_Section):
+    """The audit log (docs/audit.md). Writes are recorded in their own transaction;
+    refused requests are counted in memory and written in batches, so that a flood of
+    them cannot hold the database's write lock."""
+
+    #: Seconds between two writes of each worker's counted refusals.
+    refusal_flush_seconds: PositiveFloat = 5.0
+    #: Distinct refusal records a worker writes per interval; the rest are summed in one.
+    refusal_records: PositiveInt = 100
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -578,6 +589,7 @@ class Settings(_Section):
     private: PrivateSettings = PrivateSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
+    audit: AuditSettings = AuditSettings()
     log: LogSettings = LogSettings()
 
     @property

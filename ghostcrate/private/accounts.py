@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from ghostcrate.private import changes
+from ghostcrate.private import audit, changes
 from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import Conflict, Forbidden, NotFound, RegistryError
 from ghostcrate.private.passwords import Passwords, password_problem
@@ -89,6 +89,8 @@ class Accounts:
                 "INSERT INTO users (name, admin, created_at, password_hash) VALUES (?, ?, ?, ?)",
                 (name, int(admin), time.time(), hashed),
             )
+            detail = "administrator" if admin else None
+            await audit.append(connection, "add-user", target=name, detail=detail)
             seq = await changes.record(connection, changes.ACCOUNTS)
         assert cursor.lastrowid is not None
         return User(cursor.lastrowid, name, admin, False), seq
@@ -127,6 +129,7 @@ class Accounts:
                 "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
                 (time.time(), user["id"]),
             )
+            await audit.append(connection, "set-password", target=user["name"])
             return await changes.record(connection, changes.ACCOUNTS)
 
     async def rehash(self, user_id: int, old: str, password: str) -> None:
@@ -155,6 +158,8 @@ class Accounts:
                 f"UPDATE users SET {column} = ? WHERE id = ?",
                 (int(value), user["id"]),
             )
+            action = _FLAG_ACTIONS[column, value]
+            await audit.append(connection, action, target=user["name"])
             return await changes.record(connection, changes.ACCOUNTS)
 
     async def _hash(self, password: str) -> str:
@@ -217,6 +222,14 @@ class Accounts:
                     None if org_row is None else org_row["id"],
                 ),
             )
+            assert cursor.lastrowid is not None
+            await audit.append(
+                connection,
+                "create-token",
+                target=found.name,
+                org=None if org_row is None else org_row["name"],
+                detail=f"token {cursor.lastrowid} ({_token_limits(scopes, crates)})",
+            )
         assert cursor.lastrowid is not None
         info = TokenInfo(
             cursor.lastrowid,
@@ -252,6 +265,12 @@ class Accounts:
             )
             if cursor.rowcount == 0:
                 raise NotFound(f"no live token with id {token_id} (see `ghostcrate token list`)")
+            owner = await _one_value(
+                connection,
+                "SELECT u.name FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?",
+                token_id,
+            )
+            await audit.append(connection, "revoke-token", target=owner, detail=f"token {token_id}")
             return await changes.record(connection, changes.ACCOUNTS)
 
     def remembered(self, token: str) -> Actor | None:
@@ -317,6 +336,25 @@ class Accounts:
             expires_at=row["expires_at"],
             org=row["org"],
         )
+
+
+#: The audit action of setting a user's flag (column, value).
+_FLAG_ACTIONS = {
+    ("disabled", True): "disable-user",
+    ("disabled", False): "enable-user",
+    ("admin", True): "promote",
+    ("admin", False): "demote",
+}
+
+
+def _token_limits(scopes: tuple[str, ...], crates: tuple[str, ...]) -> str:
+    return f"scopes {','.join(scopes) or 'all'}; crates {','.join(crates) or 'all'}"
+
+
+async def _one_value(connection: aiosqlite.Connection, sql: str, param: object) -> str | None:
+    async with connection.execute(sql, (param,)) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else str(row[0])
 
 
 async def _user_row(connection: aiosqlite.Connection, name: str) -> Row | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from ghostcrate.cargo.semver import InvalidVersion, Version
-from ghostcrate.private import changes
+from ghostcrate.private import audit, changes
 from ghostcrate.private.carry import CarriedVersion, CarryError
 from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import NotFound, RegistryError
@@ -181,6 +181,7 @@ class Crates:
                     crate_id,
                 ),
             )
+            await audit.append(connection, "publish", crate=new.name, version=new.version)
             return await changes.record(connection, changes.CRATE, new.name, new.version)
 
     async def set_yanked(self, name: str, version: str, actor: Actor, *, yanked: bool) -> int:
@@ -197,6 +198,8 @@ class Crates:
             await connection.execute(
                 "UPDATE versions SET yanked = ? WHERE id = ?", (int(yanked), row["id"])
             )
+            action = "yank" if yanked else "unyank"
+            await audit.append(connection, action, crate=crate["name"], version=version)
             return await changes.record(connection, changes.CRATE, crate["name"], version)
 
     async def change_owners(
@@ -234,6 +237,12 @@ class Crates:
             )
             if left is not None and left["n"] == 0:
                 raise RegistryError("cannot remove all individual owners of a crate")
+            await audit.append(
+                connection,
+                "add-owners" if add else "remove-owners",
+                crate=crate["name"],
+                target=", ".join(found),
+            )
             seq = await changes.record(connection, changes.OWNERS, crate["name"])
             return found, seq
 
@@ -353,6 +362,7 @@ class Crates:
                         crate_id,
                     ),
                 )
+                await audit.append(connection, "import", crate=version.name, version=version.vers)
                 seq = await changes.record(connection, changes.CRATE, version.name, version.vers)
             return added, seq
 

@@ -177,11 +177,25 @@ async def migrate(connection: aiosqlite.Connection, upto: int = len(MIGRATIONS))
             if version >= upto:
                 await connection.rollback()
                 return
-            for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    await connection.execute(statement)
+            for statement in statements(MIGRATIONS[version]):
+                await connection.execute(statement)
             await connection.execute(f"PRAGMA user_version = {version + 1}")
         except BaseException:
             await connection.rollback()
             raise
         await connection.commit()
+
+
+def statements(script: str) -> list[str]:
+    """The SQL statements of `script`: split at `;`, but a trigger's body stays whole."""
+    found: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                found.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        found.append(pending.strip())
+    return found

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiosqlite
 
-from ghostcrate.private import changes
+from ghostcrate.private import audit, changes
 from ghostcrate.private.accounts import User
 from ghostcrate.private.db import Database, Row
 
@@ -111,6 +111,7 @@ class Identities:
                 " signed_in_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (provider, subject, cursor.lastrowid, kept, now, now),
             )
+            await audit.append(connection, "register-user", target=chosen, detail=f"via {provider}")
             seq = await changes.record(connection, changes.ACCOUNTS)
         return SignedIn(User(cursor.lastrowid, chosen, False, False), registered=True, seq=seq)
 

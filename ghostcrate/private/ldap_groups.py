@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ghostcrate.private import changes
+from ghostcrate.private import audit, changes
 from ghostcrate.private.db import Database
 from ghostcrate.private.ldap_directory import common_name, normal_dn
 from ghostcrate.private.orgs import Rows, rows_of
@@ -85,6 +85,7 @@ class GroupMapping:
             await step.remove_roles()
             if not step.changed:
                 return None
+            await audit.append(connection, "directory-groups", target=user)
             return await changes.record(connection, changes.ACCOUNTS)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from ghostcrate.private import changes
+from ghostcrate.private import audit, changes
 from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import Conflict, NotFound, RegistryError
 from ghostcrate.private.rights import OWNER, ROLES, Standing
@@ -234,6 +234,8 @@ class Orgs:
                     "INSERT INTO org_members (org_id, user_id, role) VALUES (?, ?, ?)",
                     (cursor.lastrowid, owner_id, OWNER),
                 )
+            detail = f"namespaces {', '.join(namespaces) or '-'}"
+            await audit.append(connection, "add-org", org=name, target=owner, detail=detail)
             return await changes.record(connection, changes.ACCOUNTS)
 
     async def set_members(self, org: str, members: list[tuple[str, str]]) -> int:
@@ -253,6 +255,9 @@ class Orgs:
                 await connection.execute(
                     "INSERT INTO org_members (org_id, user_id, role) VALUES (?, ?, ?)",
                     (org_id, user_id, role),
+                )
+                await audit.append(
+                    connection, "set-member", org=org, target=user, detail=f"role {role}"
                 )
             await _keep_an_owner(rows, org, org_id, before)
             return await changes.record(connection, changes.ACCOUNTS)
@@ -275,6 +280,7 @@ class Orgs:
                     " (SELECT id FROM teams WHERE org_id = ?)",
                     (user_id, org_id),
                 )
+                await audit.append(connection, "remove-member", org=org, target=user)
             await _keep_an_owner(rows, org, org_id, before)
             return await changes.record(connection, changes.ACCOUNTS)
 
@@ -291,6 +297,7 @@ class Orgs:
                 "INSERT INTO teams (org_id, name, created_at) VALUES (?, ?, ?)",
                 (org_id, team, time.time()),
             )
+            await audit.append(connection, "add-team", org=org, team=team)
             return await changes.record(connection, changes.ACCOUNTS)
 
     async def remove_team(self, org: str, team: str) -> int:
@@ -301,6 +308,7 @@ class Orgs:
             for table in ("team_members", "team_owners"):
                 await connection.execute(f"DELETE FROM {table} WHERE team_id = ?", (team_id,))
             await connection.execute("DELETE FROM teams WHERE id = ?", (team_id,))
+            await audit.append(connection, "remove-team", org=org, team=team)
             return await changes.record(connection, changes.ACCOUNTS)
 
     async def set_team_members(self, org: str, team: str, users: list[str], *, add: bool) -> int:
@@ -324,6 +332,9 @@ class Orgs:
                         "INSERT OR IGNORE INTO team_members (team_id, user_id) VALUES (?, ?)",
                         (team_id, user_id),
                     )
+                    await audit.append(
+                        connection, "add-team-member", org=org, team=team, target=user
+                    )
                     continue
                 cursor = await connection.execute(
                     "DELETE FROM team_members WHERE team_id = ? AND user_id = ?",
@@ -331,6 +342,9 @@ class Orgs:
                 )
                 if cursor.rowcount == 0:
                     raise NotFound(f"{user} is not in team {org}:{team}")
+                await audit.append(
+                    connection, "remove-team-member", org=org, team=team, target=user
+                )
             return await changes.record(connection, changes.ACCOUNTS)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ghostcrate.config import Settings
-from ghostcrate.private import changes
+from ghostcrate.private import audit, changes
 from ghostcrate.private.accounts import Accounts
 from ghostcrate.private.blobs import BlobStore, Bucket
 from ghostcrate.private.carry import CarriedVersion
@@ -321,6 +321,7 @@ class Registry:
             None, rotate, keys.directory, keys.keep
         )
         async with self.db.write() as connection:
+            await audit.append(connection, "rotate-key", detail=f"key {kid}")
             seq = await changes.record(connection, ACCOUNTS)
         await self._applied(seq)
         return kid

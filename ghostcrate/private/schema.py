@@ -190,4 +190,43 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (user_id, team_id)
     );
     """,
+    # The audit log: every write and every refusal, append-only (the triggers refuse
+    # UPDATE and DELETE) and chained (each record's hash covers the one before it), so a
+    # record removed or edited by hand is found by `ghostcrate audit --verify`.
+    # AUTOINCREMENT: sqlite_sequence keeps the highest id, so removing the newest
+    # records shows too. `at` is ISO-8601 UTC text: it sorts, and it hashes the same
+    # everywhere.
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT,
+        credential TEXT,
+        remote TEXT,
+        request_id TEXT,
+        action TEXT NOT NULL,
+        crate TEXT,
+        version TEXT,
+        org TEXT,
+        team TEXT,
+        target TEXT,
+        outcome TEXT NOT NULL,
+        rule TEXT,
+        detail TEXT,
+        count INTEGER NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at);
+
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit log is append-only: records cannot be changed');
+    END;
+
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit log is append-only: records cannot be removed');
+    END;
+    """,
 )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from ghostcrate.private import changes
+from ghostcrate.private import audit, changes
 from ghostcrate.private.accounts import REMEMBER_SECONDS, User
 from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import Forbidden
@@ -102,6 +102,8 @@ class Sessions:
                 "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?, ?, ?)",
                 (_hash(refresh), sid, now),
             )
+            who = audit.origin().signed_in(user.name, f"session {sid}")
+            await audit.append(connection, "sign-in", who=who, detail=f"via {via}")
         return await self._pair(user.id, user.name, sid, refresh, now)
 
     async def refresh(self, refresh_token: str) -> tuple[IssuedSession, User]:
@@ -127,6 +129,12 @@ class Sessions:
                 await connection.execute(
                     "UPDATE sessions SET revoked_at = ? WHERE id = ?", (now, row["sid"])
                 )
+                await audit.append(
+                    connection,
+                    "end-session",
+                    target=row["name"],
+                    detail=f"session {row['sid']}: its refresh token was used twice",
+                )
                 seq = await changes.record(connection, changes.ACCOUNTS)
             elif row is not None and problem is None:
                 await connection.execute(
@@ -141,6 +149,8 @@ class Sessions:
                     "UPDATE sessions SET expires_at = ? WHERE id = ?",
                     (now + self._refresh_seconds, row["sid"]),
                 )
+                who = audit.origin().signed_in(row["name"], f"session {row['sid']}")
+                await audit.append(connection, "refresh", who=who)
         if reused_by is not None:
             await self._applied(seq)
             log.warning("refresh token used twice; session ended", extra={"user": reused_by})
@@ -160,6 +170,7 @@ class Sessions:
                 "UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (time.time(), sid),
             )
+            await audit.append(connection, "sign-out")
             seq = await changes.record(connection, changes.ACCOUNTS)
         await self._applied(seq)
 
