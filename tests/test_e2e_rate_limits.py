@@ -28,6 +28,7 @@ from tests.support.private import (
     write_package,
 )
 from tests.support.upstream import FakeUpstream
+from tests.test_e2e_audit import until
 from tests.test_e2e_workers import access_pids
 
 pytestmark = pytest.mark.e2e
@@ -117,7 +118,9 @@ def test_each_route_class_answers_429_with_retry_after_then_refills(
 
 
 def test_the_429_names_the_request_id_it_logged(start_appliance: StartAppliance) -> None:
-    appliance = start_appliance(tables=limits(api={"per_address": "1/hour"}))
+    appliance = start_appliance(
+        tables={**limits(api={"per_address": "1/hour"}), "audit": {"refusal_flush_seconds": 0.2}}
+    )
     assert call(appliance, "GET", "/api/v1/crates/nosuchcrate")[0] == 404
     status, headers, _ = call(appliance, "GET", "/api/v1/crates/nosuchcrate")
     assert status == 429
@@ -126,6 +129,12 @@ def test_the_429_names_the_request_id_it_logged(start_appliance: StartAppliance)
     assert event["request_id"] == headers["X-Request-Id"]
     assert event["path"] == "/api/v1/crates/nosuchcrate"
     assert event["remote"] == "127.0.0.1"
+    # The refusal is in the audit log too, with its rule and request id.
+    records = until(appliance, lambda found: any(r["outcome"] == "refused" for r in found))
+    [record] = [r for r in records if r["outcome"] == "refused"]
+    assert record["rule"] == "limits.api.per_address"
+    assert record["request_id"] == headers["X-Request-Id"]
+    assert record["remote"] == "127.0.0.1"
 
 
 def test_tokens_users_and_addresses_have_independent_budgets(

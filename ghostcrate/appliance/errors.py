@@ -40,7 +40,7 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
             request.app[METRICS].registry.auth_failures.labels(failure_reason(error.status)).inc()
             # Every refusal of who may do what is logged with the rule that made it.
             log.info("refused", extra={"rule": rule, "detail": error.detail, "path": request.path})
-        _audit_failure(request, rule, error.detail)
+        audit_failure(request, rule, error.detail)
         response = error_response(error.status, error.detail)
         response.headers.update(error.headers)
         return response
@@ -50,7 +50,7 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return error_response(error.status, f"{error.reason}: {request.method} {request.path}")
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
-        _audit_failure(request, None, "internal error (see the log)")
+        audit_failure(request, None, "internal error (see the log)")
         return error_response(
             500, f"internal error in GhostCrate (request id {REQUEST_ID.get()}); see its log"
         )
@@ -60,7 +60,7 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
 _RULES = {401: "authentication", 403: "authentication", 429: "throttle"}
 
 
-def _audit_failure(request: web.Request, rule: str | None, detail: str) -> None:
+def audit_failure(request: web.Request, rule: str | None, detail: str) -> None:
     """Note a refusal (any request) or a failed write for the audit log (`rule` None: an
     error, not a refusal). Reads that fail are not writes: they are not recorded."""
     if rule is None and request.method in ("GET", "HEAD"):

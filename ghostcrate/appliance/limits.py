@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import Counter
 
+from ghostcrate.appliance.errors import audit_failure
 from ghostcrate.appliance.limit_table import LimitTable
 from ghostcrate.appliance.policy import Policy, token_of
 from ghostcrate.appliance.replies import error_reply
@@ -150,6 +151,7 @@ class RateLimits:
             f"too many {name} requests {_WHOSE[kind].format(whose)}: the limit is {rate} "
             f"({limit}); try again in {seconds} s",
         )
+        audit_failure(request, f"limits.{name}.{kind}", f"over {limit} = {rate}")
         return web.Response(
             status=429,
             body=reply.body,
