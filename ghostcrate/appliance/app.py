@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ghostcrate.appliance import api, orgs_api, readiness, session_api, views
+from ghostcrate.appliance import api, orgs_api, readiness, session_api, views, webhooks_api
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     CACHE,
@@ -30,9 +30,10 @@ from ghostcrate.appliance.policy import Policy
 from ghostcrate.appliance.replies import MirrorReplies
 from ghostcrate.appliance.sso import views as sso
 from ghostcrate.appliance.sso.service import SingleSignOn
+from ghostcrate.appliance.webhook_delivery import Deliverer
 from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
-from ghostcrate.private.registry import Registry
+from ghostcrate.private.registry import Registry, private_dir
 from ghostcrate.proxy.setup import open_mirror
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def create_app(settings: Settings, carried: web.Application | None = None) -> we
         app[METRICS] = carried[METRICS]
     app.cleanup_ctx.append(_cache)
     app.cleanup_ctx.append(_private)
+    app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_mirror)
     app.cleanup_ctx.append(_sso)
 
@@ -91,6 +93,11 @@ def _org_routes(app: web.Application) -> None:
     app.router.add_delete("/api/v1/orgs/{org}/teams/{team}", orgs_api.remove_team)
     app.router.add_put("/api/v1/orgs/{org}/teams/{team}/members", orgs_api.add_team_members)
     app.router.add_delete("/api/v1/orgs/{org}/teams/{team}/members", orgs_api.remove_team_members)
+    app.router.add_get("/api/v1/orgs/{org}/webhooks", webhooks_api.list_webhooks)
+    app.router.add_post("/api/v1/orgs/{org}/webhooks", webhooks_api.add_webhook)
+    app.router.add_delete("/api/v1/orgs/{org}/webhooks/{id}", webhooks_api.remove_webhook)
+    app.router.add_get("/api/v1/orgs/{org}/webhooks/{id}/deliveries", webhooks_api.deliveries)
+    app.router.add_post("/api/v1/orgs/{org}/webhooks/{id}/retry", webhooks_api.retry)
 
 
 async def _cache(app: web.Application) -> AsyncIterator[None]:
@@ -133,3 +140,18 @@ async def _private(app: web.Application) -> AsyncIterator[None]:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+async def _webhooks(app: web.Application) -> AsyncIterator[None]:
+    """The config's webhooks recorded, and this worker's deliverer (one delivers at a time)."""
+    settings, registry = app[SETTINGS], app[PRIVATE]
+    await registry.webhooks.sync_config(settings.webhooks.endpoints)
+    lock = private_dir(settings) / "webhooks.lock"
+    async with Deliverer.open(registry.webhooks, settings.webhooks, lock) as deliverer:
+        task = asyncio.get_running_loop().create_task(deliverer.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

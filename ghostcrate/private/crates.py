@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from ghostcrate.cargo.semver import InvalidVersion, Version
-from ghostcrate.private import changes
+from ghostcrate.private import changes, webhooks
 from ghostcrate.private.carry import CarriedVersion, CarryError
 from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import NotFound, RegistryError
@@ -181,6 +181,7 @@ class Crates:
                     crate_id,
                 ),
             )
+            await webhooks.enqueue(connection, "publish", new.name, new.version, actor)
             return await changes.record(connection, changes.CRATE, new.name, new.version)
 
     async def set_yanked(self, name: str, version: str, actor: Actor, *, yanked: bool) -> int:
@@ -197,6 +198,8 @@ class Crates:
             await connection.execute(
                 "UPDATE versions SET yanked = ? WHERE id = ?", (int(yanked), row["id"])
             )
+            event = "yank" if yanked else "unyank"
+            await webhooks.enqueue(connection, event, crate["name"], version, actor)
             return await changes.record(connection, changes.CRATE, crate["name"], version)
 
     async def change_owners(
@@ -234,6 +237,8 @@ class Crates:
             )
             if left is not None and left["n"] == 0:
                 raise RegistryError("cannot remove all individual owners of a crate")
+            event = "owner_add" if add else "owner_remove"
+            await webhooks.enqueue(connection, event, crate["name"], None, actor, owners=found)
             seq = await changes.record(connection, changes.OWNERS, crate["name"])
             return found, seq
 
