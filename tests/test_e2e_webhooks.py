@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ghostcrate.config import ConfigError, load_settings
 from tests.support.appliance import Appliance, free_port
 from tests.support.cargo import CargoEnv
 from tests.support.crates import CrateSpec, build_crate
@@ -109,6 +110,33 @@ def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> None:
         time.sleep(0.1)
 
 
+def documented_verifier() -> Callable[[str, str, bytes], bool]:
+    """The `verified` function of docs/webhooks.md's Python example."""
+    docs = (Path(__file__).parent.parent / "docs" / "webhooks.md").read_text()
+    namespace: dict[str, Any] = {}
+    exec(docs.split("```python\n")[1].split("```")[0], namespace)
+    verified: Callable[[str, str, bytes], bool] = namespace["verified"]
+    return verified
+
+
+def test_webhook_config_errors_name_the_key_and_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "ghostcrate.toml"
+    config.write_text(
+        "[webhooks]\nallow_targets = ['10.0.0.0/8', 'bad host!']\n"
+        "[[webhooks.endpoints]]\nname = 'ci'\nurl = 'ftp://x'\nsecret = 'hidden-value'\n"
+        "events = ['publish', 'deleted']\n"
+        "[[webhooks.endpoints]]\nname = 'ops'\nurl = 'https://ops.example/'\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, {})
+    problems = "\n".join(caught.value.problems)
+    assert f"{config}: 'webhooks.allow_targets' 'bad host!' is neither" in problems
+    assert f"{config}: 'webhooks.endpoints.0.url' must be an http:// or https:// URL" in problems
+    assert f"{config}: 'webhooks.endpoints.0.events' must list events among" in problems
+    assert "set exactly one of 'secret' and 'secret_file'" in problems
+    assert "hidden-value" not in problems
+
+
 def user_with_token(appliance: Appliance, name: str = "alice") -> str:
     add_user(appliance, name)
     return create_token(appliance, name)
@@ -141,6 +169,9 @@ def test_cargo_publish_yank_unyank_owner_add_arrive_signed_and_in_order(
         assert received.json["time"].endswith("Z")
     assert [r.json["version"] for r in got] == ["1.0.0", "1.0.0", "1.0.0", None]
     assert got[3].json["owners"] == ["bob"]
+    documented = documented_verifier()
+    assert all(documented(SECRET, r.headers["X-GhostCrate-Signature"], r.body) for r in got)
+    assert not documented(SECRET, got[0].headers["X-GhostCrate-Signature"], got[1].body)
     # A replayed request (an old timestamp) fails the receiver's tolerance check.
     old = Received(got[0].at, dict(got[0].headers), got[0].body)
     assert not verify(SECRET, old, tolerance=-1)
