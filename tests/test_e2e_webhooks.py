@@ -262,6 +262,10 @@ def test_an_org_webhook_dies_after_max_attempts_and_is_redriven_from_the_cli(
         time.sleep(0.5)
         assert len(receiver.received) == 1
     assert appliance.run("webhook", "retry", row[0]).returncode == 2  # not dead any more
+    retry = f"/api/v1/orgs/acme/webhooks/{webhook}/retry"
+    assert api(appliance, "POST", retry, token, {"dead": True}) == (200, {"retried": 0})
+    assert api(appliance, "POST", retry, token, {"deliveries": [row[0]]})[0] == 404
+    assert api(appliance, "POST", retry, token, {"deliveries": "x"})[0] == 400
     status, _ = api(appliance, "DELETE", f"/api/v1/orgs/acme/webhooks/{webhook}", token)
     assert status == 200
     assert api(appliance, "GET", "/api/v1/orgs/acme/webhooks", token)[1] == {"webhooks": []}

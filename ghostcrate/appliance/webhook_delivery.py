@@ -116,20 +116,24 @@ class Deliverer:
         """A deliverer with its HTTP clients; stopped (and its lock let go) on exit."""
         timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
         headers = {"User-Agent": f"GhostCrate-Webhook/{__version__}"}
-        guarded_connector = aiohttp.TCPConnector(
-            resolver=_GuardedResolver(Targets.parse(settings.allow_targets))
-        )
-        async with (
-            aiohttp.ClientSession(timeout=timeout, headers=headers, trust_env=False) as trusted,
-            aiohttp.ClientSession(
-                connector=guarded_connector, timeout=timeout, headers=headers, trust_env=False
-            ) as guarded,
-        ):
-            deliverer = cls(webhooks, settings, lock_path, trusted, guarded)
-            try:
-                yield deliverer
-            finally:
-                await deliverer.stop()
+        resolver = _GuardedResolver(Targets.parse(settings.allow_targets))
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout, headers=headers, trust_env=False) as trusted,
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(resolver=resolver),
+                    timeout=timeout,
+                    headers=headers,
+                    trust_env=False,
+                ) as guarded,
+            ):
+                deliverer = cls(webhooks, settings, lock_path, trusted, guarded)
+                try:
+                    yield deliverer
+                finally:
+                    await deliverer.stop()
+        finally:
+            await resolver.close()
 
     async def run(self) -> None:
         """Forever: become the deliverer when no other process is, then deliver."""
@@ -177,6 +181,12 @@ class Deliverer:
         self._sending.pop(webhook_id, None)
 
     async def _deliver(self, due: Due) -> None:
+        try:
+            await self._attempt(due)
+        except Exception:  # recorded nothing: the delivery is still pending, tried again
+            log.exception("webhook delivery attempt failed", extra={"webhook": due.webhook_id})
+
+    async def _attempt(self, due: Due) -> None:
         status, error = await self._send(due)
         attempts = due.attempts + 1
         retry_at = None

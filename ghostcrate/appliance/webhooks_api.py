@@ -89,16 +89,12 @@ async def retry(request: web.Request) -> web.Response:
     webhook = await webhooks.webhook(_id(request), org.name)
     document = await json_object(request, _RETRY_BODY)
     named = document.get("deliveries", [])
-    if document.get("dead") is True and not named:
-        count = await webhooks.retry([], webhook.id)
-    elif isinstance(named, list) and named and all(isinstance(each, str) for each in named):
-        mine = {entry["delivery"] for entry in await webhooks.deliveries(webhook.id, 10_000)}
-        stray = [each for each in named if each not in mine]
-        if stray:
-            raise NotFound(f"webhook {webhook.id} has no delivery {stray[0]}")
-        count = await webhooks.retry(named)
-    else:
+    everything = document.get("dead") is True and not named
+    if not everything and not (
+        isinstance(named, list) and named and all(isinstance(each, str) for each in named)
+    ):
         raise RegistryError(_RETRY_BODY)
+    count = await webhooks.retry(webhook.id, [] if everything else named)
     log.info(
         "webhook deliveries re-driven",
         extra={"org": org.name, "webhook": webhook.id, "count": count, "user": actor.user},

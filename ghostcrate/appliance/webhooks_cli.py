@@ -53,9 +53,9 @@ async def _webhook(registry: Registry, settings: Settings, args: argparse.Namesp
             if args.state is None or entry["state"] == args.state:
                 print("\t".join(_cell(entry[key]) for key in _COLUMNS))
     else:
-        if bool(args.deliveries) == (args.webhook is not None):
+        if not args.deliveries and args.webhook is None:
             raise RegistryError("name dead deliveries, or give --webhook ID for all of its dead")
-        count = await webhooks.retry(args.deliveries, args.webhook)
+        count = await webhooks.retry(args.webhook, args.deliveries)
         print(f"{count} dead deliveries are pending again", file=sys.stderr)
 
 

@@ -258,25 +258,25 @@ class Webhooks:
         )
         return [_delivery(row) for row in rows]
 
-    async def retry(self, deliveries: list[str], webhook_id: int | None = None) -> int:
-        """Re-drive dead deliveries (by delivery id, or all of `webhook_id`'s): pending
-        again, with their attempts counted afresh; how many."""
+    async def retry(self, webhook_id: int | None, deliveries: list[str]) -> int:
+        """Re-drive dead deliveries: those named (of `webhook_id`, if given), or with none
+        named all of `webhook_id`'s. They are pending again with their attempts counted
+        afresh; how many. A named one that is not dead is `NotFound`."""
         now = time.time()
+        redrive = (
+            "UPDATE webhook_deliveries SET state = ?, attempts = 0, next_at = ?, done_at = NULL"
+            " WHERE state = ? AND webhook_id IN (SELECT id FROM webhooks WHERE removed_at IS NULL)"
+        )
         async with self._db.write() as connection:
-            if webhook_id is not None:
+            if not deliveries:
                 cursor = await connection.execute(
-                    "UPDATE webhook_deliveries SET state = ?, attempts = 0, next_at = ?,"
-                    " done_at = NULL WHERE webhook_id = ? AND state = ? AND webhook_id IN"
-                    " (SELECT id FROM webhooks WHERE removed_at IS NULL)",
-                    (PENDING, now, webhook_id, DEAD),
+                    redrive + " AND webhook_id = ?", (PENDING, now, DEAD, webhook_id)
                 )
                 return cursor.rowcount
             for delivery in deliveries:
                 cursor = await connection.execute(
-                    "UPDATE webhook_deliveries SET state = ?, attempts = 0, next_at = ?,"
-                    " done_at = NULL WHERE delivery = ? AND state = ? AND webhook_id IN"
-                    " (SELECT id FROM webhooks WHERE removed_at IS NULL)",
-                    (PENDING, now, delivery, DEAD),
+                    redrive + " AND delivery = ? AND webhook_id = coalesce(?, webhook_id)",
+                    (PENDING, now, DEAD, delivery, webhook_id),
                 )
                 if cursor.rowcount == 0:
                     raise NotFound(f"no dead delivery {delivery} of a webhook that is still there")

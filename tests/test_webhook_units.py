@@ -1,0 +1,76 @@
+"""Webhooks' pure parts: which addresses an org's webhook may reach, backoff, signatures."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+import pytest
+
+from ghostcrate.appliance.webhook_delivery import backoff
+from ghostcrate.config.model import WebhooksSettings
+from ghostcrate.private.webhook_targets import TargetRefused, Targets, check_target
+from ghostcrate.private.webhooks import sign
+from tests.support.webhook_receiver import Received, verify
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("93.184.215.14", True),
+        ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", True),
+        ("127.0.0.1", False),
+        ("10.9.8.7", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:93.184.215.14", True),
+    ],
+)
+def test_only_public_addresses_are_allowed_by_default(address: str, allowed: bool) -> None:
+    assert Targets.parse([]).allows(ipaddress.ip_address(address)) is allowed
+
+
+def test_allow_targets_admit_ranges_and_host_names() -> None:
+    targets = Targets.parse(["10.20.0.0/16", "127.0.0.1", "Hooks.Corp.Example."])
+    assert targets.allows(ipaddress.ip_address("10.20.3.4"))
+    assert not targets.allows(ipaddress.ip_address("10.21.3.4"))
+    assert targets.allows(ipaddress.ip_address("127.0.0.1"))
+    assert targets.allows_host("hooks.corp.example")
+    assert not targets.allows_host("other.corp.example")
+
+
+async def test_check_target_refuses_before_any_connection() -> None:
+    with pytest.raises(TargetRefused, match=r"reaches 127\.0\.0\.1"):
+        await check_target("http://127.0.0.1:1/x", Targets.parse([]))
+    with pytest.raises(TargetRefused, match="cannot be resolved"):
+        await check_target("http://no-such-host.invalid/x", Targets.parse([]))
+    await check_target("http://127.0.0.1:1/x", Targets.parse(["127.0.0.0/8"]))
+    await check_target("http://no-such-host.invalid/x", Targets.parse(["no-such-host.invalid"]))
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
+    settings = WebhooksSettings(backoff_seconds=2, max_backoff_seconds=20)
+    for attempts, ceiling in ((1, 2), (2, 4), (3, 8), (4, 16), (5, 20), (500, 20)):
+        waits = [backoff(attempts, settings) for _ in range(200)]
+        assert all(ceiling / 2 <= wait <= ceiling for wait in waits), attempts
+        assert max(waits) - min(waits) > ceiling / 10  # jittered, not fixed
+
+
+def test_a_signature_verifies_only_with_its_secret_and_body() -> None:
+    body = b'{"event":"publish"}'
+    header = sign("s3cret", int(time.time()), body)
+    assert header.startswith("t=")
+    assert ",v1=" in header
+    assert verify("s3cret", Received(0, {"X-GhostCrate-Signature": header}, body))
+    assert not verify("other", Received(0, {"X-GhostCrate-Signature": header}, body))
+    assert not verify("s3cret", Received(0, {"X-GhostCrate-Signature": header}, body + b" "))
+    stale = sign("s3cret", int(time.time()) - 3600, body)
+    assert not verify("s3cret", Received(0, {"X-GhostCrate-Signature": stale}, body))
