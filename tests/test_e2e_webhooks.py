@@ -210,6 +210,8 @@ def test_a_failing_receiver_is_retried_with_growing_waits(
     assert 0.4 <= second < 0.8 + 0.35, second
     [row] = deliveries(appliance, 1)
     assert row[4:7] == ["delivered", "3", "200"]
+    assert appliance.metric("ghostcrate_webhook_attempts_total", outcome="retry") == 2
+    assert appliance.metric("ghostcrate_webhook_attempts_total", outcome="delivered") == 1
 
 
 def test_an_org_webhook_dies_after_max_attempts_and_is_redriven_from_the_cli(
@@ -247,6 +249,7 @@ def test_an_org_webhook_dies_after_max_attempts_and_is_redriven_from_the_cli(
     [row] = deliveries(appliance, webhook)
     assert row[1:6] == ["publish", "acme-core", "1.0.0", "dead", "3"]
     assert "ClientConnectorError" in row[7]
+    assert appliance.metric("ghostcrate_webhook_attempts_total", outcome="dead") == 1
     status, log = api(appliance, "GET", f"/api/v1/orgs/acme/webhooks/{webhook}/deliveries", token)
     assert status == 200
     assert log["deliveries"][0]["state"] == "dead"

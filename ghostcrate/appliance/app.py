@@ -147,7 +147,8 @@ async def _webhooks(app: web.Application) -> AsyncIterator[None]:
     settings, registry = app[SETTINGS], app[PRIVATE]
     await registry.webhooks.sync_config(settings.webhooks.endpoints)
     lock = private_dir(settings) / "webhooks.lock"
-    async with Deliverer.open(registry.webhooks, settings.webhooks, lock) as deliverer:
+    attempts = registry.metrics.webhook_attempts
+    async with Deliverer.open(registry.webhooks, settings.webhooks, lock, attempts) as deliverer:
         task = asyncio.get_running_loop().create_task(deliverer.run())
         try:
             yield

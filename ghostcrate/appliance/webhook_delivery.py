@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from prometheus_client import Counter
 
 from ghostcrate import __version__
 from ghostcrate.config.model import WebhooksSettings
@@ -39,6 +40,7 @@ from ghostcrate.private.webhooks import (
     DELIVERED,
     DELIVERY_HEADER,
     EVENT_HEADER,
+    PENDING,
     SIGNATURE_HEADER,
     Due,
     Webhooks,
@@ -94,10 +96,13 @@ class Deliverer:
         webhooks: Webhooks,
         settings: WebhooksSettings,
         lock_path: Path,
+        *,
         trusted: aiohttp.ClientSession,
         guarded: aiohttp.ClientSession,
+        counted: Counter,
     ) -> None:
         self._webhooks = webhooks
+        self._counted = counted
         self._settings = settings
         self._targets = Targets.parse(settings.allow_targets)
         self._secrets = {e.name: e.secret_value() for e in settings.endpoints}
@@ -107,13 +112,16 @@ class Deliverer:
         self._guarded = guarded
         #: Webhook id -> the task delivering its oldest pending delivery.
         self._sending: dict[int, asyncio.Task[None]] = {}
+        #: Webhook id -> when its last attempt ended (monotonic clock).
+        self._ended: dict[int, float] = {}
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, webhooks: Webhooks, settings: WebhooksSettings, lock_path: Path
+        cls, webhooks: Webhooks, settings: WebhooksSettings, lock_path: Path, counted: Counter
     ) -> AsyncIterator[Deliverer]:
-        """A deliverer with its HTTP clients; stopped (and its lock let go) on exit."""
+        """A deliverer with its HTTP clients, counting attempts by outcome in `counted`;
+        stopped (and its lock let go) on exit."""
         timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
         headers = {"User-Agent": f"GhostCrate-Webhook/{__version__}"}
         resolver = _GuardedResolver(Targets.parse(settings.allow_targets))
@@ -127,7 +135,14 @@ class Deliverer:
                     trust_env=False,
                 ) as guarded,
             ):
-                deliverer = cls(webhooks, settings, lock_path, trusted, guarded)
+                deliverer = cls(
+                    webhooks,
+                    settings,
+                    lock_path,
+                    trusted=trusted,
+                    guarded=guarded,
+                    counted=counted,
+                )
                 try:
                     yield deliverer
                 finally:
@@ -170,15 +185,18 @@ class Deliverer:
         return True
 
     async def _round(self) -> None:
-        now = time.time()
+        asked, now = time.monotonic(), time.time()
         for due in await self._webhooks.due():
-            if due.next_at <= now and due.webhook_id not in self._sending:
+            # An attempt that ended while the query ran may be missing from what it read.
+            ended = self._ended.get(due.webhook_id, float("-inf"))
+            if due.next_at <= now and due.webhook_id not in self._sending and ended < asked:
                 task = asyncio.get_running_loop().create_task(self._deliver(due))
                 self._sending[due.webhook_id] = task
                 task.add_done_callback(functools.partial(self._sent, due.webhook_id))
 
     def _sent(self, webhook_id: int, _: asyncio.Task[None]) -> None:
         self._sending.pop(webhook_id, None)
+        self._ended[webhook_id] = time.monotonic()
 
     async def _deliver(self, due: Due) -> None:
         try:
@@ -193,6 +211,7 @@ class Deliverer:
         if error is not None and attempts < self._settings.max_attempts:
             retry_at = time.time() + backoff(attempts, self._settings)
         state = await self._webhooks.attempted(due, status=status, error=error, retry_at=retry_at)
+        self._counted.labels("retry" if state == PENDING else state).inc()
         fields = {
             "webhook": due.webhook_id,
             "delivery": due.delivery,
