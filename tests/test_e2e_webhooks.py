@@ -265,6 +265,7 @@ def test_an_org_webhook_dies_after_max_attempts_and_is_redriven_from_the_cli(
         time.sleep(0.5)
         assert len(receiver.received) == 1
     assert appliance.run("webhook", "retry", row[0]).returncode == 2  # not dead any more
+    assert secret not in appliance.log.read_text()
     retry = f"/api/v1/orgs/acme/webhooks/{webhook}/retry"
     assert api(appliance, "POST", retry, token, {"dead": True}) == (200, {"retried": 0})
     assert api(appliance, "POST", retry, token, {"deliveries": [row[0]]})[0] == 404
@@ -345,3 +346,14 @@ def test_an_org_webhook_may_not_reach_internal_addresses(
     assert api(appliance, "GET", "/api/v1/orgs/acme/webhooks", token)[1] == {"webhooks": []}
     with sqlite3.connect(appliance.data_dir / "private" / "registry.db") as db:
         assert db.execute("SELECT count(*) FROM webhooks").fetchone() == (0,)
+    # A public address is taken (nothing is published here, so nothing is sent to it).
+    public = "http://93.184.215.14/hook"
+    added = appliance.run("webhook", "add", "--org", "acme", public, "--events", "publish,yank")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("whsec_")
+    assert "shown only now" in added.stderr
+    listed = appliance.run("webhook", "list", "--org", "acme").stdout.splitlines()
+    assert listed[1:] == [f"1\torg:acme\t{public}\tpublish,yank"]
+    assert appliance.run("webhook", "remove", "1").returncode == 0
+    assert appliance.run("webhook", "list").stdout.splitlines()[1:] == []
+    assert added.stdout.strip() not in appliance.log.read_text()
