@@ -158,6 +158,10 @@ def test_cargo_publish_yank_unyank_owner_add_arrive_signed_and_in_order(
         assert api(appliance, method, path, token, body)[0] == 200
 
     got = receiver.wait_for(4)
+    # A refused publish (that version exists) tells nobody.
+    spec = CrateSpec("hooked", "1.0.0")
+    again = publish_body(metadata_bytes(spec), build_crate(spec))
+    assert appliance.request("PUT", "/api/v1/crates/new", again, {"Authorization": token})[0] == 409
     assert [r.json["event"] for r in got] == ["publish", "yank", "unyank", "owner_add"]
     for received in got:
         assert verify(SECRET, received)
@@ -187,22 +191,24 @@ def test_cargo_publish_yank_unyank_owner_add_arrive_signed_and_in_order(
     assert states == [
         (e, "delivered", "1", "200") for e in ("owner_add", "unyank", "yank", "publish")
     ]
+    assert len(receiver.received) == 4
     db = appliance.data_dir / "private" / "registry.db"
     assert db.stat().st_mode & 0o777 == 0o600
     assert SECRET not in appliance.log.read_text()
 
 
-def test_a_failing_receiver_is_retried_with_growing_waits(
+def test_a_failing_or_redirecting_receiver_is_retried_with_growing_waits(
     make: Make, receiver: WebhookReceiver
 ) -> None:
     appliance = make(receiver.url, backoff_seconds=0.4, max_backoff_seconds=10).start()
-    receiver.answers = [500, 500]
+    receiver.answers = [500, 302]  # a redirect is a failure, never followed
     publish_over_http(appliance, user_with_token(appliance), "retried")
 
     got = receiver.wait_for(3)
     time.sleep(0.5)
     assert len(receiver.received) == 3
     assert len({r.headers["X-GhostCrate-Delivery"] for r in got}) == 1
+    assert receiver.redirected == 0
     assert all(verify(SECRET, r) for r in got)
     first, second = got[1].at - got[0].at, got[2].at - got[1].at
     # Jitter keeps each wait between half and all of 0.4 s, then of 0.8 s.

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import time
+from pathlib import Path
 
 import pytest
 
 from ghostcrate.appliance.webhook_delivery import backoff
 from ghostcrate.config.model import WebhooksSettings
+from ghostcrate.private.db import Database
+from ghostcrate.private.tokens import Actor
 from ghostcrate.private.webhook_targets import TargetRefused, Targets, check_target
-from ghostcrate.private.webhooks import sign
+from ghostcrate.private.webhooks import Webhooks, enqueue, sign
 from tests.support.webhook_receiver import Received, verify
 
 
@@ -74,3 +78,49 @@ def test_a_signature_verifies_only_with_its_secret_and_body() -> None:
     assert not verify("s3cret", Received(0, {"X-GhostCrate-Signature": header}, body + b" "))
     stale = sign("s3cret", int(time.time()) - 3600, body)
     assert not verify("s3cret", Received(0, {"X-GhostCrate-Signature": stale}, body))
+
+
+async def test_prune_forgets_only_old_delivered_deliveries(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "registry.db") as db:
+        async with db.write() as connection:
+            await connection.execute(
+                "INSERT INTO webhooks (id, name, url, events, created_at)"
+                " VALUES (1, 'ci', 'http://x/', 'publish', 0)"
+            )
+            for number, (state, done_at) in enumerate(
+                [("delivered", 100.0), ("delivered", 300.0), ("dead", 100.0), ("pending", None)]
+            ):
+                await connection.execute(
+                    "INSERT INTO webhook_deliveries (webhook_id, delivery, event, crate, body,"
+                    " state, next_at, created_at, done_at) VALUES (1, ?, 'publish', 'c', '{}',"
+                    " ?, 0, 0, ?)",
+                    (str(number), state, done_at),
+                )
+        assert await Webhooks(db).prune(200.0) == 1
+        rows = await db.all("SELECT delivery FROM webhook_deliveries ORDER BY id")
+        assert [row[0] for row in rows] == ["1", "2", "3"]
+
+
+async def failed_change(db: Database, actor: Actor) -> None:
+    async with db.write() as connection:
+        await enqueue(connection, "publish", "hooked", "1.0.0", actor)
+        raise RuntimeError("the change failed after its deliveries were written")
+
+
+async def test_deliveries_are_written_with_their_change_or_not_at_all(tmp_path: Path) -> None:
+    alice = Actor(user_id=1, user="alice", admin=False, token_id=1)
+    async with Database.open(tmp_path / "registry.db") as db:
+        async with db.write() as connection:
+            await connection.execute(
+                "INSERT INTO webhooks (name, url, events, created_at)"
+                " VALUES ('ci', 'http://x/', 'publish yank', 0)"
+            )
+        with pytest.raises(RuntimeError):
+            await failed_change(db, alice)
+        assert await db.all("SELECT * FROM webhook_deliveries") == []
+        async with db.write() as connection:
+            await enqueue(connection, "publish", "hooked", "1.0.0", alice)
+            await enqueue(connection, "unyank", "hooked", "1.0.0", alice)  # not wanted
+        [row] = await db.all("SELECT event, crate, state, body FROM webhook_deliveries")
+        assert tuple(row)[:3] == ("publish", "hooked", "pending")
+        assert json.loads(row["body"])["actor"] == "alice"

@@ -55,6 +55,8 @@ ELECTION_SECONDS = 1.0
 POLL_SECONDS = 0.2
 #: The most of an answer's body that is read (it is only logged, shortened).
 READ_LIMIT = 4096
+#: How often the deliverer forgets deliveries older than `keep_days`.
+PRUNE_SECONDS = 3600.0
 
 
 def backoff(attempts: int, settings: WebhooksSettings) -> float:
@@ -114,6 +116,7 @@ class Deliverer:
         self._sending: dict[int, asyncio.Task[None]] = {}
         #: Webhook id -> when its last attempt ended (monotonic clock).
         self._ended: dict[int, float] = {}
+        self._pruned = float("-inf")
 
     @classmethod
     @asynccontextmanager
@@ -186,6 +189,11 @@ class Deliverer:
 
     async def _round(self) -> None:
         asked, now = time.monotonic(), time.time()
+        if asked - self._pruned > PRUNE_SECONDS:
+            self._pruned = asked
+            forgotten = await self._webhooks.prune(now - self._settings.keep_days * 86400)
+            if forgotten:
+                log.info("webhook deliveries forgotten", extra={"deliveries": forgotten})
         for due in await self._webhooks.due():
             # An attempt that ended while the query ran may be missing from what it read.
             ended = self._ended.get(due.webhook_id, float("-inf"))

@@ -601,6 +601,8 @@ class WebhooksSettings(_Section):
     max_backoff_seconds: PositiveFloat = 3600.0
     #: How long one attempt may take, from connecting to the answer's status line.
     timeout_seconds: PositiveFloat = 10.0
+    #: Days a delivered delivery stays in the log (dead ones stay until re-driven).
+    keep_days: PositiveFloat = 30.0
     #: Internal hosts and address ranges an organisation's webhook may reach (loopback,
     #: private, link-local and other non-public addresses are refused otherwise).
     allow_targets: Annotated[list[str], AfterValidator(_check_targets)] = []

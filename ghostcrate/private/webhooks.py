@@ -284,6 +284,15 @@ class Webhooks:
 
     # --- for the deliverer -----------------------------------------------------
 
+    async def prune(self, before: float) -> int:
+        """Forget the deliveries delivered before `before` (Unix time); how many."""
+        async with self._db.write() as connection:
+            cursor = await connection.execute(
+                "DELETE FROM webhook_deliveries WHERE state = ? AND done_at < ?",
+                (DELIVERED, before),
+            )
+            return cursor.rowcount
+
     async def due(self) -> list[Due]:
         """The oldest pending delivery of each webhook (due now or later)."""
         rows = await self._db.all(

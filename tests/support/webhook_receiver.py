@@ -1,8 +1,9 @@
 """A webhook receiver on 127.0.0.1 that records every request, and an independent verifier.
 
 The receiver answers with the statuses queued in `answers` (then 200), after
-`delay` seconds; `verify` checks a signature as docs/webhooks.md tells
-receivers to, written here without GhostCrate's code.
+`delay` seconds (a 3xx redirects to `/redirected`, which counts who follows);
+`verify` checks a signature as docs/webhooks.md tells receivers to, written
+here without GhostCrate's code.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class WebhookReceiver(ThreadedServer):
         self.answers: list[int] = []
         #: Seconds to wait before answering.
         self.delay = 0.0
+        #: Requests that followed a redirect (an answer 3xx says Location: /redirected).
+        self.redirected = 0
         self._lock = threading.Lock()
 
     @property
@@ -50,7 +53,13 @@ class WebhookReceiver(ThreadedServer):
     def application(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/hook", self._hook)
+        app.router.add_route("*", "/redirected", self._redirected)
         return app
+
+    async def _redirected(self, request: web.Request) -> web.Response:
+        with self._lock:
+            self.redirected += 1
+        return web.Response(status=200)
 
     async def _hook(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -59,7 +68,8 @@ class WebhookReceiver(ThreadedServer):
             status = self.answers.pop(0) if self.answers else 200
         if self.delay:
             await asyncio.sleep(self.delay)
-        return web.Response(status=status, text="ok" if status < 300 else "failing")
+        headers = {"Location": "/redirected"} if 300 <= status < 400 else {}
+        return web.Response(status=status, text="ok" if status < 300 else "no", headers=headers)
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
         """The first `count` requests, once they have come."""
