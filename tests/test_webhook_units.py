@@ -124,3 +124,38 @@ async def test_deliveries_are_written_with_their_change_or_not_at_all(tmp_path: 
         [row] = await db.all("SELECT event, crate, state, body FROM webhook_deliveries")
         assert tuple(row)[:3] == ("publish", "hooked", "pending")
         assert json.loads(row["body"])["actor"] == "alice"
+
+
+async def test_an_orgs_webhooks_hear_of_its_namespace_its_teams_crates_and_its_teams(
+    tmp_path: Path,
+) -> None:
+    alice = Actor(user_id=1, user="alice", admin=False, token_id=1)
+    async with Database.open(tmp_path / "registry.db") as db:
+        async with db.write() as connection:
+            for statement in (
+                "INSERT INTO orgs (id, name, namespaces, created_at) VALUES"
+                " (1, 'acme', '[\"acme-*\"]', 0), (2, 'beta', '[]', 0)",
+                "INSERT INTO teams (id, org_id, name, created_at) VALUES (1, 2, 'core', 0)",
+                "INSERT INTO crates (id, name, canonical, created_at, updated_at)"
+                " VALUES (1, 'shared', 'shared', 0, 0)",
+                "INSERT INTO team_owners (crate_id, team_id) VALUES (1, 1)",
+                "INSERT INTO webhooks (org_id, url, events, created_at) VALUES"
+                " (1, 'http://a/', 'publish owner_add', 0),"
+                " (2, 'http://b/', 'publish owner_add', 0)",
+            ):
+                await connection.execute(statement)
+        async with db.write() as connection:
+            await enqueue(connection, "publish", "Acme_Tools", "1.0.0", alice)
+            await enqueue(connection, "publish", "shared", "1.0.0", alice)
+            await enqueue(connection, "publish", "lonely", "1.0.0", alice)
+            await enqueue(connection, "owner_add", "lonely", None, alice, owners=["beta:core"])
+            await enqueue(connection, "owner_add", "lonely", None, alice, owners=["bob"])
+        rows = await db.all(
+            "SELECT w.url, d.event, d.crate FROM webhook_deliveries d"
+            " JOIN webhooks w ON w.id = d.webhook_id ORDER BY d.id"
+        )
+        assert [tuple(row) for row in rows] == [
+            ("http://a/", "publish", "Acme_Tools"),
+            ("http://b/", "publish", "shared"),
+            ("http://b/", "owner_add", "lonely"),
+        ]
