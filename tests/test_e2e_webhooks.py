@@ -4,6 +4,8 @@ restarts, two workers, and the addresses an organisation's webhook may not reach
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -363,3 +365,21 @@ def test_an_org_webhook_may_not_reach_internal_addresses(
     assert appliance.run("webhook", "remove", "1").returncode == 0
     assert appliance.run("webhook", "list").stdout.splitlines()[1:] == []
     assert added.stdout.strip() not in appliance.log.read_text()
+
+
+def test_another_worker_delivers_when_the_deliverer_is_killed(make: Make) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    appliance = make(url, server={"workers": 2}, max_attempts=1000).start()
+    publish_over_http(appliance, user_with_token(appliance), "orphaned")
+    wait_until(lambda: states(appliance)[0][1] >= 1)
+    [first] = [e for e in appliance.events() if e.get("msg") == "webhook deliverer elected"]
+    os.kill(int(first["pid"]), signal.SIGKILL)
+    with WebhookReceiver(port=port) as receiver:
+        [received] = receiver.wait_for(1)
+        assert received.json["crate"] == "orphaned"
+        elected = [e for e in appliance.events() if e.get("msg") == "webhook deliverer elected"]
+        assert len(elected) == 2  # the other worker, or the one started in its place
+        assert elected[1]["pid"] != first["pid"]
+        time.sleep(1.0)
+        assert len(receiver.received) == 1
