@@ -20,6 +20,7 @@ from ghostcrate.private.rights import (
     CRATE_ACTIONS,
     MANAGE_MEMBERS,
     MANAGE_OWNERS,
+    MANAGE_WEBHOOKS,
     MEMBER,
     OWNER,
     PUBLISH_NEW,
@@ -72,8 +73,8 @@ def test_the_docs_show_the_rights_table_as_the_code_has_it() -> None:
 def test_the_rights_table_is_the_issues() -> None:
     org_wide = {role: {a for a, r in RIGHTS[role].items() if r is Reach.ORG} for role in ROLES}
     team_only = {role: {a for a, r in RIGHTS[role].items() if r is Reach.TEAM} for role in ROLES}
-    assert org_wide[OWNER] == {*CRATE_ACTIONS, MANAGE_MEMBERS, MANAGE_OWNERS}
-    assert org_wide[ADMIN] == {*CRATE_ACTIONS, MANAGE_MEMBERS}
+    assert org_wide[OWNER] == {*CRATE_ACTIONS, MANAGE_MEMBERS, MANAGE_OWNERS, MANAGE_WEBHOOKS}
+    assert org_wide[ADMIN] == {*CRATE_ACTIONS, MANAGE_MEMBERS, MANAGE_WEBHOOKS}
     assert (org_wide[MEMBER], team_only[MEMBER]) == ({PUBLISH_NEW}, {PUBLISH_UPDATE, YANK})
     assert (org_wide[CONTRIBUTOR], team_only[CONTRIBUTOR]) == (set(), {PUBLISH_UPDATE})
 

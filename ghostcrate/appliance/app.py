@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
-from ghostcrate.appliance import api, orgs_api, readiness, session_api, views
+from ghostcrate.appliance import api, orgs_api, readiness, session_api, views, webhooks_api
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     AUDIT,
@@ -35,10 +35,11 @@ from ghostcrate.appliance.policy import Policy
 from ghostcrate.appliance.replies import MirrorReplies
 from ghostcrate.appliance.sso import views as sso
 from ghostcrate.appliance.sso.service import SingleSignOn
+from ghostcrate.appliance.webhook_delivery import Deliverer
 from ghostcrate.cache.setup import open_cache
 from ghostcrate.config import Settings
 from ghostcrate.private.audit_refusals import RefusalLog
-from ghostcrate.private.registry import Registry
+from ghostcrate.private.registry import Registry, private_dir
 from ghostcrate.proxy.setup import open_mirror
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def create_app(settings: Settings, carried: web.Application | None = None) -> we
     app.cleanup_ctx.append(_cache)
     app.cleanup_ctx.append(_private)
     app.cleanup_ctx.append(_limits)
+    app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_mirror)
     app.cleanup_ctx.append(_sso)
 
@@ -98,6 +100,11 @@ def _org_routes(app: web.Application) -> None:
     app.router.add_delete("/api/v1/orgs/{org}/teams/{team}", orgs_api.remove_team)
     app.router.add_put("/api/v1/orgs/{org}/teams/{team}/members", orgs_api.add_team_members)
     app.router.add_delete("/api/v1/orgs/{org}/teams/{team}/members", orgs_api.remove_team_members)
+    app.router.add_get("/api/v1/orgs/{org}/webhooks", webhooks_api.list_webhooks)
+    app.router.add_post("/api/v1/orgs/{org}/webhooks", webhooks_api.add_webhook)
+    app.router.add_delete("/api/v1/orgs/{org}/webhooks/{id}", webhooks_api.remove_webhook)
+    app.router.add_get("/api/v1/orgs/{org}/webhooks/{id}/deliveries", webhooks_api.deliveries)
+    app.router.add_post("/api/v1/orgs/{org}/webhooks/{id}/retry", webhooks_api.retry)
 
 
 @web.middleware
@@ -167,3 +174,19 @@ async def _private(app: web.Application) -> AsyncIterator[None]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await app[AUDIT].flush()  # the last interval's refusals
+
+
+async def _webhooks(app: web.Application) -> AsyncIterator[None]:
+    """The config's webhooks recorded, and this worker's deliverer (one delivers at a time)."""
+    settings, registry = app[SETTINGS], app[PRIVATE]
+    await registry.webhooks.sync_config(settings.webhooks.endpoints)
+    lock = private_dir(settings) / "webhooks.lock"
+    attempts = registry.metrics.webhook_attempts
+    async with Deliverer.open(registry.webhooks, settings.webhooks, lock, attempts) as deliverer:
+        task = asyncio.get_running_loop().create_task(deliverer.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

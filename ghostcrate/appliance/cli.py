@@ -189,6 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     _backup_commands(commands, person)
     _org_commands(commands, common)
     _audit_command(commands, common)
+    _webhook_commands(commands, common)
     return parser
 
 
@@ -481,6 +482,59 @@ def _audit(loaded: LoadedSettings, args: argparse.Namespace) -> int:
 
     configure_logging(LogSettings(level="warning", format="text"))
     return asyncio.run(run_audit(loaded.settings, args))
+
+
+def _webhook_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """`webhook`: organisations' webhooks, delivery logs, re-driving dead letters."""
+    from ghostcrate.config.model import WEBHOOK_EVENTS
+
+    again = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    again.add_argument("--config", type=Path, metavar="PATH", help="TOML config file")
+    again.add_argument("--data-dir", type=Path, metavar="DIR", help="overrides data_dir")
+    webhook = commands.add_parser(
+        "webhook",
+        parents=[common],
+        help="add, list and remove webhooks, show their deliveries, re-drive dead ones",
+        description="Webhooks tell receivers of publishes, yanks and owner changes, signed "
+        "with HMAC-SHA256. An organisation's are managed here or through the API; the "
+        "config's ([[webhooks.endpoints]]) only in the config. See docs/webhooks.md.",
+    )
+    actions = webhook.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser(
+        "add", parents=[again], help="add a webhook to an organisation; prints its secret"
+    )
+    add.add_argument("--org", required=True, metavar="ORG", help="the organisation")
+    add.add_argument("url", metavar="URL", help="http:// or https:// URL of the receiver")
+    add.add_argument(
+        "--events",
+        action="append",
+        default=[],
+        metavar="EVENT,...",
+        help=f"what it is told of (default: all of {', '.join(WEBHOOK_EVENTS)})",
+    )
+    listing = actions.add_parser("list", parents=[again], help="list webhooks")
+    listing.add_argument("--org", default=None, metavar="ORG", help="only this organisation's")
+    remove = actions.add_parser("remove", parents=[again], help="remove an organisation's webhook")
+    remove.add_argument("id", type=int, metavar="ID")
+    log = actions.add_parser("deliveries", parents=[again], help="a webhook's delivery log")
+    log.add_argument("id", type=int, metavar="ID")
+    log.add_argument("--state", choices=("pending", "delivered", "dead"), default=None)
+    log.add_argument("--limit", type=_positive, default=100, help="newest N (default: 100)")
+    retry = actions.add_parser("retry", parents=[again], help="re-drive dead deliveries")
+    retry.add_argument("deliveries", nargs="*", metavar="DELIVERY", help="delivery ids")
+    retry.add_argument("--webhook", type=int, default=None, metavar="ID", help="all its dead")
+    webhook.set_defaults(run=_webhooks)
+
+
+def _webhooks(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+    from ghostcrate.appliance.webhooks_cli import run_webhook
+
+    configure_logging(LogSettings(level="warning", format="text"))
+    if args.action == "add" and not args.events:
+        from ghostcrate.config.model import WEBHOOK_EVENTS
+
+        args.events = [",".join(WEBHOOK_EVENTS)]
+    return asyncio.run(run_webhook(loaded.settings, args))
 
 
 def _orgs(command: str) -> Callable[[LoadedSettings, argparse.Namespace], int]:

@@ -575,6 +575,102 @@ class AuditSettings(_Section):
     refusal_records: PositiveInt = 100
 
 
+#: What a webhook can be told of (`[[webhooks.endpoints]] events`, `--events`).
+WEBHOOK_EVENTS = ("publish", "yank", "unyank", "owner_add", "owner_remove")
+_WEBHOOK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def _check_events(values: list[str]) -> list[str]:
+    unknown = [value for value in values if value not in WEBHOOK_EVENTS]
+    if unknown or not values:
+        raise ValueError(f"must list events among {', '.join(WEBHOOK_EVENTS)}")
+    return values
+
+
+def _check_targets(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", value):
+                raise ValueError(
+                    f"{value!r} is neither an address range (10.0.0.0/8, 192.168.1.5) "
+                    "nor a host name (hooks.corp.example)"
+                ) from None
+    return values
+
+
+WebhookEvents = Annotated[list[str], AfterValidator(_check_events)]
+
+
+class WebhookEndpointSettings(_Section):
+    """One `[[webhooks.endpoints]]` entry: a receiver the operator trusts, told of every
+    private crate's events (its address is not checked against `allow_targets`)."""
+
+    #: How the delivery log and `ghostcrate webhook list` name it (`config:NAME`).
+    name: str
+    url: HttpUrl
+    #: The signing secret: set exactly one of the two.
+    secret: SecretStr | None = None
+    #: ... or the file that holds it (an absolute path; surrounding whitespace is dropped).
+    secret_file: str | None = None
+    events: WebhookEvents = list(WEBHOOK_EVENTS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WebhookEndpointSettings:
+        where = f"[[webhooks.endpoints]] {self.name!r}"
+        if not _WEBHOOK_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"{where}: 'name' must be lowercase letters, digits, '-' or '_' (at most 32)"
+            )
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError(f"{where}: set exactly one of 'secret' and 'secret_file'")
+        if self.secret_file is not None and not self.secret_value():
+            raise ValueError(
+                f"{where}: 'secret_file' {self.secret_file} cannot be read or is empty"
+            )
+        return self
+
+    def secret_value(self) -> str:
+        """The secret, from the config or read from `secret_file` ('' if unreadable)."""
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        try:
+            return Path(str(self.secret_file)).read_text().strip()
+        except OSError:
+            return ""
+
+
+def _unique_endpoints(values: list[WebhookEndpointSettings]) -> list[WebhookEndpointSettings]:
+    names = [endpoint.name for endpoint in values]
+    doubled = sorted({name for name in names if names.count(name) > 1})
+    if doubled:
+        raise ValueError(
+            f"[[webhooks.endpoints]] names must differ; used twice: {', '.join(doubled)}"
+        )
+    return values
+
+
+class WebhooksSettings(_Section):
+    """Webhooks: the operator's receivers (`[[webhooks.endpoints]]`), and how every
+    webhook, also an organisation's, is delivered. See docs/webhooks.md."""
+
+    endpoints: Annotated[list[WebhookEndpointSettings], AfterValidator(_unique_endpoints)] = []
+    #: Attempts of one delivery before it is dead (a dead letter, re-driven by hand).
+    max_attempts: PositiveInt = 8
+    #: The wait after the first failed attempt; doubled after each further one, with jitter.
+    backoff_seconds: PositiveFloat = 10.0
+    #: The longest wait between two attempts.
+    max_backoff_seconds: PositiveFloat = 3600.0
+    #: How long one attempt may take, from connecting to the answer's status line.
+    timeout_seconds: PositiveFloat = 10.0
+    #: Days a delivered delivery stays in the log (dead ones stay until re-driven).
+    keep_days: PositiveFloat = 30.0
+    #: Internal hosts and address ranges an organisation's webhook may reach (loopback,
+    #: private, link-local and other non-public addresses are refused otherwise).
+    allow_targets: Annotated[list[str], AfterValidator(_check_targets)] = []
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -591,6 +687,7 @@ class Settings(_Section):
     limits: LimitsSettings = LimitsSettings()
     audit: AuditSettings = AuditSettings()
     log: LogSettings = LogSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
 
     @property
     def cache_dir(self) -> Path:

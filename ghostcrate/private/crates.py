@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from ghostcrate.cargo.semver import InvalidVersion, Version
-from ghostcrate.private import audit, changes
+from ghostcrate.private import audit, changes, webhooks
 from ghostcrate.private.carry import CarriedVersion, CarryError
 from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import NotFound, RegistryError
@@ -182,6 +182,7 @@ class Crates:
                 ),
             )
             await audit.append(connection, "publish", crate=new.name, version=new.version)
+            await webhooks.enqueue(connection, "publish", new.name, new.version, actor)
             return await changes.record(connection, changes.CRATE, new.name, new.version)
 
     async def set_yanked(self, name: str, version: str, actor: Actor, *, yanked: bool) -> int:
@@ -200,6 +201,8 @@ class Crates:
             )
             action = "yank" if yanked else "unyank"
             await audit.append(connection, action, crate=crate["name"], version=version)
+            event = "yank" if yanked else "unyank"
+            await webhooks.enqueue(connection, event, crate["name"], version, actor)
             return await changes.record(connection, changes.CRATE, crate["name"], version)
 
     async def change_owners(
@@ -243,6 +246,8 @@ class Crates:
                 crate=crate["name"],
                 target=", ".join(found),
             )
+            event = "owner_add" if add else "owner_remove"
+            await webhooks.enqueue(connection, event, crate["name"], None, actor, owners=found)
             seq = await changes.record(connection, changes.OWNERS, crate["name"])
             return found, seq
 

@@ -64,6 +64,7 @@ class Database:
     async def open(cls, path: Path, observe: Observer = _unobserved) -> AsyncIterator[Database]:
         """Open (creating and migrating as needed) the database at `path`."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        _owner_only(path)
         writer = await _connect(path)
         try:
             await migrate(writer)
@@ -123,6 +124,14 @@ class Database:
     def _release_if_taken(self, taken: asyncio.Future[None]) -> None:
         if not taken.cancelled() and taken.exception() is None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+
+def _owner_only(path: Path) -> None:
+    """Make the database file mode 0600 whatever the umask: it holds webhook secrets and
+    the hashes of tokens and passwords. (SQLite gives its -wal and -shm files the same.)"""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:

@@ -17,6 +17,7 @@ class RegistryMetrics:
     yanks: Counter
     auth_failures: Counter
     database_seconds: Histogram
+    webhook_attempts: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> RegistryMetrics:
@@ -49,6 +50,13 @@ class RegistryMetrics:
                 ["op"],
                 registry=registry,
                 buckets=DATABASE_BUCKETS,
+            ),
+            webhook_attempts=Counter(
+                "ghostcrate_webhook_attempts",
+                "Webhook delivery attempts by outcome: delivered, retry (failed, tried again "
+                "later), dead (failed for the last time)",
+                ["outcome"],
+                registry=registry,
             ),
         )
 

@@ -39,6 +39,7 @@ from ghostcrate.private.publish import Publisher, Upstream
 from ghostcrate.private.sessions import Sessions
 from ghostcrate.private.signing_keys import SigningKeys, keep_seconds, keys_dir, rotate
 from ghostcrate.private.tokens import Actor, canonical, matches
+from ghostcrate.private.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Registry:
         self.logins = Logins(self.accounts, self.sessions, throttle, self._directory(settings))
         self.crates = Crates(db)
         self.orgs = Orgs(db)
+        self.webhooks = Webhooks(db)
         self.generation = Generation(private_dir(settings) / "generation")
         self._publisher = Publisher(
             settings.private,

@@ -31,8 +31,9 @@ YANK = "yank"
 CHANGE_OWNERS = "change-owners"
 MANAGE_MEMBERS = "manage-members"
 MANAGE_OWNERS = "manage-owners"
+MANAGE_WEBHOOKS = "manage-webhooks"
 CRATE_ACTIONS = (PUBLISH_NEW, PUBLISH_UPDATE, YANK, CHANGE_OWNERS)
-ORG_ACTIONS = (MANAGE_MEMBERS, MANAGE_OWNERS)
+ORG_ACTIONS = (MANAGE_MEMBERS, MANAGE_OWNERS, MANAGE_WEBHOOKS)
 
 _WHAT = {
     PUBLISH_NEW: "publish a new crate in the namespace",
@@ -41,6 +42,7 @@ _WHAT = {
     CHANGE_OWNERS: "change crate owners",
     MANAGE_MEMBERS: "manage members and teams (not owners)",
     MANAGE_OWNERS: "make or remove owners",
+    MANAGE_WEBHOOKS: "add, list and remove webhooks and see their deliveries",
 }
 
 
@@ -56,7 +58,7 @@ class Reach(enum.Enum):
 #: role -> action -> the crates it covers; an action missing from a role is not allowed.
 RIGHTS: dict[str, dict[str, Reach]] = {
     OWNER: dict.fromkeys((*CRATE_ACTIONS, *ORG_ACTIONS), Reach.ORG),
-    ADMIN: dict.fromkeys((*CRATE_ACTIONS, MANAGE_MEMBERS), Reach.ORG),
+    ADMIN: dict.fromkeys((*CRATE_ACTIONS, MANAGE_MEMBERS, MANAGE_WEBHOOKS), Reach.ORG),
     MEMBER: {PUBLISH_NEW: Reach.ORG, PUBLISH_UPDATE: Reach.TEAM, YANK: Reach.TEAM},
     CONTRIBUTOR: {PUBLISH_UPDATE: Reach.TEAM},
 }

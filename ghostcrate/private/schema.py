@@ -229,4 +229,40 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT RAISE(ABORT, 'the audit log is append-only: records cannot be removed');
     END;
     """,
+    # Webhooks: the receivers (an organisation's, or the config's by name, whose secret
+    # stays in the config) and the outbox of their deliveries, written in the transaction
+    # of the publish, yank or owner change they tell of, and delivered in order per webhook.
+    """
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        org_id INTEGER REFERENCES orgs (id),
+        name TEXT,
+        url TEXT NOT NULL,
+        secret TEXT,
+        events TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        removed_at REAL
+    );
+    CREATE UNIQUE INDEX webhooks_name ON webhooks (name);
+
+    CREATE TABLE webhook_deliveries (
+        id INTEGER PRIMARY KEY,
+        webhook_id INTEGER NOT NULL REFERENCES webhooks (id),
+        delivery TEXT NOT NULL UNIQUE,
+        event TEXT NOT NULL,
+        crate TEXT NOT NULL,
+        version TEXT,
+        body TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        last_attempt_at REAL,
+        done_at REAL
+    );
+    CREATE INDEX webhook_deliveries_state ON webhook_deliveries (state, webhook_id, id);
+    CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, id);
+    """,
 )
