@@ -28,6 +28,7 @@ from tests.support.private import (
 from tests.support.publish import metadata_bytes, publish_body
 from tests.support.upstream import FakeUpstream
 from tests.support.webhook_receiver import Received, WebhookReceiver, verify
+from tests.test_e2e_audit import audit_records
 
 pytestmark = pytest.mark.e2e
 
@@ -281,6 +282,17 @@ def test_an_org_webhook_dies_after_max_attempts_and_is_redriven_from_the_cli(
     status, _ = api(appliance, "DELETE", f"/api/v1/orgs/acme/webhooks/{webhook}", token)
     assert status == 200
     assert api(appliance, "GET", "/api/v1/orgs/acme/webhooks", token)[1] == {"webhooks": []}
+    # Who added, re-drove and removed it is in the audit log; the secret is not.
+    records = audit_records(appliance, "--user", "alice")
+    added = [r for r in records if r["action"] == "add-webhook"]
+    assert [(r["org"], r["target"], r["outcome"]) for r in added] == [("acme", url, "ok")]
+    assert [r["detail"] for r in records if r["action"] == "remove-webhook"] == [
+        f"webhook {webhook}"
+    ]
+    cli = [r for r in audit_records(appliance) if r["action"] == "retry-webhook"]
+    assert cli[0]["credential"].startswith("cli ")
+    assert cli[0]["detail"] == f"deliveries {row[0]}"
+    assert secret not in json.dumps(audit_records(appliance))
 
 
 def test_a_slow_receiver_does_not_slow_a_publish(make: Make, receiver: WebhookReceiver) -> None:

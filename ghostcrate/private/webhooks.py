@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import aiosqlite
 
 from ghostcrate.config.model import WEBHOOK_EVENTS, WebhookEndpointSettings
+from ghostcrate.private import audit
 from ghostcrate.private.db import Database, Row
 from ghostcrate.private.errors import NotFound, RegistryError
 from ghostcrate.private.orgs import rows_of, split_team
@@ -190,6 +191,13 @@ class Webhooks:
             )
             assert cursor.lastrowid is not None
             webhook_id = cursor.lastrowid
+            await audit.append(
+                connection,
+                "add-webhook",
+                org=found[0]["name"],
+                target=url,
+                detail=f"webhook {webhook_id}: {' '.join(events)}",
+            )
         return await self.webhook(webhook_id), secret
 
     async def webhook(self, webhook_id: int, org: str | None = None) -> Webhook:
@@ -219,6 +227,13 @@ class Webhooks:
                 "UPDATE webhooks SET removed_at = ? WHERE id = ?", (now, webhook_id)
             )
             await _bury_pending(connection, webhook_id, now)
+            await audit.append(
+                connection,
+                "remove-webhook",
+                org=webhook.org,
+                target=webhook.url,
+                detail=f"webhook {webhook_id}",
+            )
         return webhook
 
     async def sync_config(self, endpoints: list[WebhookEndpointSettings]) -> None:
@@ -272,15 +287,22 @@ class Webhooks:
                 cursor = await connection.execute(
                     redrive + " AND webhook_id = ?", (PENDING, now, DEAD, webhook_id)
                 )
-                return cursor.rowcount
-            for delivery in deliveries:
-                cursor = await connection.execute(
-                    redrive + " AND delivery = ? AND webhook_id = coalesce(?, webhook_id)",
-                    (PENDING, now, DEAD, delivery, webhook_id),
-                )
-                if cursor.rowcount == 0:
-                    raise NotFound(f"no dead delivery {delivery} of a webhook that is still there")
-            return len(deliveries)
+                retried = cursor.rowcount
+                detail = f"webhook {webhook_id}: {retried} dead deliveries"
+            else:
+                for delivery in deliveries:
+                    cursor = await connection.execute(
+                        redrive + " AND delivery = ? AND webhook_id = coalesce(?, webhook_id)",
+                        (PENDING, now, DEAD, delivery, webhook_id),
+                    )
+                    if cursor.rowcount == 0:
+                        raise NotFound(
+                            f"no dead delivery {delivery} of a webhook that is still there"
+                        )
+                retried = len(deliveries)
+                detail = "deliveries " + " ".join(deliveries)
+            await audit.append(connection, "retry-webhook", detail=detail)
+            return retried
 
     # --- for the deliverer -----------------------------------------------------
 
