@@ -159,7 +159,10 @@ def test_the_file_keeps_its_salt_and_no_key_in_clear(tmp_path: Path) -> None:
 def test_the_readme_shows_the_defaults(tmp_path: Path) -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     start = readme.index("[limits]\n")
-    block = readme[start : readme.index("```", start)]
+    lines = readme[start : readme.index("```", start)].splitlines()
+    # The [limits] tables, up to the next table that is not one of them.
+    after = [n for n, line in enumerate(lines) if line.startswith("[") and "limits" not in line]
+    block = "\n".join(lines[: after[0] if after else None])
     path = tmp_path / "ghostcrate.toml"
     path.write_text(block)
     assert load_settings(path, {}).settings.limits == load_settings(None, {}).settings.limits
