@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv
 from tests.support.crates import CrateSpec, crate_files
+from tests.support.leaks import LEAKS
 
 REGISTRY = "ghostcrate"
 
@@ -100,6 +101,7 @@ def create_token(appliance: Appliance, user: str, *options: str) -> str:
     result = appliance.run("token", "create", "--user", user, *options)
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
+    LEAKS.secret("API token", token, shown_in=result.stdout)
     assert token.startswith("gcr_"), result.stdout
     assert "\n" not in token, result.stdout  # the token alone on standard output
     return token
