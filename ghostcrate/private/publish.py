@@ -114,10 +114,9 @@ class Publisher:
         standing = await self._crates.standing(actor, meta.name)
         if standing.exists:
             decide(actor, PUBLISH_UPDATE, standing).require()
-            names = await self._crates.names()
-            spelled = names.get(canonical(meta.name), meta.name)
-            if spelled != meta.name:
-                raise Conflict(same_crate(meta.name, spelled))
+            crate = await self._crates.crate(meta.name)
+            if crate is not None and crate["name"] != meta.name:
+                raise Conflict(same_crate(meta.name, crate["name"]))
             return
         decide(actor, PUBLISH_NEW, standing).require()
         taken = lookalike(meta.name, (await self._crates.names()).values())

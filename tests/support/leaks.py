@@ -36,7 +36,7 @@ class Leak:
     kind: str
 
     def __str__(self) -> str:
-        return f"a {self.kind} appears in {self.where}"
+        return f"{self.kind} found in {self.where}"
 
 
 @dataclass
