@@ -67,6 +67,33 @@ BAD: list[tuple[str, bytes, int]] = [
         400,
     ),
     (
+        "a hard link",
+        publish_body(
+            metadata_bytes(GOOD),
+            archive(GOOD, [(member("acme-good-1.0.0/h", tarfile.LNKTYPE, link="x"), b"")]),
+        ),
+        400,
+    ),
+    (
+        "a device",
+        publish_body(
+            metadata_bytes(GOOD),
+            archive(GOOD, [(member("acme-good-1.0.0/d", tarfile.CHRTYPE), b"")]),
+        ),
+        400,
+    ),
+    (
+        "an absolute path",
+        publish_body(metadata_bytes(GOOD), archive(GOOD, [(member("/etc/evil"), b"x")])),
+        400,
+    ),
+    ("a non-ASCII name", publish_body(with_metadata(GOOD, name="acmé"), build_crate(GOOD)), 400),
+    (
+        "six keywords",
+        publish_body(with_metadata(GOOD, keywords=list("abcdef")), build_crate(GOOD)),
+        400,
+    ),
+    (
         "a Cargo.toml that disagrees",
         publish_body(metadata_bytes(GOOD), build_crate(CrateSpec("acme-good", "2.0.0"))),
         400,
