@@ -18,6 +18,7 @@ from ghostcrate.config import CacheSettings, ServerSettings, Settings, UpstreamS
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv
 from tests.support.crates import corpus_registry, index_path
+from tests.support.leaks import LEAKS, report
 from tests.support.s3 import MotoServer, S3FaultProxy
 from tests.support.upstream import FakeUpstream
 
@@ -32,6 +33,15 @@ class FastLaneTestServer(TestServer):
 
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_leaks() -> Iterator[None]:
+    """When this pytest process ends, no secret a test made may be in any log, CLI
+    output or error answer it saw (`tests/support/leaks.py`); fails the run otherwise."""
+    yield
+    leaks = LEAKS.leaks()
+    assert not leaks, report(leaks)
 
 
 @pytest.fixture(autouse=True)

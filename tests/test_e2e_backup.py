@@ -212,6 +212,9 @@ def test_what_a_backup_holds_and_keeping_the_newest(
     assert key.read_bytes() == signing_key.read_bytes()
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    database = restored_dir / "private" / "registry.db"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700
     config = restored_dir / "restored-config" / appliance.config.name
     assert config.read_text() == appliance.config.read_text()
 

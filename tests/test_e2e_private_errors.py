@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import tarfile
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from tests.hostile.test_h2_relay import answers_of
 from tests.support.appliance import Appliance
 from tests.support.crates import CrateSpec, Dep, build_crate, cargo_toml
 from tests.support.h2attack import RawH2
-from tests.support.private import add_user, create_token
+from tests.support.private import add_user, create_token, stored
 from tests.support.publish import (
     gzip_bytes,
     member,
@@ -69,6 +67,33 @@ BAD: list[tuple[str, bytes, int]] = [
         400,
     ),
     (
+        "a hard link",
+        publish_body(
+            metadata_bytes(GOOD),
+            archive(GOOD, [(member("acme-good-1.0.0/h", tarfile.LNKTYPE, link="x"), b"")]),
+        ),
+        400,
+    ),
+    (
+        "a device",
+        publish_body(
+            metadata_bytes(GOOD),
+            archive(GOOD, [(member("acme-good-1.0.0/d", tarfile.CHRTYPE), b"")]),
+        ),
+        400,
+    ),
+    (
+        "an absolute path",
+        publish_body(metadata_bytes(GOOD), archive(GOOD, [(member("/etc/evil"), b"x")])),
+        400,
+    ),
+    ("a non-ASCII name", publish_body(with_metadata(GOOD, name="acmé"), build_crate(GOOD)), 400),
+    (
+        "six keywords",
+        publish_body(with_metadata(GOOD, keywords=list("abcdef")), build_crate(GOOD)),
+        400,
+    ),
+    (
         "a Cargo.toml that disagrees",
         publish_body(metadata_bytes(GOOD), build_crate(CrateSpec("acme-good", "2.0.0"))),
         400,
@@ -92,15 +117,6 @@ BAD: list[tuple[str, bytes, int]] = [
         413,
     ),
 ]
-
-
-def stored(appliance: Appliance) -> tuple[int, list[str]]:
-    """Versions in the registry database, and the private crate files."""
-    private = appliance.data_dir / "private"
-    with closing(sqlite3.connect(private / "registry.db")) as db:
-        (versions,) = db.execute("SELECT count(*) FROM versions").fetchone()
-    files = sorted(p.name for p in (private / "crates").rglob("*") if p.is_file())
-    return versions, files
 
 
 async def h2_publish(port: int, token: str, body: bytes) -> tuple[int, bytes]:

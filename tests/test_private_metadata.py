@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from typing import cast
 
@@ -21,6 +22,7 @@ from tests.support.crates import CrateSpec, Dep, built, corpus, dumps_line
 from tests.support.publish import metadata_bytes, publish_metadata
 
 CKSUM = "0" * 64
+SPEC = CrateSpec("bounded", "1.0.0")
 
 # Crates that exercise every index field crates.io writes.
 ORACLE_SPECS = [
@@ -316,3 +318,38 @@ def test_rust_version_is_a_bare_version(rust_version: str) -> None:
 @pytest.mark.parametrize("rust_version", ["^1.70", "1.70.0-nightly", "1.x", "", "1.2.3.4"])
 def test_bad_rust_versions_are_refused(rust_version: str) -> None:
     refused(meta_json(rust_version=rust_version), "rust-version")
+
+
+def test_deep_nesting_scan_is_linear_on_unterminated_strings() -> None:
+    started = time.monotonic()
+    with pytest.raises(PublishRejected, match="not valid JSON"):
+        parse_metadata(b'{"name":"' + b'\\"' * 500_000)
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("keywords", ["k"] * 6, "at most 5"),
+        ("keywords", ["x" * 21], "invalid keyword"),
+        ("keywords", ["-lead"], "invalid keyword"),
+        ("categories", ["c"] * 6, "at most 5"),
+        ("authors", ["a"] * 101, "at most 100"),
+        ("description", "d" * 1001, "at most 1000"),
+        ("repository", "https://x/" + "r" * 1100, "at most 1024"),
+    ],
+)
+def test_crates_io_bounds(field: str, value: object, match: str) -> None:
+    with pytest.raises(PublishRejected, match=match):
+        parse_metadata(json.dumps(publish_metadata(SPEC) | {field: value}).encode())
+
+
+def test_keywords_as_crates_io_takes_them() -> None:
+    raw = json.dumps(publish_metadata(SPEC) | {"keywords": ["c++", "1password", "a_b-c"]})
+    assert parse_metadata(raw.encode()).keywords == ("c++", "1password", "a_b-c")
+
+
+@pytest.mark.parametrize("name", ["acmé", "\u0430cme", "tok\u0131o"])
+def test_non_ascii_names_are_refused_naming_the_character(name: str) -> None:
+    with pytest.raises(PublishRejected, match=r"U\+0.*ASCII only"):
+        parse_metadata(json.dumps(publish_metadata(SPEC) | {"name": name}).encode())

@@ -21,8 +21,8 @@ from ghostcrate.private.tokens import Actor
 
 log = logging.getLogger(__name__)
 
-#: Room for the metadata and the two length fields around the `.crate` itself.
-METADATA_ROOM = (1 << 20) + 8
+#: The two length fields around the metadata and the `.crate`.
+LENGTH_FIELDS = 8
 #: Seconds a publish body may go without a byte before it is refused.
 BODY_IDLE_SECONDS = 60.0
 #: crates.io's default and largest page of search results.
@@ -49,7 +49,8 @@ async def may_read_private(request: web.Request) -> bool:
 
 async def publish(request: web.Request) -> web.Response:
     actor = await actor_of(request)
-    body = await _read_body(request, request.app[SETTINGS].private.max_upload + METADATA_ROOM)
+    limits = request.app[SETTINGS].private
+    body = await _read_body(request, limits.max_upload + limits.max_metadata + LENGTH_FIELDS)
     registry = request.app[PRIVATE]
     new = await registry.publish(body, actor, request.app[REPLIES])
     log.info(
@@ -73,7 +74,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     """
     too_large = PublishRejected(
         f"the upload is larger than this registry accepts ({limit >> 20} MiB with metadata); "
-        "see [private] max_upload",
+        "see [private] max_upload and max_metadata",
         status=413,
     )
     if request.content_length is not None and request.content_length > limit:

@@ -84,7 +84,8 @@ def restore_backup(path: Path, settings: Settings) -> Verified:
                 target = settings.cache_dir / name.removeprefix(f"{CACHE}/")
             else:  # keys/ and cache/ go where they were
                 target = data_dir / name
-            secret = name.startswith((f"{KEYS}/", f"{CONFIG}/"))
+            # The database holds password hashes and token digests: owner-only too.
+            secret = name == DATABASE or name.startswith((f"{KEYS}/", f"{CONFIG}/"))
             _write(archive, member, target, secret=secret)
     _sync_tree(data_dir)
     return verified

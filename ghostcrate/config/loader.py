@@ -15,6 +15,7 @@ was set.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 import types
 import typing
@@ -279,6 +280,10 @@ SENTENCES = {
 }
 
 
+#: Keys whose values are never shown, even when wrong (`bind_password`, `client_secret`).
+_SECRET_KEY = re.compile(r"secret|password|token")
+
+
 def _describe(problem: ErrorDetails, origins: Mapping[str, str], path: Path | None) -> str:
     """One line for a validation error: where, which key, GhostCrate's sentence, the value."""
     key = ".".join(str(part) for part in problem["loc"])
@@ -293,7 +298,7 @@ def _describe(problem: ErrorDetails, origins: Mapping[str, str], path: Path | No
     if where == str(path) and isinstance(value, str) and _quoted(value, kind):
         sentence += ", without quotes"
     value = str(value) if isinstance(value, Path) else masked(value)
-    got = "" if isinstance(value, dict) or "secret" in key else f" (got {value!r})"
+    got = "" if isinstance(value, dict) or _SECRET_KEY.search(key) else f" (got {value!r})"
     shown = f"[{key}]" if _is_table(kind) else f"'{key}'"
     return f"{where}: {shown} {sentence}{got}"
 

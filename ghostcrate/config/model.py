@@ -231,6 +231,10 @@ class PrivateSettings(_Section):
     max_upload: Size = 10 * 2**20
     #: Largest total size of a published `.crate`'s files once unpacked.
     max_unpacked: Size = 512 * 2**20
+    #: Most entries (files and directories) a published `.crate` may hold.
+    max_files: int = Field(default=10_000, ge=1)
+    #: Largest publish metadata JSON (crates.io holds it to its 10 MB upload limit).
+    max_metadata: Size = 10 * 2**20
     #: Names (patterns with `*`) that may be published although the upstream has them.
     allow_shadowing: NamePatterns = []
     #: Name patterns (`acme-*`) that are never fetched from the upstream: only published here.

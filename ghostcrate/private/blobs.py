@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -64,6 +65,13 @@ class BlobStore:
                 status=503,
             )
         await asyncio.get_running_loop().run_in_executor(None, self._write, cksum, data)
+
+    async def discard(self, cksum: str) -> None:
+        """Remove the local file of a publish that was refused after it was stored."""
+        path = self.path(cksum)
+        await asyncio.get_running_loop().run_in_executor(
+            None, partial(path.unlink, missing_ok=True)
+        )
 
     async def find(self, cksum: str) -> Path | None:
         """The local file, fetched from the bucket first if only the bucket has it."""

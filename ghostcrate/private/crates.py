@@ -13,7 +13,8 @@ from ghostcrate.cargo.semver import InvalidVersion, Version
 from ghostcrate.private import audit, changes, webhooks
 from ghostcrate.private.carry import CarriedVersion, CarryError
 from ghostcrate.private.db import Database, Row
-from ghostcrate.private.errors import NotFound, RegistryError
+from ghostcrate.private.errors import Conflict, NotFound, RegistryError
+from ghostcrate.private.lookalikes import lookalike
 from ghostcrate.private.orgs import rows_of, standing, team_of
 from ghostcrate.private.rights import CHANGE_OWNERS, YANK, Standing, decide, decide_team_owner
 from ghostcrate.private.tokens import Actor, canonical
@@ -46,6 +47,24 @@ class NewVersion:
     keywords: tuple[str, ...]
     license: str | None
     about: dict[str, str | None]
+
+
+def same_crate(name: str, published: str) -> str:
+    """The refusal of `name` when crate `published` differs from it only in case or -/_."""
+    return (
+        f"crate `{name}` is already published here as `{published}`: names that differ only "
+        f"in case or '-'/'_' are the same crate; publish it as `{published}` or choose "
+        "another name"
+    )
+
+
+def looks_like(name: str, published: str) -> str:
+    """The refusal of a new crate `name` that looks like the private crate `published`."""
+    return (
+        f"crate name `{name}` looks like the existing private crate `{published}` (names are "
+        "compared with case, '-'/'_' and look-alike characters folded: 0/o, 1/l/i, rn/m, "
+        "vv/w); choose a clearly different name"
+    )
 
 
 class Crates:
@@ -127,6 +146,10 @@ class Crates:
                 connection, "SELECT * FROM crates WHERE canonical = ?", (canonical(new.name),)
             )
             if crate is None:
+                async with connection.execute("SELECT name FROM crates") as cursor:
+                    similar = lookalike(new.name, [row[0] async for row in cursor])
+                if similar is not None:
+                    raise Conflict(looks_like(new.name, similar))
                 cursor = await connection.execute(
                     "INSERT INTO crates (name, canonical, created_at, updated_at) "
                     "VALUES (?, ?, ?, ?)",
@@ -141,10 +164,7 @@ class Crates:
             else:
                 crate_id = crate["id"]
                 if crate["name"] != new.name:
-                    raise RegistryError(
-                        f"crate {new.name!r} is already published here as {crate['name']!r}: "
-                        "names that differ only in case or '-'/'_' are the same crate"
-                    )
+                    raise Conflict(same_crate(new.name, crate["name"]))
             taken = await _one(
                 connection,
                 "SELECT num FROM versions WHERE crate_id = ? AND num_no_build = ?",

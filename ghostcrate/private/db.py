@@ -11,6 +11,7 @@ made some publishes wait 1-2.4 s for a lock that was free after a few ms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -63,8 +64,7 @@ class Database:
     @asynccontextmanager
     async def open(cls, path: Path, observe: Observer = _unobserved) -> AsyncIterator[Database]:
         """Open (creating and migrating as needed) the database at `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _owner_only(path)
+        await asyncio.get_running_loop().run_in_executor(None, owner_only, path)
         writer = await _connect(path)
         try:
             await migrate(writer)
@@ -126,12 +126,24 @@ class Database:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
 
-def _owner_only(path: Path) -> None:
-    """Make the database file mode 0600 whatever the umask: it holds webhook secrets and
-    the hashes of tokens and passwords. (SQLite gives its -wal and -shm files the same.)"""
+def owner_only(path: Path) -> None:
+    """Make the database at `path` and its directory readable by the owner alone.
+
+    It holds password hashes, token digests and webhook secrets: the directory is 0700, the file is
+    created 0600 before SQLite opens it, and SQLite gives its `-wal` and `-shm` files
+    the database file's mode. Wider modes left by an older version are narrowed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o600)
+    for item, mode in (
+        (path.parent, 0o700),
+        (path, 0o600),
+        (path.with_name(f"{path.name}-wal"), 0o600),
+        (path.with_name(f"{path.name}-shm"), 0o600),
+    ):
+        with contextlib.suppress(FileNotFoundError):
+            if item.stat().st_mode & 0o077:
+                item.chmod(mode)
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:

@@ -20,15 +20,22 @@ from ghostcrate.private.errors import PublishRejected
 DepKind = Literal["normal", "dev", "build"]
 _KINDS: tuple[DepKind, ...] = ("normal", "build", "dev")  # crates.io's DependencyKind order
 MAX_DEPTH = 32
-MAX_DEPS = 500
+MAX_DEPS = 500  # crates.io's default `max_dependencies`
 MAX_FEATURES = 300  # crates.io's default `max_features`
+MAX_KEYWORDS = MAX_CATEGORIES = 5  # crates.io's limits
+MAX_KEYWORD_LENGTH = 20  # crates.io's
+MAX_DESCRIPTION = 1000  # characters, crates.io's `MAX_DESCRIPTION_LENGTH`
+MAX_AUTHORS = 100
+#: Characters in any other one-line field (license, URLs, a target, a category...).
+MAX_FIELD = 1024
 _SPLIT_FEATURES_ROUNDS = 100  # crates.io's `split_features` iteration limit
 
 _DEP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 _FEATURE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_+.-]*")
 _RUST_VERSION = re.compile(r"(0|[1-9]\d*)(\.(0|[1-9]\d*)){0,2}")
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
+_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*")
+# A JSON string (possessive, so an unterminated one cannot make the scan quadratic) or a bracket.
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]++|\\.)*+"?|[\[\]{}]', re.DOTALL)
 # crates.io's `reserved_crate_names` table (toolchain crates), compared canonically.
 _TOOLCHAIN_CRATES = """
     alloc arena ast builtins collections compiler_builtins compiler_rt compiletest core coretest
@@ -112,16 +119,16 @@ def parse_metadata(raw: bytes) -> PublishMeta:
         features=_parse_features(fields.items("features", dict, {})),
         links=fields.optional_str("links"),
         rust_version=rust_version,
-        description=fields.optional_str("description"),
-        keywords=fields.str_list("keywords"),
-        categories=fields.str_list("categories"),
+        description=fields.optional_str("description", MAX_DESCRIPTION),
+        keywords=fields.str_list("keywords", _check_keyword, most=MAX_KEYWORDS),
+        categories=fields.str_list("categories", most=MAX_CATEGORIES),
         license=fields.optional_str("license"),
         license_file=fields.optional_str("license_file"),
         repository=fields.optional_str("repository"),
         homepage=fields.optional_str("homepage"),
         documentation=fields.optional_str("documentation"),
-        readme=fields.optional_str("readme"),
-        authors=fields.str_list("authors"),
+        readme=fields.optional_str("readme", None),  # bounded by `[private] max_metadata`
+        authors=fields.str_list("authors", most=MAX_AUTHORS),
     )
 
 
@@ -236,8 +243,11 @@ def _load_json(raw: bytes) -> dict[str, object]:
 def _check_depth(text: str) -> None:
     """Refuse nesting deeper than `MAX_DEPTH` before `json.loads` recurses into it."""
     depth = 0
-    for match in _BRACKETS.finditer(_JSON_STRING.sub("", text)):
-        depth += 1 if match.group() in "[{" else -1
+    for match in _STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            continue
+        depth += 1 if token in "[{" else -1
         if depth > MAX_DEPTH:
             raise PublishRejected(
                 f"the publish metadata is nested more than {MAX_DEPTH} levels deep"
@@ -288,15 +298,16 @@ class _Fields:
         value = self._data.get(key)
         if not isinstance(value, str) or not value:
             raise self._wrong(key, "a non-empty string")
-        return _text(value, f"`{key}` in {self._where}")
+        return _text(value, f"`{key}` in {self._where}", MAX_FIELD)
 
-    def optional_str(self, key: str) -> str | None:
+    def optional_str(self, key: str, longest: int | None = MAX_FIELD) -> str | None:
+        """The string at `key`, or None; refused when longer than `longest` characters."""
         value = self._data.get(key)
         if value is None:
             return None
         if not isinstance(value, str):
             raise self._wrong(key, "a string or null")
-        return _text(value, f"`{key}` in {self._where}")
+        return _text(value, f"`{key}` in {self._where}", longest)
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._data.get(key, default)
@@ -312,20 +323,34 @@ class _Fields:
             raise self._wrong(key, "a list" if kind is list else "an object")
         return value
 
-    def str_list(self, key: str, check: Callable[[str], None] | None = None) -> tuple[str, ...]:
+    def str_list(
+        self, key: str, check: Callable[[str], None] | None = None, *, most: int | None = None
+    ) -> tuple[str, ...]:
+        """The strings listed at `key` (at most `most` of them), each passed to `check`."""
+        items = self.items(key, list, [])
+        if most is not None and len(items) > most:
+            raise PublishRejected(
+                f"`{key}` in {self._where} lists {len(items)} entries; at most {most} are "
+                "allowed (as on crates.io)"
+            )
         out = []
-        for i, item in enumerate(self.items(key, list, [])):
+        for i, item in enumerate(items):
             where = f"`{key}[{i}]` in {self._where}"
             if not isinstance(item, str):
                 raise PublishRejected(f"{where} must be a string, not {_describe(item)}")
-            out.append(_text(item, where))
+            out.append(_text(item, where, MAX_FIELD))
             if check is not None:
                 check(item)
         return tuple(out)
 
 
-def _text(value: str, where: str) -> str:
-    """`value`, unless it holds an unpaired surrogate (JSON allows `\\ud800`, UTF-8 does not)."""
+def _text(value: str, where: str, longest: int | None) -> str:
+    """`value`, unless longer than `longest` characters or holding an unpaired surrogate
+    (JSON allows `\\ud800`, UTF-8 does not)."""
+    if longest is not None and len(value) > longest:
+        raise PublishRejected(
+            f"{where} is {len(value)} characters long; at most {longest} are allowed"
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -337,6 +362,12 @@ def _text(value: str, where: str) -> str:
 
 
 def _check_crate_name(name: str) -> None:
+    if not name.isascii():
+        odd = next(c for c in name if not c.isascii())
+        raise PublishRejected(
+            f"the crate name {name!r} holds {odd!r} (U+{ord(odd):04X}): crate names are ASCII "
+            "only (letters, digits, '-' and '_'), as on crates.io; fix `name` in Cargo.toml"
+        )
     try:
         crate = CrateName(name)
     except InvalidName as error:
@@ -353,6 +384,15 @@ def _check_dep_name(name: str, what: str) -> None:
         raise PublishRejected(
             f"invalid {what} {name!r}: use ASCII letters, digits, '-' and '_', starting with a "
             "letter or '_', at most 64 characters"
+        )
+
+
+def _check_keyword(keyword: str) -> None:
+    if len(keyword) > MAX_KEYWORD_LENGTH or not _KEYWORD.fullmatch(keyword):
+        raise PublishRejected(
+            f"invalid keyword {keyword!r}: use at most {MAX_KEYWORD_LENGTH} ASCII letters, "
+            "digits, '_', '-' and '+', starting with a letter or a digit (crates.io's rule); "
+            "fix `keywords` in Cargo.toml"
         )
 
 

@@ -9,17 +9,26 @@ it leaves a complete version. No index entry is ever without its file.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import Protocol
 
 from ghostcrate.cargo.semver import InvalidVersion, Version, VersionReq
 from ghostcrate.config.model import PrivateSettings
 from ghostcrate.private.archive import check_archive
 from ghostcrate.private.blobs import BlobStore
-from ghostcrate.private.crates import ABOUT_FIELDS, Crates, NewVersion
-from ghostcrate.private.errors import PublishRejected, RegistryError
+from ghostcrate.private.crates import (
+    ABOUT_FIELDS,
+    Crates,
+    NewVersion,
+    looks_like,
+    same_crate,
+)
+from ghostcrate.private.errors import Conflict, PublishRejected, RegistryError
+from ghostcrate.private.lookalikes import lookalike
 from ghostcrate.private.metadata import DepMeta, PublishMeta, index_entry, parse_metadata
 from ghostcrate.private.rights import PUBLISH_NEW, PUBLISH_UPDATE, decide
 from ghostcrate.private.tokens import Actor, canonical, matches
@@ -61,9 +70,22 @@ class Publisher:
         self, body: bytes, actor: Actor, upstream: Upstream
     ) -> tuple[int, NewVersion]:
         """Check and store a publish; the seq of its change, and what was published."""
-        raw, data = split_body(body, max_crate=self._settings.max_upload)
+        settings = self._settings
+        raw, data = split_body(
+            body, max_metadata=settings.max_metadata, max_crate=settings.max_upload
+        )
         meta = parse_metadata(raw)
-        check_archive(data, meta, max_unpacked=self._settings.max_unpacked)
+        # Inflating up to `max_unpacked` is CPU work: off the event loop, other requests go on.
+        await asyncio.get_running_loop().run_in_executor(
+            None,
+            partial(
+                check_archive,
+                data,
+                meta,
+                max_unpacked=settings.max_unpacked,
+                max_members=settings.max_files,
+            ),
+        )
         await self._check_name(meta, actor, upstream)
         for dep in meta.deps:
             await self._check_dependency(meta, dep, upstream)
@@ -79,14 +101,27 @@ class Publisher:
             about={field: getattr(meta, field) for field in ABOUT_FIELDS},
         )
         await self._blobs.put(cksum, data)
-        return await self._crates.add_version(new, actor), new
+        try:
+            return await self._crates.add_version(new, actor), new
+        except BaseException:
+            # Refused at the last moment (a concurrent publish took the version or the
+            # name): the file goes unless another version, with the same bytes, has it.
+            if cksum not in await self._crates.cksums():
+                await self._blobs.discard(cksum)
+            raise
 
     async def _check_name(self, meta: PublishMeta, actor: Actor, upstream: Upstream) -> None:
         standing = await self._crates.standing(actor, meta.name)
         if standing.exists:
             decide(actor, PUBLISH_UPDATE, standing).require()
+            crate = await self._crates.crate(meta.name)
+            if crate is not None and crate["name"] != meta.name:
+                raise Conflict(same_crate(meta.name, crate["name"]))
             return
         decide(actor, PUBLISH_NEW, standing).require()
+        taken = lookalike(meta.name, (await self._crates.names()).values())
+        if taken is not None:
+            raise Conflict(looks_like(meta.name, taken))
         settings = self._settings
         if matches(settings.reserved, meta.name) or matches(settings.allow_shadowing, meta.name):
             return

@@ -14,13 +14,14 @@ MIB = 1 << 20
 KIB = 1 << 10
 
 
-def split_body(body: bytes, *, max_metadata: int = MIB, max_crate: int) -> tuple[bytes, bytes]:
+def split_body(body: bytes, *, max_metadata: int = 10 * MIB, max_crate: int) -> tuple[bytes, bytes]:
     """The metadata JSON and the `.crate` bytes of a publish body, each within its limit."""
     metadata_length = _length_at(body, 0, "metadata")
     if metadata_length > max_metadata:
         raise PublishRejected(
             f"the publish metadata is {human_size(metadata_length)}, more than this registry's "
-            f"limit of {human_size(max_metadata)}; shorten the package description or README",
+            f"limit of {human_size(max_metadata)} ([private] max_metadata); shorten the "
+            "package description or README",
             status=413,
         )
     crate_at = _LENGTH + metadata_length

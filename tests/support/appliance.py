@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.support.leaks import LEAKS, session_secrets
 from tests.support.metrics import sample_value
 from tests.support.textlog import parse_text_line
 
@@ -67,6 +69,9 @@ class Appliance:
             lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
+        LEAKS.config_secrets("", config)
+        LEAKS.log_file(self.log)
+        LEAKS.data_dir(self.data_dir)
 
     def launch(self, env: Mapping[str, str] | None = None) -> int:
         """Start the process with `env` added to the environment; the log's offset then.
@@ -74,6 +79,7 @@ class Appliance:
         The test's own GHOSTCRATE_ and systemd variables are not passed on.
         """
         base = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
+        LEAKS.config_secrets("environment", env or {})
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -108,7 +114,11 @@ class Appliance:
         """`ghostcrate COMMAND --config <this config> ARGS`, as an operator runs it
         (`input`: its standard input)."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTCRATE_")}
-        return subprocess.run(
+        LEAKS.config_secrets("environment", env or {})
+        if input is not None and any(arg.startswith("--password") for arg in args):
+            for line in input.splitlines():
+                LEAKS.secret("password", line)
+        result = subprocess.run(
             [sys.executable, "-m", "ghostcrate", command, "--config", str(self.config), *args],
             capture_output=True,
             text=True,
@@ -117,6 +127,10 @@ class Appliance:
             env={**base, **(env or {})},
             input=input,
         )
+        shown = " ".join(["ghostcrate", command, *args])
+        LEAKS.output(f"the standard output of `{shown}` ({self.workdir})", result.stdout)
+        LEAKS.output(f"the standard error of `{shown}` ({self.workdir})", result.stderr)
+        return result
 
     def cached_crates(self) -> set[str]:
         """File names of the crates in the disk tier."""
@@ -162,16 +176,31 @@ class Appliance:
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, response.read()
+                status, answer = response.status, response.read()
         except urllib.error.HTTPError as error:
-            return error.code, error.read()
+            status, answer = error.code, error.read()
         except (urllib.error.URLError, ConnectionError) as error:
             return 0, str(error).encode()
+        _record(method, path, status, answer)
+        return status, answer
 
     def metric(self, name: str, **labels: str) -> float:
         """The current value of one sample on /metrics (0 if absent)."""
         _, body = self.get("/metrics")
         return sample_value(body.decode(), name, **labels)
+
+
+def _record(method: str, path: str, status: int, answer: bytes) -> None:
+    """Tokens an answer hands out are secrets; an error answer must hold none."""
+    if status >= 400:
+        LEAKS.output(f"the {status} answer to {method} {path}", answer.decode(errors="replace"))
+        return
+    if answer.startswith(b"{") and b"token" in answer:
+        with contextlib.suppress(ValueError):
+            document = json.loads(answer)
+            if isinstance(document, dict):
+                for kind, value in session_secrets(document):
+                    LEAKS.secret(kind, value)
 
 
 def _toml(value: object) -> str:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tests.support.appliance import free_port
+from tests.support.leaks import LEAKS
 from tests.support.tls import TestPKI
 
 SLAPD = "/usr/sbin/slapd"
@@ -181,7 +182,9 @@ def _ldif(users: dict[str, str], groups: dict[str, list[str]]) -> str:
         f"dn: {SERVICE_DN}\nobjectClass: person\ncn: ghostcrate\nsn: service\n"
         f"userPassword: {SERVICE_PASSWORD}",
     ]
+    LEAKS.secret("LDAP bind password", SERVICE_PASSWORD)
     for uid, password in users.items():
+        LEAKS.secret("LDAP user password", password)
         entries.append(
             f"dn: {user_dn(uid)}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\n"
             f"sn: {uid}\nmail: {uid}@example.org\nuserPassword: {password}"

@@ -25,6 +25,7 @@ from urllib.parse import urljoin
 import aiohttp
 
 from tests.support.appliance import free_port
+from tests.support.leaks import LEAKS
 
 PROVIDER_DIR = Path(__file__).parent / "oidc"
 SCRIPT = PROVIDER_DIR / "provider.mjs"
@@ -102,6 +103,7 @@ class OidcProvider:
         """A new client, registered through the provider's dynamic registration endpoint."""
         body = json.dumps({"redirect_uris": [redirect_uri], "response_types": ["code"]})
         answer = self._post("/reg", body.encode(), "application/json")
+        LEAKS.secret("OIDC client secret", answer["client_secret"])
         return Client(answer["client_id"], answer["client_secret"])
 
     def tamper(self, mode: str) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv
 from tests.support.crates import CrateSpec, crate_files
+from tests.support.leaks import LEAKS
 
 REGISTRY = "ghostcrate"
 
@@ -98,6 +101,7 @@ def create_token(appliance: Appliance, user: str, *options: str) -> str:
     result = appliance.run("token", "create", "--user", user, *options)
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
+    LEAKS.secret("API token", token, shown_in=result.stdout)
     assert token.startswith("gcr_"), result.stdout
     assert "\n" not in token, result.stdout  # the token alone on standard output
     return token
@@ -106,3 +110,18 @@ def create_token(appliance: Appliance, user: str, *options: str) -> str:
 def errors(body: bytes) -> str:
     """The `detail` of cargo's error format."""
     return str(json.loads(body)["errors"][0]["detail"])
+
+
+def stored(appliance: Appliance) -> tuple[int, list[str]]:
+    """Versions in the registry database, and every file below `private/crates`."""
+    private = appliance.data_dir / "private"
+    with closing(sqlite3.connect(private / "registry.db")) as db:
+        (versions,) = db.execute("SELECT count(*) FROM versions").fetchone()
+    files = sorted(p.name for p in (private / "crates").rglob("*") if p.is_file())
+    return versions, files
+
+
+def crate_rows(appliance: Appliance) -> list[str]:
+    """The names of the private crates, as recorded."""
+    with closing(sqlite3.connect(appliance.data_dir / "private" / "registry.db")) as db:
+        return sorted(row[0] for row in db.execute("SELECT name FROM crates"))

@@ -7,9 +7,11 @@ import json
 from typing import Any
 
 from tests.support.appliance import Appliance
+from tests.support.leaks import LEAKS
 
 
 def sign_in(appliance: Appliance, name: str, password: str, *, key: str = "name") -> dict[str, Any]:
+    LEAKS.secret("password", password)
     status, body = post_json(appliance, "/api/v1/session", {key: name, "password": password})
     assert status == 200, body
     answer: dict[str, Any] = json.loads(body)
