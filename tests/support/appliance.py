@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.support.leaks import LEAKS, session_secrets
+from tests.support.leaks import LEAKS, session_secrets, webhook_secrets
 from tests.support.metrics import sample_value
 from tests.support.textlog import parse_text_line
 
@@ -128,6 +128,10 @@ class Appliance:
             input=input,
         )
         shown = " ".join(["ghostcrate", command, *args])
+        for secret in (
+            webhook_secrets(result.stdout) if (command, *args[:1]) == ("webhook", "add") else []
+        ):
+            LEAKS.secret("webhook secret", secret, shown_in=result.stdout)
         LEAKS.output(f"the standard output of `{shown}` ({self.workdir})", result.stdout)
         LEAKS.output(f"the standard error of `{shown}` ({self.workdir})", result.stderr)
         return result
@@ -195,6 +199,8 @@ def _record(method: str, path: str, status: int, answer: bytes) -> None:
     if status >= 400:
         LEAKS.output(f"the {status} answer to {method} {path}", answer.decode(errors="replace"))
         return
+    for secret in webhook_secrets(answer.decode(errors="replace")):
+        LEAKS.secret("webhook secret", secret)
     if answer.startswith(b"{") and b"token" in answer:
         with contextlib.suppress(ValueError):
             document = json.loads(answer)

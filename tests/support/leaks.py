@@ -131,6 +131,14 @@ def session_secrets(answer: Mapping[str, object]) -> list[tuple[str, str]]:
     ]
 
 
+#: A webhook's signing secret, as `webhook add` and `POST .../webhooks` show it once.
+WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9_-]{16,}")
+
+
+def webhook_secrets(text: str) -> list[str]:
+    return WEBHOOK_SECRET.findall(text)
+
+
 def report(leaks: list[Leak]) -> str:
     lines = [f"{len(leaks)} secret(s) leaked into logs, CLI output or error answers:"]
     lines += [f"  - {leak}" for leak in leaks]
