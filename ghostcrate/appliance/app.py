@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ghostcrate.appliance import api, orgs_api, readiness, session_api, views
+from ghostcrate.appliance import api, apidocs, orgs_api, readiness, session_api, views
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     CACHE,
@@ -57,6 +57,7 @@ def create_app(settings: Settings, carried: web.Application | None = None) -> we
     app.router.add_get("/index/{path:.+}", views.index_file)
     app.router.add_get("/api/v1/crates/{name}/{version}/download", views.download)
     app.router.add_put("/api/v1/crates/new", api.publish)
+    app.router.add_route("*", "/api/v1/crates/new", api.publish_only)
     app.router.add_get("/api/v1/crates", api.search)
     app.router.add_get("/api/v1/crates/{name}", api.crate_info)
     app.router.add_delete("/api/v1/crates/{name}/{version}/yank", api.yank)
@@ -76,6 +77,9 @@ def create_app(settings: Settings, carried: web.Application | None = None) -> we
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", readiness.readyz)
     app.router.add_get("/metrics", views.metrics)
+    app.router.add_get("/api/openapi.json", apidocs.openapi_json)
+    app.router.add_get("/api/docs", apidocs.docs_page)
+    app.router.add_get("/api/docs/{asset}", apidocs.docs_asset)
     return app
 
 
