@@ -24,10 +24,10 @@ _ASSETS = {
     "favicon-32x32.png": ("swagger_ui", "static", "image/png"),
     "docs.js": ("ghostcrate.appliance", "docs_page", "text/javascript"),
 }
-#: Scripts and styles from this origin only (no inline script: the page's own is docs.js);
-#: Swagger UI sets style attributes and uses data: images for its icons.
+#: Scripts and styles from this origin only (nothing inline: the page's own script is
+#: docs.js); Swagger UI draws its icons as data: images.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
     "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'"
 )
