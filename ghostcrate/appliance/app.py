@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ghostcrate.appliance import api, apidocs, orgs_api, readiness, session_api, views
+from ghostcrate.appliance import accounts_api, api, apidocs, orgs_api, readiness, session_api, views
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     CACHE,
@@ -70,6 +70,7 @@ def create_app(settings: Settings, carried: web.Application | None = None) -> we
     app.router.add_post("/api/v1/session/refresh", session_api.refresh)
     app.router.add_get("/api/v1/me", session_api.me)
     _org_routes(app)
+    _account_routes(app)
     app.router.add_get("/me", api.me)
     app.router.add_get("/api/v1/sso/{provider}/login", sso.login)
     app.router.add_get("/api/v1/sso/{provider}/callback", sso.callback)
@@ -95,6 +96,16 @@ def _org_routes(app: web.Application) -> None:
     app.router.add_delete("/api/v1/orgs/{org}/teams/{team}", orgs_api.remove_team)
     app.router.add_put("/api/v1/orgs/{org}/teams/{team}/members", orgs_api.add_team_members)
     app.router.add_delete("/api/v1/orgs/{org}/teams/{team}/members", orgs_api.remove_team_members)
+
+
+def _account_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/me/tokens", accounts_api.list_tokens)
+    app.router.add_put("/api/v1/me/tokens", accounts_api.create_token)
+    app.router.add_delete("/api/v1/me/tokens/{id}", accounts_api.revoke_token)
+    app.router.add_get("/api/v1/users/{login}", accounts_api.show_user)
+    app.router.add_get("/api/v1/admin/users", accounts_api.list_users)
+    app.router.add_put("/api/v1/admin/users/{login}/disable", accounts_api.disable_user)
+    app.router.add_put("/api/v1/admin/users/{login}/enable", accounts_api.enable_user)
 
 
 async def _cache(app: web.Application) -> AsyncIterator[None]:

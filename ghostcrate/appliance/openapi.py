@@ -439,6 +439,88 @@ def _orgs() -> Json:
     }
 
 
+def _accounts() -> Json:
+    login = _path_param("login", LOGIN, "A user's login.")
+    paths: Json = {
+        "/api/v1/me/tokens": {
+            "get": _op(
+                "tokens",
+                "Your live API tokens",
+                "accounts",
+                _ok("ApiTokens", "The tokens (never their text)."),
+                _READ,
+                security=REQUIRED_AUTH,
+                description="A session, or a token without limits; a limited token is refused "
+                "(rule `token-limits`).",
+            ),
+            "put": _op(
+                "createToken",
+                "A new API token for you; its text is in this answer only",
+                "accounts",
+                {200: json_body(ref("CreatedApiToken"), "The new token.", _NO_STORE)},
+                (*_WRITE,),
+                security=REQUIRED_AUTH,
+                body=_json_request(ref("NewApiToken")),
+            ),
+        },
+        "/api/v1/me/tokens/{id}": {
+            "delete": _op(
+                "revokeToken",
+                "Revoke one of your tokens (every worker refuses it before this answer)",
+                "accounts",
+                _ok("Empty", "Revoked."),
+                (404, *_READ),
+                security=REQUIRED_AUTH,
+                parameters=(
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                    },
+                ),
+            )
+        },
+        "/api/v1/users/{login}": {
+            "get": _op(
+                "user",
+                "A user (shown to readers of private crates)",
+                "accounts",
+                _ok("PublicUser", "The user."),
+                (404, *_READ),
+                security=OPTIONAL_AUTH,
+                parameters=(login,),
+            )
+        },
+        "/api/v1/admin/users": {
+            "get": _op(
+                "adminUsers",
+                "Every user (registry administrators)",
+                "admin",
+                _ok("AdminUsers", "The users."),
+                _READ,
+                security=REQUIRED_AUTH,
+            )
+        },
+    }
+    for action, summary in (
+        ("disable", "Disable a user: their tokens and sessions stop working"),
+        ("enable", "Enable a disabled user again"),
+    ):
+        paths[f"/api/v1/admin/users/{{login}}/{action}"] = {
+            "put": _op(
+                f"{action}User",
+                f"{summary} (registry administrators)",
+                "admin",
+                _ok("AdminUserAnswer", "The user as it is now."),
+                (*_WRITE, 409) if action == "disable" else _WRITE,
+                security=REQUIRED_AUTH,
+                parameters=(login,),
+            )
+        }
+    return paths
+
+
 def _operations() -> Json:
     text = {"description": "Text.", "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {
@@ -554,10 +636,12 @@ def document() -> Json:
         "tags": [
             {"name": "crates", "description": "cargo's web API for the private registry"},
             {"name": "sessions", "description": "Sign-in, sessions, single sign-on"},
+            {"name": "accounts", "description": "Your API tokens, and users"},
+            {"name": "admin", "description": "For the registry's administrators"},
             {"name": "orgs", "description": "Organisations, members and teams"},
             {"name": "operations", "description": "Health, readiness, metrics, this description"},
         ],
-        "paths": _crates() | _sessions() | _orgs() | _operations(),
+        "paths": _crates() | _sessions() | _accounts() | _orgs() | _operations(),
         "components": {
             "schemas": SCHEMAS,
             "responses": RESPONSES,

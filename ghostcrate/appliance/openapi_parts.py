@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ghostcrate.private.tokens import SCOPES
+
 Json = dict[str, Any]
 
 #: `CrateName` (cargo/names.py): a letter, then letters, digits, `-`, `_`; 64 at most.
@@ -22,6 +24,9 @@ VERSION = (
 )
 #: A namespace an organisation claims: a crate name, or the start of one and `*`.
 NAMESPACE = "^[A-Za-z][A-Za-z0-9_-]{0,63}[*]?$"
+
+#: A token's crate scope, as crates.io allows them: `*`, a name, or a name's start and `*`.
+TOKEN_CRATE_PATTERN = r"^(\*|[A-Za-z][A-Za-z0-9_-]{0,63}\*?)$"
 
 JSON_TYPE = "application/json"
 
@@ -241,6 +246,84 @@ SCHEMAS: Json = {
     "Logins": obj({"users": strings(LOGIN)}, ["users"]),
     "Teams": obj({"teams": {"type": "array", "items": ref("Team")}}, ["teams"]),
     "NewTeam": obj({"name": {"type": "string", "pattern": LOGIN}}, ["name"]),
+    "ApiToken": obj(
+        {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "created_at": _TIME,
+            "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+            "expired_at": {"type": ["string", "null"], "format": "date-time"},
+            "crate_scopes": {"type": ["array", "null"], "items": {"type": "string"}},
+            "endpoint_scopes": {"type": ["array", "null"], "items": {"enum": list(SCOPES)}},
+        },
+        ["id", "name", "created_at", "expired_at", "crate_scopes", "endpoint_scopes"],
+    ),
+    "ApiTokens": obj({"api_tokens": {"type": "array", "items": ref("ApiToken")}}, ["api_tokens"]),
+    "NewApiToken": obj(
+        {
+            "api_token": obj(
+                {
+                    "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"\S"},
+                    "crate_scopes": {
+                        "type": ["array", "null"],
+                        "items": {"type": "string", "pattern": TOKEN_CRATE_PATTERN},
+                    },
+                    "endpoint_scopes": {
+                        "type": ["array", "null"],
+                        "items": {"enum": list(SCOPES)},
+                    },
+                    "expired_at": {
+                        "type": ["string", "null"],
+                        "format": "date-time",
+                        "description": "In the future; null: the token does not expire.",
+                    },
+                },
+                ["name"],
+            )
+        },
+        ["api_token"],
+    ),
+    "CreatedApiToken": obj(
+        {
+            "api_token": {
+                "allOf": [
+                    ref("ApiToken"),
+                    obj(
+                        {"token": {"type": "string", "description": "Shown only this once."}},
+                        ["token"],
+                    ),
+                ]
+            }
+        },
+        ["api_token"],
+    ),
+    "PublicUser": obj(
+        {
+            "user": obj(
+                {
+                    "id": {"type": "integer"},
+                    "login": {"type": "string"},
+                    "name": {"type": "string"},
+                    "kind": {"const": "user"},
+                },
+                ["id", "login", "name", "kind"],
+            )
+        },
+        ["user"],
+    ),
+    "AdminUser": obj(
+        {
+            "id": {"type": "integer"},
+            "login": {"type": "string"},
+            "name": {"type": "string"},
+            "admin": {"type": "boolean"},
+            "disabled": {"type": "boolean"},
+        },
+        ["id", "login", "name", "admin", "disabled"],
+    ),
+    "AdminUsers": obj({"users": {"type": "array", "items": ref("AdminUser")}}, ["users"]),
+    "AdminUserAnswer": obj({"user": ref("AdminUser")}, ["user"]),
+    "Empty": {"type": "object", "maxProperties": 0},
     "Status": obj({"status": {"type": "string"}}, ["status"]),
     "Readiness": obj(
         {
