@@ -86,7 +86,7 @@ def test_bad_token_requests_get_a_clear_400_and_make_nothing(
     appliance = start_appliance()
     add_user(appliance, "alice")
     token = create_token(appliance, "alice")
-    for fields, complaint in [
+    cases: list[tuple[dict[str, object], str]] = [
         ({}, "expected a JSON body like"),
         ({"name": " "}, "expected a JSON body like"),
         ({"name": "x" * 65}, "expected a JSON body like"),
@@ -97,7 +97,8 @@ def test_bad_token_requests_get_a_clear_400_and_make_nothing(
         ({"name": "ci", "expired_at": "tomorrow"}, "RFC 3339"),
         ({"name": "ci", "expired_at": "2099-01-01"}, "RFC 3339"),
         ({"name": "ci", "expired_at": 4102444800}, "RFC 3339"),
-    ]:
+    ]
+    for fields, complaint in cases:
         status, answer = new_token(appliance, token, **fields)
         assert status == 400, (fields, answer)
         assert complaint in answer["errors"][0]["detail"], (fields, answer)
