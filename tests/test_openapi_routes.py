@@ -42,8 +42,10 @@ def test_every_route_is_described_and_every_described_operation_is_routed(
     }
     undescribed = sorted(routes - excluded - described())
     unrouted = sorted(described() - routes)
-    assert not undescribed, f"routes missing from ghostcrate/appliance/openapi.py: {undescribed}"
-    assert not unrouted, f"operations in openapi.py that no route answers: {unrouted}"
+    assert (undescribed, unrouted) == ([], []), (
+        f"routes missing from ghostcrate/appliance/openapi.py: {undescribed}; "
+        f"operations in openapi.py that no route answers: {unrouted}"
+    )
 
 
 def test_the_description_is_valid_openapi_3_1() -> None:
@@ -52,10 +54,14 @@ def test_the_description_is_valid_openapi_3_1() -> None:
     validate(spec)
 
 
-def test_operation_ids_are_unique_and_every_api_route_may_answer_429() -> None:
+def test_operation_ids_are_unique_and_every_api_route_may_answer_429_with_retry_after() -> None:
     ids = [op["operationId"] for item in document()["paths"].values() for op in item.values()]
     assert len(ids) == len(set(ids))
     for path, item in document()["paths"].items():
         for method, operation in item.items():
-            if path.startswith("/api/v1/"):
-                assert "429" in operation["responses"], (method, path)
+            if path.startswith("/api/"):
+                assert operation["responses"]["429"] == {
+                    "$ref": "#/components/responses/TooManyRequests"
+                }, (method, path)
+    headers = document()["components"]["responses"]["TooManyRequests"]["headers"]
+    assert headers["Retry-After"]["required"] is True

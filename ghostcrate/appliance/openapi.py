@@ -45,7 +45,7 @@ _ERRORS = {
     502: "BadGateway",
     503: "Unavailable",
 }
-#: What every `/api/v1` route may answer besides its own: rate limits.
+#: What every `/api/` route may answer besides its own: rate limits (`[limits]`).
 _API = (429,)
 _READ = (401, 403, *_API)
 _WRITE = (400, 401, 403, 404, *_API)
@@ -573,7 +573,7 @@ def _operations() -> Json:
                 "This description",
                 "operations",
                 {200: json_body({"type": "object"}, "OpenAPI 3.1.")},
-                (),
+                _API,
                 security=NO_AUTH,
             )
         },
@@ -588,7 +588,7 @@ def _operations() -> Json:
                         "content": {"text/html": {"schema": {"type": "string"}}},
                     }
                 },
-                (),
+                _API,
                 security=NO_AUTH,
             )
         },
@@ -606,7 +606,7 @@ def _operations() -> Json:
                         },
                     }
                 },
-                (404,),
+                (404, *_API),
                 security=NO_AUTH,
                 parameters=(
                     {
