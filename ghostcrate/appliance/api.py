@@ -66,6 +66,11 @@ async def publish(request: web.Request) -> web.Response:
     return web.json_response({"warnings": NO_WARNINGS})
 
 
+async def publish_only(request: web.Request) -> web.Response:
+    """405 for any other method: as on crates.io, `/api/v1/crates/new` is not crate `new`."""
+    raise web.HTTPMethodNotAllowed(request.method, ["PUT"])
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it is known to be longer than `limit`.
 

@@ -11,7 +11,16 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
-from ghostcrate.appliance import api, orgs_api, readiness, session_api, views, webhooks_api
+from ghostcrate.appliance import (
+    accounts_api,
+    api,
+    apidocs,
+    orgs_api,
+    readiness,
+    session_api,
+    views,
+    webhooks_api,
+)
 from ghostcrate.appliance.errors import cargo_errors
 from ghostcrate.appliance.keys import (
     AUDIT,
@@ -66,6 +75,7 @@ def create_app(settings: Settings, carried: web.Application | None = None) -> we
     app.router.add_get("/index/{path:.+}", views.index_file)
     app.router.add_get("/api/v1/crates/{name}/{version}/download", views.download)
     app.router.add_put("/api/v1/crates/new", api.publish)
+    app.router.add_route("*", "/api/v1/crates/new", api.publish_only)
     app.router.add_get("/api/v1/crates", api.search)
     app.router.add_get("/api/v1/crates/{name}", api.crate_info)
     app.router.add_delete("/api/v1/crates/{name}/{version}/yank", api.yank)
@@ -78,6 +88,7 @@ def create_app(settings: Settings, carried: web.Application | None = None) -> we
     app.router.add_post("/api/v1/session/refresh", session_api.refresh)
     app.router.add_get("/api/v1/me", session_api.me)
     _org_routes(app)
+    _account_routes(app)
     app.router.add_get("/me", api.me)
     app.router.add_get("/api/v1/sso/{provider}/login", sso.login)
     app.router.add_get("/api/v1/sso/{provider}/callback", sso.callback)
@@ -85,6 +96,9 @@ def create_app(settings: Settings, carried: web.Application | None = None) -> we
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", readiness.readyz)
     app.router.add_get("/metrics", views.metrics)
+    app.router.add_get("/api/openapi.json", apidocs.openapi_json)
+    app.router.add_get("/api/docs", apidocs.docs_page)
+    app.router.add_get("/api/docs/{asset}", apidocs.docs_asset)
     return app
 
 
@@ -122,6 +136,16 @@ async def _limits(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         table.close()
+
+
+def _account_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/me/tokens", accounts_api.list_tokens)
+    app.router.add_put("/api/v1/me/tokens", accounts_api.create_token)
+    app.router.add_delete("/api/v1/me/tokens/{id}", accounts_api.revoke_token)
+    app.router.add_get("/api/v1/users/{login}", accounts_api.show_user)
+    app.router.add_get("/api/v1/admin/users", accounts_api.list_users)
+    app.router.add_put("/api/v1/admin/users/{login}/disable", accounts_api.disable_user)
+    app.router.add_put("/api/v1/admin/users/{login}/enable", accounts_api.enable_user)
 
 
 async def _cache(app: web.Application) -> AsyncIterator[None]:

@@ -47,7 +47,10 @@ async def cargo_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except web.HTTPException as error:
         if error.status < 400 or error.content_type == "application/json":
             raise
-        return error_response(error.status, f"{error.reason}: {request.method} {request.path}")
+        response = error_response(error.status, f"{error.reason}: {request.method} {request.path}")
+        if "Allow" in error.headers:  # a 405 names the methods the route takes (RFC 9110 15.5.6)
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         audit_failure(request, None, "internal error (see the log)")

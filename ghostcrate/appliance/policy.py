@@ -177,16 +177,17 @@ class Policy:
             if self.required:
                 raise Unauthorized(TOKEN_NEEDED)
             return None
-        actor = await self.authenticate(token)
-        audit.identify(actor.user, actor.credential)
-        return actor
+        return await self.authenticate(token)
 
     async def authenticate(self, token: str) -> Actor:
         """Who an API token (`gcr_...`) or a session token (a JWT) stands for; `Forbidden`
-        if it is not valid."""
+        if it is not valid. The request's audit records name them from now on."""
         if looks_like_session(token):
-            return await self._sessions.authenticate(token)
-        return await self._accounts.authenticate(token)
+            actor = await self._sessions.authenticate(token)
+        else:
+            actor = await self._accounts.authenticate(token)
+        audit.identify(actor.user, actor.credential)
+        return actor
 
     def remembered(self, token: str) -> Actor | None:
         """Who a token stands for, if this process looked it up lately (no database read)."""

@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import cast
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
+from ghostcrate.appliance.errors import error_response
 from ghostcrate.appliance.fastlane import FastLane, Lane
 from ghostcrate.appliance.h2lane import upgrade_to_h2c
+
+log = logging.getLogger(__name__)
+
+
+class ClientErrorHandler(RequestHandler):
+    """aiohttp's connection handler, answering a request it cannot parse (a header with a
+    NUL, a bad request line) in cargo's error form, logged as the client's error it is:
+    aiohttp logs each at level error with a traceback, which anyone could fill a log with."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        reason = (message or str(exc) or "malformed").strip().splitlines()[0].rstrip(":")
+        log.info("bad HTTP request", extra={"remote": request.remote, "detail": reason})
+        response = error_response(status, f"bad HTTP request: {reason}")
+        response.force_close()
+        return response
 
 
 class FastLaneServer:
@@ -37,5 +64,10 @@ class FastLaneRunner(web.AppRunner):
         # `_make_server` is the hook aiohttp's own runners implement; the app has
         # started (cache and mirror open) when it returns.
         inner = await super()._make_server()
-        lane = Lane(self.app, inner, upgrade_to_h2c)
+
+        def handler() -> RequestHandler:
+            # What `web.Server.__call__` makes, of our class.
+            return ClientErrorHandler(inner, loop=inner._loop, **inner._kwargs)
+
+        lane = Lane(self.app, handler, upgrade_to_h2c)
         return cast(web.Server, FastLaneServer(inner, lane))

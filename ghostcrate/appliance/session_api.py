@@ -3,8 +3,9 @@
 `POST /api/v1/session` takes `{"name": ..., "password": ...}` (`login` is an
 alias of `name`) and answers `{"token", "refresh_token", "expires_in",
 "refresh_expires_in", "user"}`; the token goes in `Authorization: Bearer`.
-Refusals are crates.io-style errors: 403 for a wrong sign-in or a token that
-is not valid, 429 with `Retry-After` when sign-ins are throttled.
+Refusals are crates.io-style errors: 403 for a wrong sign-in, a token that is
+not valid, or an API token where a session is needed; 429 with `Retry-After`
+when sign-ins are throttled.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ghostcrate.appliance.keys import POLICY, PRIVATE
 from ghostcrate.appliance.policy import token_of
 from ghostcrate.private import audit
 from ghostcrate.private.accounts import User
-from ghostcrate.private.errors import RegistryError, Unauthorized
+from ghostcrate.private.errors import Forbidden, RegistryError, Unauthorized
 from ghostcrate.private.passwords import MAX_LENGTH
 from ghostcrate.private.sessions import IssuedSession
 from ghostcrate.private.tokens import Actor
@@ -63,7 +64,7 @@ async def refresh(request: web.Request) -> web.Response:
 async def sign_out(request: web.Request) -> web.Response:
     actor = await _actor(request)
     if actor.session_id is None:
-        raise RegistryError(
+        raise Forbidden(
             "this is an API token, not a session token: revoke it with `ghostcrate token revoke`"
         )
     await request.app[PRIVATE].sessions.revoke(actor.session_id)
@@ -82,9 +83,7 @@ async def _actor(request: web.Request) -> Actor:
     token = token_of(request.headers.get("Authorization"))
     if token is None:
         raise Unauthorized(NOT_SIGNED_IN)
-    actor = await request.app[POLICY].authenticate(token)
-    audit.identify(actor.user, actor.credential)
-    return actor
+    return await request.app[POLICY].authenticate(token)
 
 
 def _session_response(issued: IssuedSession, user: User) -> web.Response:

@@ -114,6 +114,6 @@ async def _managed(request: web.Request) -> tuple[Org, Actor]:
 
 def _id(request: web.Request) -> int:
     text = request.match_info["id"]
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
         raise NotFound(f"no webhook {text!r}: webhooks are numbered")
     return int(text)

@@ -126,9 +126,13 @@ def session_secrets(answer: Mapping[str, object]) -> list[tuple[str, str]]:
         "access_token": "session JWT",
         "refresh_token": "refresh token",
     }
-    return [
+    found = [
         (kind, value) for key, kind in kinds.items() if isinstance(value := answer.get(key), str)
     ]
+    made = answer.get("api_token")  # PUT /api/v1/me/tokens shows the new token once
+    if isinstance(made, Mapping) and isinstance(value := made.get("token"), str):
+        found.append(("API token", value))
+    return found
 
 
 #: A webhook's signing secret, as `webhook add` and `POST .../webhooks` show it once.
