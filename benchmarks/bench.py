@@ -426,6 +426,20 @@ def scratch(prefix: str, *, keep: bool) -> Iterator[Path]:
         log(f"total {time.monotonic() - started_at:.0f} s")
 
 
+def index_only_data(data: Path, index_files: int) -> None:
+    """Generate a data set of `index_files` index files and no crates into `data`, unless
+    one is there already (`--data` reuses it)."""
+    if (data / "lists" / "index.txt").exists():
+        return
+    log(f"generating {index_files} index files into {data}")
+    subprocess.run(
+        [str(PYTHON), str(HERE / "datagen.py"), str(data), "--index-files", str(index_files),
+         "--crates", "0", "--cold", "0"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

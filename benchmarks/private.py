@@ -44,6 +44,7 @@ from bench import (
     descendants,
     free_port,
     ghostcrate_toml,
+    index_only_data,
     launch_ghostcrate,
     log,
     read_list,
@@ -334,14 +335,7 @@ def main() -> None:
 
 def run(tmp: Path, args: argparse.Namespace) -> None:
     data: Path = args.data or tmp / "data"
-    if not (data / "lists" / "index.txt").exists():
-        log(f"generating {args.index_files} index files into {data}")
-        subprocess.run(
-            [str(PYTHON), str(HERE / "datagen.py"), str(data), "--index-files",
-             str(args.index_files), "--crates", "0", "--cold", "0"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+    index_only_data(data, args.index_files)
     list_file = data / "lists" / "index.txt"
     index = read_list(list_file)
     load_before = Path("/proc/loadavg").read_text().strip()

@@ -18,18 +18,16 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import (
     GC,
-    HERE,
     NGX,
-    PYTHON,
     Row,
     Server,
+    index_only_data,
     log,
     read_list,
     refresh,
@@ -114,14 +112,7 @@ def main() -> None:
 
 def run(tmp: Path, args: argparse.Namespace) -> None:
     data: Path = args.data or tmp / "data"
-    if not (data / "lists" / "index.txt").exists():
-        log(f"generating {args.index_files} index files into {data}")
-        subprocess.run(
-            [str(PYTHON), str(HERE / "datagen.py"), str(data), "--index-files",
-             str(args.index_files), "--crates", "0", "--cold", "0"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+    index_only_data(data, args.index_files)
     manifest = json.loads((data / "manifest.json").read_text())
     list_file = data / "lists" / "index.txt"
     index = read_list(list_file)
