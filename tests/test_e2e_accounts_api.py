@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.appliance import Appliance
 from tests.support.private import add_user, create_token, errors
+from tests.support.private import json_call as call
 from tests.support.sessions import me, sign_in
 from tests.test_e2e_audit import audit_records
 
@@ -19,17 +20,6 @@ StartAppliance = Callable[..., Appliance]
 PASSWORD = "correct horse battery"
 #: Requests per check: each a new connection, so both workers answer (all on one: 2^-11).
 PROBES = 12
-
-
-def call(
-    appliance: Appliance, method: str, path: str, token: str | None, body: object = None
-) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = token
-    data = None if body is None else json.dumps(body).encode()
-    status, answer = appliance.request(method, path, data, headers)
-    return status, json.loads(answer)
 
 
 def new_token(appliance: Appliance, credential: str, **fields: object) -> tuple[int, Any]:

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 from tests.support.appliance import Appliance
 from tests.support.private import add_user, create_token, errors
+from tests.support.private import json_call as call
 
 StartAppliance = Callable[..., Appliance]
-
-
-def call(
-    appliance: Appliance, method: str, path: str, token: str | None, body: object = None
-) -> tuple[int, Any]:
-    """Status and JSON answer of one API request."""
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = token
-    data = None if body is None else json.dumps(body).encode()
-    status, answer = appliance.request(method, path, data, headers)
-    return status, json.loads(answer)
 
 
 def test_org_and_team_commands_print_listings_and_refuse_with_status_2(

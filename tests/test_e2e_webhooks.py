@@ -25,6 +25,7 @@ from tests.support.private import (
     publish,
     write_package,
 )
+from tests.support.private import json_call as api
 from tests.support.publish import metadata_bytes, publish_body
 from tests.support.upstream import FakeUpstream
 from tests.support.webhook_receiver import Received, WebhookReceiver, verify
@@ -69,17 +70,6 @@ def make(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Make]:
     for appliance in made:
         if appliance.process is not None and appliance.process.poll() is None:
             appliance.stop()
-
-
-def api(
-    appliance: Appliance, method: str, path: str, token: str | None, body: object = None
-) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = token
-    data = None if body is None else json.dumps(body).encode()
-    status, answer = appliance.request(method, path, data, headers)
-    return status, json.loads(answer)
 
 
 def publish_over_http(appliance: Appliance, token: str, name: str, version: str = "1.0.0") -> float:

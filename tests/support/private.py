@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from tests.support.appliance import Appliance
 from tests.support.cargo import CargoEnv
@@ -125,3 +126,15 @@ def crate_rows(appliance: Appliance) -> list[str]:
     """The names of the private crates, as recorded."""
     with closing(sqlite3.connect(appliance.data_dir / "private" / "registry.db")) as db:
         return sorted(row[0] for row in db.execute("SELECT name FROM crates"))
+
+
+def json_call(
+    appliance: Appliance, method: str, path: str, token: str | None, body: object = None
+) -> tuple[int, Any]:
+    """Status and JSON answer of one API request (`body` sent as JSON)."""
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = token
+    data = None if body is None else json.dumps(body).encode()
+    status, answer = appliance.request(method, path, data, headers)
+    return status, json.loads(answer)
