@@ -638,7 +638,10 @@ class H2Lane(asyncio.Protocol):
             if window <= 0:
                 return 0
             part = bytes(data[:window])
-            self._queue_frames(stream_id, memoryview(part), window, end=end)
+            # The stream ends with the last of `data`, not with the last the window takes.
+            self._queue_frames(
+                stream_id, memoryview(part), window, end=end and len(part) == len(data)
+            )
         except h2.exceptions.StreamClosedError:
             return len(data)  # reset meanwhile: nobody wants the rest
         self._flush()
