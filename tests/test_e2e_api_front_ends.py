@@ -19,6 +19,8 @@ pytestmark = pytest.mark.e2e
 
 StartAppliance = Callable[..., Appliance]
 #: Headers both front ends must give alike (the rest, such as Date, may differ).
+#: A JSON body nested 5,000 deep: far past the 1,000 levels that Python's json follows.
+DEEP = b"[" * 5_000
 COMPARED = ("content-type", "content-security-policy", "x-content-type-options", "allow")
 
 
@@ -51,6 +53,10 @@ def cases(admin: str, user: str) -> list[tuple[str, str, bytes, str | None, int]
         ("GET", f"{webhooks}/99999999999999999999999/deliveries", b"", admin, 404),
         ("GET", f"{webhooks}/\u00b2/deliveries", b"", admin, 404),
         ("POST", f"{webhooks}/1/retry", b"[]", admin, 404),
+        # Nesting deeper than Python's json can follow is a bad body, not a 500.
+        ("POST", "/api/v1/session", DEEP, None, 400),
+        ("PUT", "/api/v1/me/tokens", DEEP, user, 400),
+        ("POST", webhooks, DEEP, admin, 400),
     ]
 
 

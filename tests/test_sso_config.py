@@ -14,6 +14,7 @@ from ghostcrate.appliance.sso.providers import (
     ProviderUnavailable,
     client_secret,
     discovered,
+    parse_object,
 )
 from ghostcrate.appliance.sso.roles import org_roles
 from ghostcrate.config import ConfigError, load_settings
@@ -236,3 +237,9 @@ def test_org_roles_give_the_strongest_role_per_organisation() -> None:
         "infra": "contributor",
     }
     assert org_roles(mapping, ()) == {}
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b"not json", b"[1, 2]"])
+def test_a_provider_document_that_is_no_json_object_is_refused_not_a_crash(body: bytes) -> None:
+    with pytest.raises(ProviderUnavailable, match="is not a JSON object"):
+        parse_object(body, "the discovery document")

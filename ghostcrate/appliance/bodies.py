@@ -13,7 +13,7 @@ async def json_object(request: web.Request, expected: str) -> dict[str, Any]:
     """The body as a JSON object; `RegistryError(expected)` (400) if it is not one."""
     try:
         document = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than json can follow
         raise RegistryError(expected) from None
     if not isinstance(document, dict):
         raise RegistryError(expected)

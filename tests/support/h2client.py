@@ -106,8 +106,10 @@ class H2Client:
         ]
         encoded = [(name.encode(), value.encode()) for name, value in fields]
         self._h2.send_headers(stream_id, encoded, end_stream=not body)
-        if body:
-            self._h2.send_data(stream_id, body, end_stream=True)
+        frame = self._h2.max_outbound_frame_size  # a body within the window, in frames
+        for start in range(0, len(body), frame):
+            last = start + frame >= len(body)
+            self._h2.send_data(stream_id, body[start : start + frame], end_stream=last)
         self._answers[stream_id] = H2Answer()
         future: asyncio.Future[H2Answer] = asyncio.get_running_loop().create_future()
         self._done[stream_id] = future

@@ -296,7 +296,7 @@ async def _github_get(
         raise ProviderUnavailable(f"GitHub's API answered {url} with HTTP {status}")
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ProviderUnavailable(f"GitHub's API answered {url} with something not JSON") from None
 
 

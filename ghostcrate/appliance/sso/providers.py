@@ -208,7 +208,7 @@ async def fetch_json(http: aiohttp.ClientSession, url: str, what: str) -> dict[s
 def parse_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # a lying provider's endless nesting too
         document = None
     if not isinstance(document, dict):
         raise ProviderUnavailable(f"{what} is not a JSON object")
