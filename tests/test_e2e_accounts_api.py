@@ -91,6 +91,11 @@ def test_bad_token_requests_get_a_clear_400_and_make_nothing(
         ({"name": " "}, "expected a JSON body like"),
         ({"name": "x" * 65}, "expected a JSON body like"),
         ({"name": "ci", "crate_scopes": "acme"}, "expected a JSON body like"),
+        # Empty or false limits are refused, never read as "no limit".
+        ({"name": "ci", "crate_scopes": []}, "crate_scopes is empty"),
+        ({"name": "ci", "endpoint_scopes": []}, "endpoint_scopes is empty"),
+        ({"name": "ci", "crate_scopes": ""}, "expected a JSON body like"),
+        ({"name": "ci", "endpoint_scopes": False}, "expected a JSON body like"),
         ({"name": "ci", "endpoint_scopes": ["delete-everything"]}, "unknown scope"),
         ({"name": "ci", "crate_scopes": ["acme core"]}, "invalid crate pattern"),
         ({"name": "ci", "expired_at": "2001-01-01T00:00:00Z"}, "in the future"),

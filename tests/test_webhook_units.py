@@ -13,7 +13,7 @@ from ghostcrate.appliance.webhook_delivery import backoff
 from ghostcrate.config.model import WebhooksSettings
 from ghostcrate.private.db import Database
 from ghostcrate.private.tokens import Actor
-from ghostcrate.private.webhook_targets import TargetRefused, Targets, check_target
+from ghostcrate.private.webhook_targets import MAX_URL, TargetRefused, Targets, check_target
 from ghostcrate.private.webhooks import Webhooks, enqueue, sign
 from tests.support.webhook_receiver import Received, verify
 
@@ -58,6 +58,10 @@ async def test_check_target_refuses_before_any_connection() -> None:
         await check_target("http://no-such-host.invalid/x", Targets.parse([]))
     await check_target("http://127.0.0.1:1/x", Targets.parse(["127.0.0.0/8"]))
     await check_target("http://no-such-host.invalid/x", Targets.parse(["no-such-host.invalid"]))
+    # Even an allowed host takes no URL longer than MAX_URL (it would be stored and sent).
+    long_url = "http://127.0.0.1:1/" + "a" * MAX_URL
+    with pytest.raises(TargetRefused, match=f"{MAX_URL} characters long at most"):
+        await check_target(long_url, Targets.parse(["127.0.0.0/8"]))
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:

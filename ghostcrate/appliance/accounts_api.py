@@ -17,6 +17,7 @@ import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -61,15 +62,8 @@ async def create_token(request: web.Request) -> web.Response:
     if not isinstance(document, dict):
         raise RegistryError(NEW_TOKEN_BODY)
     name = document.get("name")
-    crates = document.get("crate_scopes") or []
-    scopes = document.get("endpoint_scopes") or []
-    if (
-        not isinstance(name, str)
-        or not name.strip()
-        or len(name) > MAX_TOKEN_NAME
-        or not _strings(crates)
-        or not _strings(scopes)
-    ):
+    crates, scopes = _limit(document, "crate_scopes"), _limit(document, "endpoint_scopes")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_TOKEN_NAME:
         raise RegistryError(NEW_TOKEN_BODY)
     days = _days_until(document.get("expired_at"))
     registry = request.app[PRIVATE]
@@ -84,6 +78,20 @@ async def create_token(request: web.Request) -> web.Response:
         {"api_token": _token_json(info) | {"token": token}},
         headers={"Cache-Control": "no-store"},
     )
+
+
+def _limit(document: dict[str, Any], key: str) -> list[str]:
+    """A token's `crate_scopes` or `endpoint_scopes`: absent or null is no limit; anything
+    else must be a list of strings, and an empty one (a limit to nothing) is refused rather
+    than read as no limit."""
+    value = document.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not _strings(value):
+        raise RegistryError(NEW_TOKEN_BODY)
+    if not value:
+        raise RegistryError(f"{key} is empty: list what the token may do, or leave it out (null)")
+    return value
 
 
 async def revoke_token(request: web.Request) -> web.Response:

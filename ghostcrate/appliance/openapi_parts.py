@@ -334,10 +334,14 @@ SCHEMAS: Json = {
                     "crate_scopes": {
                         "type": ["array", "null"],
                         "items": {"type": "string", "pattern": TOKEN_CRATE_PATTERN},
+                        "minItems": 1,
+                        "description": "null or absent: every crate.",
                     },
                     "endpoint_scopes": {
                         "type": ["array", "null"],
                         "items": {"enum": list(SCOPES)},
+                        "minItems": 1,
+                        "description": "null or absent: every endpoint.",
                     },
                     "expired_at": {
                         "type": ["string", "null"],

@@ -57,8 +57,14 @@ class Targets:
         return address.is_global and not address.is_multicast
 
 
+#: The longest webhook URL taken (browsers' and most servers' practical limit).
+MAX_URL = 2048
+
+
 def split_url(url: str) -> tuple[str, int]:
     """(host, port) of an http(s) URL without credentials; else `TargetRefused`."""
+    if len(url) > MAX_URL:
+        raise TargetRefused(f"a webhook URL may be {MAX_URL} characters long at most")
     try:
         parts = urlsplit(url)
         port = parts.port
