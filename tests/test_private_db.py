@@ -201,3 +201,34 @@ async def test_a_writer_cancelled_while_it_waits_leaves_the_lock_free(tmp_path: 
         await asyncio.wait_for(write_second(), 5)
         async with first.write() as connection:
             await connection.execute("INSERT INTO changes (kind, at) VALUES ('after', 0)")
+
+
+async def test_a_write_cancelled_at_any_point_leaves_the_database_writable(
+    tmp_path: Path,
+) -> None:
+    """A task cancelled while its BEGIN runs or inside its block (a client gone, a shutdown)
+    must not leave the writer in a transaction: every later write would fail."""
+    async with Database.open(tmp_path / "registry.db") as db:
+        for ticks in range(40):  # cancelled after 0, 1, 2, ... turns of the event loop
+
+            async def slow_write(name: str) -> None:
+                async with db.write() as connection:
+                    await connection.execute(
+                        "INSERT INTO users (name, admin, created_at) VALUES (?, 0, 1.0)", (name,)
+                    )
+                    await asyncio.sleep(60)  # never done: the cancel comes first
+
+            task = asyncio.create_task(slow_write(f"cancelled-{ticks}"))
+            for _ in range(ticks):
+                await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            async with db.write() as connection:  # raised "within a transaction" before
+                await connection.execute(
+                    "INSERT INTO users (name, admin, created_at) VALUES (?, 0, 1.0)",
+                    (f"after-{ticks}",),
+                )
+        names = {row[0] for row in await db.all("SELECT name FROM users")}
+        assert {f"after-{ticks}" for ticks in range(40)} <= names
+        assert not any(name.startswith("cancelled-") for name in names)  # rolled back

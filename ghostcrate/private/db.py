@@ -99,14 +99,20 @@ class Database:
         async with self._write_lock:
             await self._lock_across_processes()
             try:
+                # aiosqlite runs each call in its thread even when the awaiting task is
+                # cancelled, in the order called: a BEGIN whose task was cancelled still
+                # opens a transaction, and the rollback queued after it closes it.
                 await self._writer.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._writer
                 except BaseException:
-                    await self._writer.rollback()
+                    await asyncio.shield(self._writer.rollback())
                     raise
                 await self._writer.commit()
                 self._observe("write", time.perf_counter() - started)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._writer.rollback())  # cancelled in BEGIN or COMMIT
+                raise
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
