@@ -22,12 +22,11 @@ from typing import Any
 from aiohttp import web
 
 from ghostcrate.appliance.api import may_read_private
-from ghostcrate.appliance.bodies import json_object
+from ghostcrate.appliance.bodies import json_object, strings
 from ghostcrate.appliance.keys import POLICY, PRIVATE
-from ghostcrate.appliance.policy import token_of
-from ghostcrate.appliance.session_api import NOT_SIGNED_IN
+from ghostcrate.appliance.session_api import signed_in
 from ghostcrate.private.accounts import TokenInfo, User
-from ghostcrate.private.errors import Conflict, NotFound, Refused, RegistryError, Unauthorized
+from ghostcrate.private.errors import Conflict, NotFound, Refused, RegistryError
 from ghostcrate.private.rights import RULE_REGISTRY_ADMIN, RULE_TOKEN
 from ghostcrate.private.tokens import Actor
 
@@ -87,11 +86,11 @@ def _limit(document: dict[str, Any], key: str) -> list[str]:
     value = document.get(key)
     if value is None:
         return []
-    if not isinstance(value, list) or not _strings(value):
+    if not strings(value, allow_empty=True):
         raise RegistryError(NEW_TOKEN_BODY)
     if not value:
         raise RegistryError(f"{key} is empty: list what the token may do, or leave it out (null)")
-    return value
+    return list(value)
 
 
 async def revoke_token(request: web.Request) -> web.Response:
@@ -157,18 +156,9 @@ async def _set_disabled(request: web.Request, *, disabled: bool) -> web.Response
     return web.json_response({"user": _admin_user_json(user)})
 
 
-async def _actor(request: web.Request) -> Actor:
-    """Who the credential stands for (401 without one, 403 if it is not valid)."""
-    await request.app[PRIVATE].sync()  # a token revoked or a user disabled a moment ago
-    token = token_of(request.headers.get("Authorization"))
-    if token is None:
-        raise Unauthorized(NOT_SIGNED_IN)
-    return await request.app[POLICY].authenticate(token)
-
-
 async def _holder(request: web.Request) -> Actor:
     """The caller, managing their own account: a session, or a token without limits."""
-    actor = await _actor(request)
+    actor = await signed_in(request)
     if actor.token_id is not None and (actor.scopes or actor.crates or actor.org):
         raise Refused(
             "this token is limited (scopes, crates or organisation), so it may not manage "
@@ -206,10 +196,6 @@ def _days_until(value: object) -> float | None:
     if seconds <= 0:
         raise RegistryError(problem)
     return seconds / 86400
-
-
-def _strings(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) and item for item in value)
 
 
 def _iso(at: float | None) -> str | None:

@@ -9,6 +9,15 @@ from aiohttp import web
 from ghostcrate.private.errors import RegistryError
 
 
+def strings(value: object, *, allow_empty: bool = False) -> bool:
+    """Whether a JSON value is a list of non-empty strings (and not empty, unless allowed)."""
+    return (
+        isinstance(value, list)
+        and (allow_empty or bool(value))
+        and all(isinstance(item, str) and item for item in value)
+    )
+
+
 async def json_object(request: web.Request, expected: str) -> dict[str, Any]:
     """The body as a JSON object; `RegistryError(expected)` (400) if it is not one."""
     try:

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from ghostcrate.appliance.api import actor_of, may_read_private
-from ghostcrate.appliance.bodies import json_object
+from ghostcrate.appliance.bodies import json_object, strings
 from ghostcrate.appliance.keys import PRIVATE
 from ghostcrate.private.errors import NotFound, Refused, RegistryError
 from ghostcrate.private.orgs import Org
@@ -48,7 +48,7 @@ async def add_org(request: web.Request) -> web.Response:
     owner = document.get("owner")
     if (
         not isinstance(name, str)
-        or not _strings(namespaces, allow_empty=True)
+        or not strings(namespaces, allow_empty=True)
         or not (owner is None or isinstance(owner, str))
     ):
         raise RegistryError(
@@ -93,7 +93,7 @@ async def set_members(request: web.Request) -> web.Response:
     touches_owners = any(
         role == OWNER or current.get(user.lower()) == OWNER for user, role in members
     )
-    await _may(registry, actor, org, MANAGE_OWNERS if touches_owners else MANAGE_MEMBERS)
+    await require_right(registry, actor, org, MANAGE_OWNERS if touches_owners else MANAGE_MEMBERS)
     await registry.apply(await registry.orgs.set_members(org.name, members))
     log.info(
         "org members set",
@@ -114,7 +114,7 @@ async def remove_members(request: web.Request) -> web.Response:
     users = _logins(await json_object(request, _USERS_BODY))
     current = {user.lower(): role for user, role in org.members}
     touches_owners = any(current.get(user.lower()) == OWNER for user in users)
-    await _may(registry, actor, org, MANAGE_OWNERS if touches_owners else MANAGE_MEMBERS)
+    await require_right(registry, actor, org, MANAGE_OWNERS if touches_owners else MANAGE_MEMBERS)
     await registry.apply(await registry.orgs.remove_members(org.name, users))
     log.info(
         "org members removed",
@@ -136,7 +136,7 @@ async def add_team(request: web.Request) -> web.Response:
     team = document.get("name")
     if not isinstance(team, str):
         raise RegistryError('expected a JSON body like {"name": "platform"}')
-    await _may(registry, actor, org, MANAGE_MEMBERS)
+    await require_right(registry, actor, org, MANAGE_MEMBERS)
     await registry.apply(await registry.orgs.add_team(org.name, team))
     log.info(
         "team added",
@@ -150,7 +150,7 @@ async def remove_team(request: web.Request) -> web.Response:
     registry = request.app[PRIVATE]
     org = await registry.orgs.org(request.match_info["org"])
     team = request.match_info["team"]
-    await _may(registry, actor, org, MANAGE_MEMBERS)
+    await require_right(registry, actor, org, MANAGE_MEMBERS)
     await registry.apply(await registry.orgs.remove_team(org.name, team))
     log.info(
         "team removed",
@@ -173,7 +173,7 @@ async def _team_members(request: web.Request, *, add: bool) -> web.Response:
     org = await registry.orgs.org(request.match_info["org"])
     team = request.match_info["team"]
     users = _logins(await json_object(request, _USERS_BODY))
-    await _may(registry, actor, org, MANAGE_MEMBERS)
+    await require_right(registry, actor, org, MANAGE_MEMBERS)
     await registry.apply(await registry.orgs.set_team_members(org.name, team, users, add=add))
     log.info(
         "team members added" if add else "team members removed",
@@ -198,17 +198,10 @@ async def _readable_org(request: web.Request) -> Org:
     return await request.app[PRIVATE].orgs.org(request.match_info["org"])
 
 
-async def _may(registry: Registry, actor: Actor, org: Org, action: str) -> None:
+async def require_right(registry: Registry, actor: Actor, org: Org, action: str) -> None:
+    """Refuse (`Refused`, with its rule) an `action` the actor's role in `org` does not allow."""
     role = await registry.orgs.role(org.name, actor.user_id)
     decide_org(actor, action, org.name, role).require()
-
-
-def _strings(value: object, *, allow_empty: bool = False) -> bool:
-    return (
-        isinstance(value, list)
-        and (allow_empty or bool(value))
-        and all(isinstance(item, str) and item for item in value)
-    )
 
 
 def _members(document: dict[str, Any]) -> list[tuple[str, str]]:
@@ -231,7 +224,7 @@ def _logins(document: dict[str, Any]) -> list[str]:
     users = document.get("users")
     if isinstance(users, list):
         users = [user.get("login") if isinstance(user, dict) else user for user in users]
-    if not _strings(users):
+    if not strings(users):
         raise RegistryError(_USERS_BODY)
     assert isinstance(users, list)
     return users

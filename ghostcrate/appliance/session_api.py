@@ -62,7 +62,7 @@ async def refresh(request: web.Request) -> web.Response:
 
 
 async def sign_out(request: web.Request) -> web.Response:
-    actor = await _actor(request)
+    actor = await signed_in(request)
     if actor.session_id is None:
         raise Forbidden(
             "this is an API token, not a session token: revoke it with `ghostcrate token revoke`"
@@ -74,12 +74,14 @@ async def sign_out(request: web.Request) -> web.Response:
 
 async def me(request: web.Request) -> web.Response:
     """The signed-in user, in crates.io's shape."""
-    actor = await _actor(request)
+    actor = await signed_in(request)
     return web.json_response({"user": _user_json(actor.user_id, actor.user, admin=actor.admin)})
 
 
-async def _actor(request: web.Request) -> Actor:
-    await request.app[PRIVATE].sync()  # a session ended on another worker a moment ago
+async def signed_in(request: web.Request) -> Actor:
+    """Who the credential stands for (401 without one, 403 if it is not valid), after this
+    worker has applied what other workers changed (a session ended, a token revoked)."""
+    await request.app[PRIVATE].sync()
     token = token_of(request.headers.get("Authorization"))
     if token is None:
         raise Unauthorized(NOT_SIGNED_IN)

@@ -16,10 +16,11 @@ from aiohttp import web
 from ghostcrate.appliance.api import actor_of
 from ghostcrate.appliance.bodies import json_object
 from ghostcrate.appliance.keys import PRIVATE, SETTINGS
+from ghostcrate.appliance.orgs_api import require_right
 from ghostcrate.config.model import WEBHOOK_EVENTS
 from ghostcrate.private.errors import NotFound, RegistryError
 from ghostcrate.private.orgs import Org
-from ghostcrate.private.rights import MANAGE_WEBHOOKS, decide_org
+from ghostcrate.private.rights import MANAGE_WEBHOOKS
 from ghostcrate.private.tokens import Actor
 from ghostcrate.private.webhook_targets import Targets
 
@@ -107,8 +108,7 @@ async def _managed(request: web.Request) -> tuple[Org, Actor]:
     actor = await actor_of(request)
     registry = request.app[PRIVATE]
     org = await registry.orgs.org(request.match_info["org"])
-    role = await registry.orgs.role(org.name, actor.user_id)
-    decide_org(actor, MANAGE_WEBHOOKS, org.name, role).require()
+    await require_right(registry, actor, org, MANAGE_WEBHOOKS)
     return org, actor
 
 
